@@ -1,0 +1,1 @@
+"""The Typer command-line layer: one module per command group. Parses, calls the core, renders."""

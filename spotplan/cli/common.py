@@ -1,0 +1,103 @@
+"""What every command shares: output formats, where renderings go, and turning errors into one
+clear line on stderr with the exit code of DESIGN.md §3 (never a traceback without -v)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spotplan.errors import EXIT_RUNTIME, SpotplanError
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    json = "json"
+
+
+OutputOpt = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", help="Rendering: table, csv, markdown or json.", case_sensitive=False),
+]
+OutPathOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Write the rendering to this file instead of stdout.", dir_okay=False),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show debug logs and full tracebacks.")
+]
+
+
+class State:
+    verbose: bool = False
+
+
+def is_verbose(local: bool = False) -> bool:
+    return local or State.verbose or os.environ.get("SPOTPLAN_DEBUG") == "1"
+
+
+def stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+
+
+def stdout_console(width: int | None = None):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        highlight=False,
+        width=width,
+        soft_wrap=False,
+    )
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print `error: message` on stderr; return the Exit to raise."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+@contextmanager
+def handle_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn SpotplanError into one line and its exit code; anything unexpected into exit 1."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except SpotplanError as exc:
+        if is_verbose(verbose):
+            import traceback
+
+            traceback.print_exc()
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except Exception as exc:
+        if is_verbose(verbose):
+            raise
+        raise fail(f"{type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_RUNTIME) from None
+
+
+def emit(text: str, out: Path | None) -> None:
+    """Data to stdout, or to `--out` (the file is written atomically)."""
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    sys.stderr.write(f"wrote {out}\n")

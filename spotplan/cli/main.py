@@ -1,0 +1,62 @@
+"""The root `spotplan` Typer app: global options and the registration of every command group.
+
+Command modules import only typer and the standard library at module level, so `spotplan --help`
+stays fast and never imports pandas or a cloud SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from spotplan import __version__
+from spotplan.cli import analyze, backtest, migrate, prices, watch
+from spotplan.cli.common import State
+
+app = typer.Typer(
+    name="spotplan",
+    help=(
+        "Cut GPU bills by moving the right workloads onto spot/preemptible capacity on AWS, GCP "
+        "and Azure, and move them safely.\n\n"
+        "Start with: spotplan analyze examples/fleet.yaml"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"spotplan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs and full tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """spotplan: plan, price and execute moves to spot capacity."""
+    State.verbose = verbose
+
+
+app.command("analyze", no_args_is_help=True)(analyze.analyze)
+app.add_typer(prices.app, name="prices")
+app.command("migrate")(migrate.migrate)
+app.add_typer(migrate.migrations_app, name="migrations")
+app.command("permissions")(migrate.permissions)
+app.command("watch")(watch.watch)
+app.command("backtest")(backtest.backtest)
+
+
+def run() -> None:
+    app(prog_name="spotplan")

@@ -1,0 +1,14 @@
+"""`spotplan prices ...`: the command group; `show` lives here, pull/import/history/alerts in
+`prices_live`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Show, pull, import and chart spot and on-demand prices and interruption risk.",
+    no_args_is_help=True,
+)
+
+# Registers `show` (issue: analyze) and pull/import/history/alerts (issue: prices).
+from spotplan.cli import prices_live, prices_show  # noqa: E402,F401

@@ -1,0 +1,3 @@
+"""`spotplan prices pull|import|history|alerts` (to be written)."""
+
+from __future__ import annotations

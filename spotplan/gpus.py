@@ -1,0 +1,91 @@
+"""The one GPU-model vocabulary shared by every cloud, and the normaliser every importer uses.
+
+Providers name the same silicon differently (AWS "NVIDIA H100", GCP "nvidia-tesla-a100", Azure
+"A100 80GB PCIe", SkyPilot "A100-80GB"); offers only match across clouds when they agree here.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Canonical names, as used in the price table's `gpu_model` column (DESIGN.md §4.2).
+VOCABULARY: tuple[str, ...] = (
+    "B200",
+    "H200",
+    "H100",
+    "A100-80GB",
+    "A100-40GB",
+    "L40S",
+    "L4",
+    "A10G",
+    "A10",
+    "T4",
+    "T4G",
+    "V100",
+    "V100-32GB",
+    "P100",
+    "P4",
+    "K80",
+    "M60",
+    "A40",
+    "MI300X",
+    "Gaudi",
+    "Inferentia",
+    "Inferentia2",
+    "Trainium",
+    "Trainium2",
+)
+
+# Ordered: the first pattern that matches wins, so the more specific ones come first.
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"b200", "B200"),
+    (r"h200", "H200"),
+    (r"h100", "H100"),
+    (r"a100.*80|80\s*gb.*a100|a100-?80|ultragpu", "A100-80GB"),
+    (r"a100", "A100-40GB"),
+    (r"l40s", "L40S"),
+    (r"\bl4\b|nvidia-l4|^l4$|tesla-l4", "L4"),
+    (r"a10g", "A10G"),
+    (r"\ba10\b|a10-|nvidia-a10$|^a10$", "A10"),
+    (r"t4g", "T4G"),
+    (r"\bt4\b|tesla-t4|^t4$", "T4"),
+    (r"v100.*32|v100-32", "V100-32GB"),
+    (r"v100", "V100"),
+    (r"p100", "P100"),
+    (r"tesla-p4\b|\bp4\b", "P4"),
+    (r"k80", "K80"),
+    (r"m60", "M60"),
+    (r"a40\b", "A40"),
+    (r"mi300x", "MI300X"),
+    (r"gaudi", "Gaudi"),
+    (r"inferentia\s*2|inferentia2", "Inferentia2"),
+    (r"inferentia", "Inferentia"),
+    (r"trainium\s*2|trainium2", "Trainium2"),
+    (r"trainium", "Trainium"),
+)
+
+_CANON_LOWER = {name.lower(): name for name in VOCABULARY}
+
+
+def normalize_gpu_model(name: str | None) -> str:
+    """Map any provider's GPU name onto VOCABULARY; unknown names come back stripped, unchanged.
+
+    >>> normalize_gpu_model("NVIDIA H100")
+    'H100'
+    >>> normalize_gpu_model("nvidia-tesla-a100")
+    'A100-40GB'
+    >>> normalize_gpu_model("nvidia-a100-80gb")
+    'A100-80GB'
+    """
+    if name is None:
+        return ""
+    raw = str(name).strip()
+    if not raw:
+        return ""
+    if raw.lower() in _CANON_LOWER:
+        return _CANON_LOWER[raw.lower()]
+    low = raw.lower().replace("_", " ")
+    for pattern, canon in _PATTERNS:
+        if re.search(pattern, low):
+            return canon
+    return raw

@@ -1,0 +1,262 @@
+"""The data types of spotplan's contracts (DESIGN.md §4): workloads, the analysis result and the plan.
+
+This is the only module that validates formats; everything else takes these types (or plain data
+derived from them) as given.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Kind = Literal["training", "batch", "dev", "test", "inference", "realtime"]
+Provider = Literal["aws", "gcp", "azure"]
+Market = Literal["on-demand", "spot"]
+Status = Literal["recommended", "conditional", "not-worth-it", "ineligible", "already-spot"]
+
+DURABLE_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "adl://")
+
+ANALYSIS_SCHEMA = "spotplan.analysis/1"
+PLAN_SCHEMA = "spotplan.plan/1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Checkpoint(_Strict):
+    enabled: bool = False
+    interval_minutes: float | None = Field(default=None, gt=0)
+    save_seconds: float | None = Field(default=None, ge=0)
+    restore_seconds: float | None = Field(default=None, ge=0)
+    storage: str | None = None
+    durable: bool | None = None
+    size_gb: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> Checkpoint:
+        if self.enabled:
+            missing = [
+                name
+                for name in ("interval_minutes", "save_seconds", "restore_seconds")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"checkpoint.{missing[0]} is required when checkpoint.enabled is true"
+                )
+        return self
+
+    @property
+    def is_durable(self) -> bool:
+        """Durable storage: an object-store URI, or a path the user declared durable."""
+        if self.durable is not None:
+            return bool(self.durable)
+        return bool(self.storage) and str(self.storage).lower().startswith(DURABLE_SCHEMES)
+
+
+class CheckpointTrigger(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    via: Literal["ssm", "ssh", "docker", "signal", "command"] = "command"
+    command: str | None = None
+
+
+class Network(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    subnet: str | None = None
+    security_groups: list[str] = Field(default_factory=list)
+
+
+class Launch(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image: str | None = None
+    resume_command: str | None = None
+    checkpoint_trigger: CheckpointTrigger | None = None
+    network: Network | None = None
+    readiness_command: str | None = None
+
+
+class Workload(_Strict):
+    id: str = Field(min_length=1)
+    kind: Kind
+    provider: Provider
+    region: str = Field(min_length=1)
+    zone: str | None = None
+    instance_type: str = Field(min_length=1)
+    gpu_model: str | None = None
+    gpu_count: float | None = Field(default=None, gt=0)
+    count: int = Field(default=1, ge=1)
+    market: Market = "on-demand"
+    remaining_hours: float = Field(ge=0)
+    deadline: datetime | None = None
+    gang: bool | None = None
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    handles_preemption: bool = False
+    provision_minutes: float | None = Field(default=None, ge=0)
+    instance_ids: list[str] = Field(default_factory=list)
+    launch: Launch | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_str(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): "" if val is None else str(val) for k, val in v.items()}
+        return v
+
+    @property
+    def is_gang(self) -> bool:
+        return self.gang if self.gang is not None else self.kind == "training"
+
+
+class Inventory(_Strict):
+    workloads: list[Workload]
+
+
+# ---- analysis result (schema spotplan.analysis/1) -------------------------------------------
+
+
+class Reason(BaseModel):
+    code: str
+    message: str
+
+
+class CurrentCost(BaseModel):
+    provider: str
+    region: str
+    instance_type: str
+    market: str
+    count: int
+    price_per_hour: float | None
+    hours: float
+    cost: float | None
+
+
+class OfferResult(BaseModel):
+    provider: str
+    region: str
+    zone: str | None
+    instance_type: str
+    price_per_hour: float
+    interruption_band: str | None
+    mtbf_hours: float
+    expected_interruptions: float
+    lost_hours_per_interruption: float
+    restart_hours: float
+    wall_hours: float
+    wall_hours_p90: float
+    cost: float
+    cost_p90: float
+    migration_cost: float
+    savings: float
+    savings_pct: float
+    recommended_checkpoint_minutes: float | None
+
+
+class WorkloadResult(BaseModel):
+    id: str
+    status: Status
+    reasons: list[Reason] = Field(default_factory=list)
+    warnings: list[Reason] = Field(default_factory=list)
+    current: CurrentCost
+    best: OfferResult | None = None
+    alternatives: list[OfferResult] = Field(default_factory=list)
+
+
+class Totals(BaseModel):
+    workloads: int
+    recommended: int
+    conditional: int
+    current_cost: float
+    projected_cost: float
+    savings: float
+
+
+class PricesInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    source: str
+    as_of: str | None
+
+
+class AnalysisResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    schema_: str = Field(default=ANALYSIS_SCHEMA, alias="schema")
+    generated_at: str
+    prices: PricesInfo
+    assumptions: dict[str, Any]
+    workloads: list[WorkloadResult]
+    totals: Totals
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# ---- plan (schema spotplan.plan/1) ----------------------------------------------------------
+
+
+class MoveSource(BaseModel):
+    provider: Provider
+    region: str
+    zone: str | None = None
+    instance_type: str
+    instance_ids: list[str] = Field(default_factory=list)
+
+
+class MoveTarget(BaseModel):
+    provider: Provider
+    region: str
+    zone: str | None = None
+    instance_type: str
+    market: Literal["spot"] = "spot"
+    max_price: float = Field(gt=0)
+
+
+class MoveExpected(BaseModel):
+    savings: float
+    cost: float
+
+
+class Move(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    workload: str
+    source: MoveSource
+    target: MoveTarget
+    checkpoint: Checkpoint
+    launch: Launch | None = None
+    fallback: Literal["on-demand", "none"] = "on-demand"
+    expected: MoveExpected
+    # Not in the §4.4 core set but carried so migrate can check max_price <= on-demand and count.
+    count: int = 1
+    on_demand_price: float | None = None
+
+
+class PlanAnalysisRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    generated_at: str
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    schema_: str = Field(default=PLAN_SCHEMA, alias="schema")
+    created_at: str
+    analysis: PlanAnalysisRef
+    moves: list[Move]
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_schema(cls, v: str) -> str:
+        if v != PLAN_SCHEMA:
+            raise ValueError(f"expected schema {PLAN_SCHEMA!r}")
+        return v
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+
+def utcnow_iso() -> str:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

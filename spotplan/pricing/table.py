@@ -1,0 +1,163 @@
+"""The price table of DESIGN.md §4.2: its columns, reading it from CSV/parquet files or folders,
+normalising and validating rows. Snapshot, store, pulls and importers all produce this shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spotplan.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+COLUMNS: tuple[str, ...] = (
+    "provider",
+    "region",
+    "zone",
+    "instance_type",
+    "gpu_model",
+    "gpu_count",
+    "vcpus",
+    "memory_gib",
+    "market",
+    "price_per_hour",
+    "interruption_band",
+    "observed_at",
+    "source",
+)
+REQUIRED: tuple[str, ...] = ("provider", "region", "instance_type", "market", "price_per_hour")
+PROVIDERS = ("aws", "gcp", "azure")
+MARKETS = ("on-demand", "spot")
+BANDS = ("<5%", "5-10%", "10-15%", "15-20%", ">20%")
+#: Identifies one price history: all rows of a pool at different observed_at form its history.
+POOL_KEY: tuple[str, ...] = ("provider", "region", "zone", "instance_type", "market")
+
+
+def empty_table() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
+
+
+def _dtype(col: str) -> str:
+    return "float64" if col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour") else "object"
+
+
+def normalize_band(value: object) -> str:
+    """Map the band spellings seen in feeds ("<5%", "5-10 %", "5-10", ">20%") onto BANDS or ''."""
+    if value is None:
+        return ""
+    s = str(value).strip().replace(" ", "")
+    if s in ("", "nan", "None", "NaN"):
+        return ""
+    if not s.endswith("%") and s[0:1] not in "<>":
+        s = s + "%"
+    if s.startswith("<"):
+        return "<5%"
+    if s.startswith(">"):
+        return ">20%"
+    return s if s in BANDS else ""
+
+
+def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
+    """Return `df` with exactly COLUMNS, typed, normalised, validated; InputError names the bad row."""
+    import pandas as pd
+
+    from spotplan.gpus import normalize_gpu_model
+
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{origin}: missing column {missing[0]!r}",
+            hint="expected columns: " + ", ".join(COLUMNS),
+        )
+    out = pd.DataFrame(index=df.index)
+    for col in COLUMNS:
+        if col in df.columns:
+            out[col] = df[col]
+        else:
+            out[col] = pd.NA if _dtype(col) == "object" else float("nan")
+    for col in ("provider", "region", "zone", "instance_type", "market", "source"):
+        out[col] = out[col].fillna("").astype(str).str.strip()
+    out["provider"] = out["provider"].str.lower()
+    out["market"] = out["market"].str.lower().replace({"ondemand": "on-demand", "od": "on-demand"})
+    out["gpu_model"] = out["gpu_model"].map(
+        lambda v: normalize_gpu_model(None if pd.isna(v) else str(v))
+    )
+    out["interruption_band"] = out["interruption_band"].map(normalize_band)
+    for col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    out["observed_at"] = out["observed_at"].map(
+        lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+    )
+    # Validation: name the first offending row (1-based data row, as a spreadsheet shows it + header).
+    checks = [
+        (~out["provider"].isin(PROVIDERS), "provider", "one of aws, gcp, azure"),
+        (~out["market"].isin(MARKETS), "market", "'on-demand' or 'spot'"),
+        (out["instance_type"] == "", "instance_type", "a non-empty instance type"),
+        (out["region"] == "", "region", "a non-empty region"),
+        (
+            out["price_per_hour"].isna() | (out["price_per_hour"] < 0),
+            "price_per_hour",
+            "a non-negative number (USD per instance-hour)",
+        ),
+    ]
+    for bad, field, expected in checks:
+        if bool(bad.any()):
+            pos = int(bad.to_numpy().nonzero()[0][0])
+            raw = df.iloc[pos].get(field, "") if field in df.columns else ""
+            raise InputError(
+                f"{origin}: row {pos + 2}: {field} is {raw!r}, expected {expected}"
+            )
+    out = out.reset_index(drop=True)
+    return out[list(COLUMNS)]
+
+
+def read_price_file(path: Path) -> pd.DataFrame:
+    """Read one CSV or parquet price-table file."""
+    import pandas as pd
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(path, dtype={"zone": str, "observed_at": str}, keep_default_na=False,
+                              na_values=[""])
+    except InputError:
+        raise
+    except Exception as exc:  # pandas raises many types; the user needs the file and the reason
+        raise InputError(f"{path}: cannot read price table: {exc}") from None
+    return normalize(raw, origin=str(path))
+
+
+def read_price_paths(paths: Iterable[Path]) -> pd.DataFrame:
+    """Read files and folders (every *.csv / *.parquet inside, sorted) into one table."""
+    import pandas as pd
+
+    frames = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files = sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".parquet", ".pq")
+            )
+            if not files:
+                raise InputError(f"{p}: folder holds no .csv or .parquet price table")
+            frames.extend(read_price_file(f) for f in files)
+        else:
+            frames.append(read_price_file(p))
+    if not frames:
+        return empty_table()
+    return pd.concat(frames, ignore_index=True)
+
+
+def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per pool: the newest observation (ties keep the last row read)."""
+    if df.empty:
+        return df
+    ordered = df.assign(_t=df["observed_at"].astype(str)).sort_values("_t", kind="stable")
+    return ordered.drop_duplicates(list(POOL_KEY), keep="last").drop(columns="_t").reset_index(drop=True)

@@ -1,0 +1,29 @@
+"""The root command: help, version, python -m, and the import budget of `spotplan --help`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from spotplan import __version__
+from spotplan.cli.main import app
+
+
+def test_version(runner) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+def test_python_m_spotplan_help_imports_no_heavy_modules() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "spotplan", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "analyze" in proc.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    for heavy in ("pandas", "boto3", "botocore", "google", "azure", "numpy", "matplotlib"):
+        assert heavy not in imported, f"`spotplan --help` imports {heavy}"
