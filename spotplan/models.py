@@ -6,10 +6,11 @@ derived from them) as given.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Kind = Literal["training", "batch", "dev", "test", "inference", "realtime"]
 Provider = Literal["aws", "gcp", "azure"]
@@ -23,7 +24,18 @@ PLAN_SCHEMA = "spotplan.plan/1"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Infinite or NaN hours/seconds would poison every sum of the cost model; a YAML `id: 42`
+    # or `region: 1` is meant as text.
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, allow_inf_nan=False, coerce_numbers_to_str=True
+    )
+
+
+def _no_bool_number(v: Any) -> Any:
+    # pydantic's lax mode reads `true` as 1.0; for a count or a duration that is always a typo.
+    if isinstance(v, bool):
+        raise PydanticCustomError("number_type", "Input should be a number, not a boolean")
+    return v
 
 
 class Checkpoint(_Strict):
@@ -35,6 +47,10 @@ class Checkpoint(_Strict):
     durable: bool | None = None
     size_gb: float | None = Field(default=None, ge=0)
 
+    _numbers = field_validator(
+        "interval_minutes", "save_seconds", "restore_seconds", "size_gb", mode="before"
+    )(_no_bool_number)
+
     @model_validator(mode="after")
     def _required_when_enabled(self) -> Checkpoint:
         if self.enabled:
@@ -44,8 +60,12 @@ class Checkpoint(_Strict):
                 if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(
-                    f"checkpoint.{missing[0]} is required when checkpoint.enabled is true"
+                # A custom error type so readers can name the missing field itself
+                # (ctx["field"]) rather than the whole checkpoint block.
+                raise PydanticCustomError(
+                    "missing_when_enabled",
+                    "checkpoint.{field} is required when checkpoint.enabled is true",
+                    {"field": missing[0]},
                 )
         return self
 
@@ -99,11 +119,37 @@ class Workload(_Strict):
     launch: Launch | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
+    _numbers = field_validator(
+        "gpu_count", "count", "remaining_hours", "provision_minutes", mode="before"
+    )(_no_bool_number)
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_str(cls, v: Any) -> Any:
         if isinstance(v, dict):
             return {str(k): "" if val is None else str(val) for k, val in v.items()}
+        return v
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline_iso8601(cls, v: Any) -> Any:
+        # pydantic would read 1700000000 as a Unix time; §4.1 promises ISO-8601 only.
+        if v is None or isinstance(v, datetime):
+            return v
+        if isinstance(v, date):
+            return datetime(v.year, v.month, v.day)
+        if isinstance(v, str) and v.strip() and not v.strip().lstrip("+-").replace(".", "", 1).isdigit():
+            return v.strip()
+        raise PydanticCustomError(
+            "iso8601", "Input should be an ISO-8601 date or time such as 2026-12-01T00:00:00Z"
+        )
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_utc(cls, v: datetime | None) -> datetime | None:
+        # A deadline without an offset means UTC, so it compares with aware `--now` values.
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=timezone.utc)
         return v
 
     @property

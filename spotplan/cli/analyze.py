@@ -1,10 +1,107 @@
-"""`spotplan analyze` (to be written)."""
+"""`spotplan analyze`: parse options, run the analysis, render it, optionally write the plan."""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
 
-def analyze(inventory: list[str]) -> None:
-    """Analyze an inventory (not implemented yet)."""
-    raise typer.Exit(1)
+
+class Scope(str, Enum):
+    region = "region"
+    provider = "provider"
+    any = "any"
+
+
+class OverheadModel(str, Enum):
+    explicit = "explicit"
+    seed = "seed"
+
+
+def analyze(
+    inventory: Annotated[
+        list[Path],
+        typer.Argument(help="Workload inventory files (YAML or CSV, DESIGN.md §4.1).", show_default=False),
+    ],
+    prices: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prices",
+            help="Price table CSV/parquet file or folder; replaces the bundled snapshot and local store. Repeatable.",
+        ),
+    ] = None,
+    scope: Annotated[
+        Scope, typer.Option(help="Where offers may be: same region, same provider, or any cloud.")
+    ] = Scope.region,
+    window: Annotated[
+        str, typer.Option(help="Price spot pools by their time-weighted mean over this window (30d, 12h, 2w).")
+    ] = "30d",
+    min_savings: Annotated[
+        float, typer.Option("--min-savings", help="Below this saving (USD) a move is not worth it.")
+    ] = 0.0,
+    min_savings_pct: Annotated[
+        float, typer.Option("--min-savings-pct", help="Below this saving (% of current cost) a move is not worth it.")
+    ] = 0.0,
+    overhead_model: Annotated[
+        OverheadModel,
+        typer.Option(
+            "--overhead-model",
+            help="explicit: interruptions, lost work, restarts, migration (cost model v1); "
+            "seed: the seed documents' flat 10% overhead.",
+        ),
+    ] = OverheadModel.explicit,
+    samples: Annotated[int, typer.Option(min=1, help="Monte Carlo runs for the P90s.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed of the Monte Carlo P90s.")] = 0,
+    now: Annotated[
+        str | None, typer.Option(help="Pretend it is this ISO-8601 time (deadlines, price windows).")
+    ] = None,
+    plan_out: Annotated[
+        Path | None,
+        typer.Option("--plan-out", help="Write the plan (recommended and conditional moves) to this JSON file."),
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score each workload for spot: eligibility, expected cost with interruptions, and savings.
+
+    Example: spotplan analyze examples/fleet.yaml -o markdown --plan-out plan.json
+    """
+    with handle_errors(verbose):
+        import json
+        import os
+
+        from spotplan.analysis import make_plan, parse_now, parse_window, run
+        from spotplan.cli.common import emit as _emit
+        from spotplan.planner import AnalyzeOptions
+        from spotplan.report import render
+
+        options = AnalyzeOptions(
+            scope=scope.value,
+            window_hours=parse_window(window),
+            min_savings=min_savings,
+            min_savings_pct=min_savings_pct,
+            overhead_model=overhead_model.value,
+            samples=samples,
+            seed=seed,
+            now=parse_now(now),
+        )
+        result, workloads, price_data = run(inventory, prices, options)
+        for warning in (result.prices.model_extra or {}).get("warnings", []):
+            sys.stderr.write(f"warning: {warning}\n")
+        color = out is None and output == OutputFormat.table and sys.stdout.isatty() and not os.environ.get(
+            "NO_COLOR"
+        )
+        _emit(render(result, output.value, color=color), out)
+        if plan_out is not None:
+            plan = make_plan(result, workloads, price_data, options)
+            text = json.dumps(plan.to_json_dict(), indent=2)
+            emit(text, plan_out)
+
+
+__all__ = ["analyze"]

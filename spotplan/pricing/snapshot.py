@@ -1,4 +1,5 @@
-"""The bundled price snapshot (`pricing_data/`, shipped inside the wheel as `spotplan/pricing_data`)."""
+"""The bundled price snapshot (`pricing_data/`, shipped inside the wheel as `spotplan/pricing_data`):
+where it is, loading it, and how old it is. What it holds and how to refresh it: pricing_data/README.md."""
 
 from __future__ import annotations
 
@@ -23,6 +24,35 @@ def snapshot_files() -> list[Path]:
 
 
 def load_snapshot() -> pd.DataFrame:
+    from spotplan.errors import CloudError
     from spotplan.pricing.table import read_price_paths
 
-    return read_price_paths(snapshot_files())
+    files = snapshot_files()
+    if not files:
+        # A broken install, not a user mistake: say where it looked.
+        raise CloudError(
+            f"bundled price snapshot not found in {snapshot_dir()}",
+            hint="reinstall spotplan, or pass --prices PATH",
+        )
+    return read_price_paths(files)
+
+
+def snapshot_as_of(table: pd.DataFrame | None = None) -> dict[str, str]:
+    """Newest `observed_at` per provider, e.g. {'aws': '2025-11-30', ...}, of `table` or the snapshot."""
+    df = load_snapshot() if table is None else table
+    if df.empty:
+        return {}
+    dated = df[df["observed_at"].astype(str) != ""]
+    newest = dated.groupby("provider")["observed_at"].max()
+    return {str(p): str(v) for p, v in sorted(newest.items())}
+
+
+def snapshot_sources(table: pd.DataFrame | None = None) -> dict[str, list[str]]:
+    """The distinct `source` names per provider, for footnotes."""
+    df = load_snapshot() if table is None else table
+    if df.empty:
+        return {}
+    out: dict[str, list[str]] = {}
+    for provider, group in df.groupby("provider"):
+        out[str(provider)] = sorted({s for s in group["source"].astype(str) if s})
+    return dict(sorted(out.items()))

@@ -1,0 +1,99 @@
+"""The I/O edge of `spotplan analyze`: read inventories and price tables, run the pure planner,
+and write the plan. The CLI calls this; tests and notebooks can too."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spotplan.errors import InputError
+from spotplan.models import AnalysisResult, Plan, Workload
+from spotplan.planner import AnalyzeOptions, analyze, build_plan, on_demand_index
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdw]?)\s*$", re.IGNORECASE)
+
+
+def parse_window(text: str) -> float:
+    """'30d', '12h', '2w' or a bare number of days → hours."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise InputError(f"--window: expected a duration like 30d, 12h or 2w, got {text!r}")
+    value, unit = float(m.group(1)), (m.group(2) or "d").lower()
+    hours = value * {"h": 1.0, "d": 24.0, "w": 168.0}[unit]
+    if hours <= 0:
+        raise InputError(f"--window: must be longer than zero, got {text!r}")
+    return hours
+
+
+def parse_now(text: str | None) -> datetime | None:
+    """ISO-8601 date or time → aware UTC datetime (naive means UTC)."""
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--now: expected an ISO-8601 time like 2026-11-23T00:00:00Z, got {text!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Prices:
+    table: pd.DataFrame
+    source: str
+
+
+def load_prices(paths: Sequence[Path] | None) -> Prices:
+    """`--prices` files/folders replace the defaults; else the bundled snapshot plus the local store."""
+    import pandas as pd
+
+    from spotplan.pricing.snapshot import load_snapshot, snapshot_dir
+    from spotplan.pricing.table import read_price_paths
+
+    if paths:
+        return Prices(read_price_paths(paths), ", ".join(str(p) for p in paths))
+    table = load_snapshot()
+    source = f"bundled snapshot ({snapshot_dir().name})"
+    try:
+        from spotplan.pricing.store import read_store
+    except ImportError:  # the store module ships with the prices extra work; absent means no store
+        read_store = None  # type: ignore[assignment]
+    stored = read_store() if read_store is not None else None
+    if stored is not None and not stored.empty:
+        table = pd.concat([table, stored], ignore_index=True)
+        source += " + local price store (spotplan prices pull)"
+    return Prices(table, source)
+
+
+def known_instance_types(table: pd.DataFrame) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for prov, itype in zip(table["provider"], table["instance_type"]):
+        out.setdefault(str(prov), set()).add(str(itype))
+    return out
+
+
+def read_workloads(paths: Sequence[Path], prices: Prices) -> list[Workload]:
+    from spotplan.inventory import read_inventories
+
+    return read_inventories(list(paths), known_instance_types=known_instance_types(prices.table))
+
+
+def run(
+    inventories: Sequence[Path], price_paths: Sequence[Path] | None, options: AnalyzeOptions
+) -> tuple[AnalysisResult, list[Workload], Prices]:
+    prices = load_prices(price_paths)
+    workloads = read_workloads(inventories, prices)
+    result = analyze(workloads, prices.table, options, prices_source=prices.source)
+    return result, workloads, prices
+
+
+def make_plan(result: AnalysisResult, workloads: Sequence[Workload], prices: Prices,
+              options: AnalyzeOptions) -> Plan:
+    od = on_demand_index(prices.table, options.window_hours, options.now)
+    return build_plan(result, workloads, od, created_at=options.now)

@@ -1,0 +1,275 @@
+"""Trace loaders: every published spot-trace format read into one form, a `Trace` holding, per
+tick of `gap_seconds`, how many spot instances were available (and the spot price when the file
+has one).
+
+Formats (see ../shared/data/README.md):
+- `json`: the Can't-Be-Late / SpotHedge files `{"metadata": {"gap_seconds": G}, "data": [...],
+  "prices": [...]?}`.
+- `events`: Bamboo `time_ms,event,node_id` add/remove events; the count is the nodes alive.
+- `counts`: a count over time: `t,n` (seconds, or hours in the `_scaled` files), Parcae
+  `time_ms,n_nodes`, or the Bamboo GCP `date, time, count` text files. Change points are held
+  (a step function) and sampled on a regular tick.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from spotplan.errors import InputError
+
+FORMATS = ("auto", "json", "events", "counts")
+DEFAULT_STEP_TICK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Spot availability per tick: `available[i]` instances during [i·gap, (i+1)·gap)."""
+
+    name: str
+    gap_seconds: float
+    available: np.ndarray
+    prices: np.ndarray | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.gap_seconds <= 0:
+            raise InputError(f"{self.source or self.name}: gap_seconds must be positive")
+        if self.prices is not None and len(self.prices) != len(self.available):
+            raise InputError(
+                f"{self.source or self.name}: {len(self.prices)} prices for {len(self.available)} ticks"
+            )
+
+    @property
+    def ticks(self) -> int:
+        return int(len(self.available))
+
+    @property
+    def hours(self) -> float:
+        return self.ticks * self.gap_seconds / 3600.0
+
+    def availability(self, instances: int = 1) -> float:
+        """Share of ticks with at least `instances` spot instances available."""
+        return float(np.mean(self.available >= instances)) if self.ticks else 0.0
+
+    def run_lengths_hours(self, instances: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Lengths (hours) of the maximal available runs and of the unavailable gaps."""
+        up = (self.available >= instances).astype(np.int8)
+        edges = np.flatnonzero(np.diff(up)) + 1
+        bounds = np.concatenate(([0], edges, [len(up)]))
+        lengths = np.diff(bounds) * self.gap_seconds / 3600.0
+        first = up[bounds[:-1]] == 1
+        return lengths[first], lengths[~first]
+
+
+def load_traces(paths: list[Path], fmt: str = "auto") -> list[Trace]:
+    return [load_trace(p, fmt) for p in paths]
+
+
+def load_trace(path: Path, fmt: str = "auto", tick_seconds: float | None = None) -> Trace:
+    """Read one trace file; `fmt` is one of FORMATS (`auto` detects from the content)."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown trace format {fmt!r} (choose from {', '.join(FORMATS)})")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: trace file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read trace ({exc})") from None
+    if fmt == "auto":
+        fmt = detect_format(text, path)
+    if fmt == "json":
+        return _parse_json(text, path)
+    if fmt == "events":
+        return _parse_events(text, path, tick_seconds)
+    return _parse_counts(text, path, tick_seconds)
+
+
+def detect_format(text: str, path: Path) -> str:
+    head = text.lstrip()[:1]
+    if head == "{":
+        return "json"
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    cells = [c.strip().lower() for c in first.split(",")]
+    if len(cells) >= 3 and cells[1] in ("add", "remove"):
+        return "events"
+    if len(cells) >= 2:
+        return "counts"
+    raise InputError(f"{path}: cannot tell the trace format from its first line {first[:60]!r}")
+
+
+def _parse_json(text: str, path: Path) -> Trace:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise InputError(f"{path}: expected an object with 'metadata' and 'data'")
+    meta = doc.get("metadata") or {}
+    gap = meta.get("gap_seconds")
+    if not isinstance(gap, (int, float)) or isinstance(gap, bool) or gap <= 0:
+        raise InputError(f"{path}: metadata.gap_seconds must be a positive number")
+    data = doc["data"]
+    if not isinstance(data, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data
+    ):
+        raise InputError(f"{path}: 'data' must be a list of non-negative counts")
+    prices = None
+    if doc.get("prices") is not None:
+        raw = doc["prices"]
+        if not isinstance(raw, list) or len(raw) != len(data):
+            raise InputError(f"{path}: 'prices' must be a list as long as 'data' ({len(data)})")
+        try:
+            prices = np.asarray(raw, dtype=float)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: 'prices' must be numbers") from None
+        if not np.all(np.isfinite(prices)) or np.any(prices < 0):
+            raise InputError(f"{path}: 'prices' must be finite and non-negative")
+    return Trace(
+        name=path.stem,
+        gap_seconds=float(gap),
+        available=np.asarray(data, dtype=np.int64),
+        prices=prices,
+        source=str(path),
+    )
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in row]
+        for row in csv.reader(io.StringIO(text))
+        if row and any(c.strip() for c in row)
+    ]
+
+
+def _parse_events(text: str, path: Path, tick_seconds: float | None) -> Trace:
+    times: list[float] = []
+    deltas: list[int] = []
+    alive: set[str] = set()
+    for lineno, row in enumerate(_rows(text), start=1):
+        if len(row) < 3:
+            raise InputError(f"{path}:{lineno}: expected time_ms,event,node_id")
+        try:
+            t = float(row[0]) / 1000.0
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: time {row[0]!r} is not a number") from None
+        event, node = row[1].lower(), row[2]
+        if event == "add":
+            delta = 0 if node in alive else 1
+            alive.add(node)
+        elif event == "remove":
+            delta = -1 if node in alive else 0
+            alive.discard(node)
+        else:
+            raise InputError(f"{path}:{lineno}: event {row[1]!r} is neither add nor remove")
+        times.append(t)
+        deltas.append(delta)
+    if not times:
+        raise InputError(f"{path}: no events")
+    counts = np.cumsum(deltas)
+    return _step_trace(np.asarray(times), counts, path, tick_seconds)
+
+
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _parse_counts(text: str, path: Path, tick_seconds: float | None) -> Trace:
+    rows = _rows(text)
+    if rows and not _is_number(rows[0][0]) and not _DATE_TIME.match(rows[0][0]):
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise InputError(f"{path}: no rows")
+    times: list[float] = []
+    counts: list[float] = []
+    dated = bool(_DATE_TIME.match(rows[0][0]))
+    for lineno, row in enumerate(rows, start=1):
+        try:
+            if dated:
+                stamp = datetime.strptime(f"{row[0]} {row[1]}", "%Y-%m-%d %H:%M:%S")
+                times.append(stamp.replace(tzinfo=timezone.utc).timestamp())
+                counts.append(float(row[2]))
+            else:
+                times.append(float(row[0]))
+                counts.append(float(row[1]))
+        except (ValueError, IndexError):
+            raise InputError(f"{path}:{lineno}: expected time,count, got {','.join(row)[:60]!r}") from None
+    t = np.asarray(times, dtype=float)
+    c = np.asarray(counts, dtype=float)
+    if np.any(c < 0):
+        raise InputError(f"{path}: counts must be non-negative")
+    notes = []
+    backwards = int(np.sum(np.diff(t) < 0))
+    if backwards:
+        # the Bamboo GCP logs hold overlapping sampling windows; the later line wins at a tie
+        order = np.argsort(t, kind="stable")
+        t, c = t[order], c[order]
+        notes.append(f"{backwards} out-of-order rows sorted by time")
+    t = t - t[0]
+    if not dated:
+        t = t * _time_unit_seconds(path, t)
+    trace = _step_trace(t, np.rint(c).astype(np.int64), path, tick_seconds)
+    trace.notes.extend(notes)
+    return trace
+
+
+def _time_unit_seconds(path: Path, t: np.ndarray) -> float:
+    """Seconds per unit of the time column: ms (Parcae `time_ms`), hours (Bamboo `_scaled` and
+    fractional-hour files) or seconds."""
+    name = path.name.lower()
+    if "_scaled" in name:
+        return 3600.0
+    span = float(t[-1]) if len(t) else 0.0
+    fractional = bool(np.any(np.abs(t - np.rint(t)) > 1e-9))
+    if fractional and span < 1000:
+        return 3600.0
+    if "time_ms" in name or span > 3 * 86400 * 10:
+        # more than a month in "seconds" is really milliseconds
+        return 0.001
+    return 1.0
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _step_trace(
+    times_s: np.ndarray, counts: np.ndarray, path: Path, tick_seconds: float | None
+) -> Trace:
+    """Sample a step function (value holds from its time until the next change) on a regular tick;
+    several changes at one time keep the last."""
+    times_s = times_s - times_s[0]
+    gap = float(tick_seconds) if tick_seconds else _natural_tick(times_s)
+    n_ticks = max(1, int(np.floor(times_s[-1] / gap)) + 1)
+    grid = np.arange(n_ticks) * gap
+    idx = np.searchsorted(times_s, grid, side="right") - 1
+    return Trace(
+        name=path.stem,
+        gap_seconds=gap,
+        available=np.maximum(counts[idx], 0).astype(np.int64),
+        source=str(path),
+        notes=[f"step function sampled every {gap:g} s"],
+    )
+
+
+def _natural_tick(times_s: np.ndarray) -> float:
+    """A regularly sampled file keeps its own spacing; a change-point file gets a 60 s tick."""
+    diffs = np.diff(times_s)
+    diffs = diffs[diffs > 0]
+    if len(diffs) >= 10:
+        med = float(np.median(diffs))
+        if med >= 1 and np.mean(np.abs(diffs - med) <= 0.1 * med) > 0.8:
+            return float(round(med))
+    return DEFAULT_STEP_TICK_SECONDS

@@ -1,0 +1,470 @@
+"""Crash-safe checkpoints for training loops on any fsspec store, and the guard that says when to save.
+
+Layout under the store URI (local path, `s3://`, `gs://`, `az://` ... with the matching extra):
+
+    <uri>/step-000000000042-20261123T010203123456Z-1a2b3c4d/   one checkpoint folder
+        checkpoint.bin | model.pt | ...                      the payload files
+        MANIFEST.json                                         written last: the commit point
+
+Object stores have no atomic rename, so a checkpoint is never "moved into place". Instead every
+payload file is written first, and only then the manifest (step, created_at, sha256 and size of every
+file). A single PUT is atomic on object stores and the local manifest goes through an atomic
+`os.replace`, so a manifest is either absent or complete. A folder without a manifest is a partial
+write and is ignored; `latest()` also re-checks every checksum, so even a manifest whose files were
+later damaged or half-deleted is skipped in favour of the previous good checkpoint. Retention deletes
+the manifest of an old checkpoint before its files for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from spotplan.errors import InputError, SpotplanError
+
+MANIFEST = "MANIFEST.json"
+DEFAULT_FILE = "checkpoint.bin"
+SCHEMA = "spotplan.checkpoint/1"
+_CHUNK = 4 * 1024 * 1024
+_FOLDER_RE = re.compile(r"^step-(\d{12})-(\d{8}T\d{12}Z)-([0-9a-f]{8})$")
+
+Payload = bytes | Mapping[str, "bytes | str | os.PathLike[str]"]
+
+
+class CheckpointError(SpotplanError):
+    """A checkpoint could not be written, read or verified."""
+
+
+@dataclass
+class CheckpointInfo:
+    """One committed checkpoint, as its manifest describes it."""
+
+    step: int
+    created_at: datetime
+    uri: str
+    files: dict[str, dict[str, Any]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "uri": self.uri,
+            "files": self.files,
+            "metadata": self.metadata,
+        }
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _check_name(name: str) -> str:
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or name == MANIFEST:
+        raise InputError(f"invalid checkpoint file name {name!r}")
+    return "/".join(parts)
+
+
+class CheckpointStore:
+    """Save, list, verify and load checkpoints under one fsspec URI (see the module docstring)."""
+
+    def __init__(self, uri: str, keep: int = 3, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec.core
+
+        if keep is not None and keep < 0:
+            raise InputError("keep must be 0 (keep all) or more")
+        self.uri = str(uri)
+        self.keep = keep
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
+        except ImportError as exc:
+            scheme = self.uri.split("://", 1)[0]
+            extra = {"s3": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure"}.get(scheme, "all")
+            raise CheckpointError(
+                f"no filesystem for {scheme}:// ({exc})", hint=f"pip install 'spotplan[{extra}]'"
+            ) from None
+        self.root = root.rstrip("/")
+        self.local = "file" in _protocols(self.fs)
+        self._verified: set[tuple[str, str]] = set()
+
+    # -- writing ------------------------------------------------------------------------------
+    def save(
+        self,
+        step: int,
+        data: Payload,
+        metadata: dict[str, Any] | None = None,
+        *,
+        created_at: datetime | None = None,
+    ) -> CheckpointInfo:
+        """Write the payload, then commit it with the manifest; apply retention. Returns the new info."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            sources: dict[str, Callable[[], Iterable[bytes]]] = {DEFAULT_FILE: _bytes_source(bytes(data))}
+        elif isinstance(data, Mapping):
+            sources = {}
+            for name, value in data.items():
+                key = _check_name(str(name))
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    sources[key] = _bytes_source(bytes(value))
+                elif isinstance(value, (str, os.PathLike)):
+                    if not Path(value).is_file():
+                        raise InputError(f"checkpoint file {value} does not exist")
+                    sources[key] = _file_source(Path(value))
+                else:
+                    raise InputError(f"checkpoint file {name!r}: expected bytes or a path")
+            if not sources:
+                raise InputError("a checkpoint needs at least one file")
+        else:
+            raise InputError("checkpoint data must be bytes or a mapping of name -> bytes | path")
+        return self._commit(int(step), sources, dict(metadata or {}), created_at or _utcnow())
+
+    def _commit(
+        self,
+        step: int,
+        sources: Mapping[str, Callable[[], Iterable[bytes]]],
+        metadata: dict[str, Any],
+        created_at: datetime,
+    ) -> CheckpointInfo:
+        if step < 0:
+            raise InputError("step must be >= 0")
+        created_at = created_at.astimezone(timezone.utc)
+        stamp = created_at.strftime("%Y%m%dT%H%M%S%f") + "Z"
+        folder = f"{self.root}/step-{step:012d}-{stamp}-{secrets.token_hex(4)}"
+        files: dict[str, dict[str, Any]] = {}
+        for name, chunks in sources.items():
+            files[name] = self._write_file(f"{folder}/{name}", chunks())
+        manifest = {
+            "schema": SCHEMA,
+            "step": step,
+            "created_at": created_at.isoformat().replace("+00:00", "Z"),
+            "files": files,
+            "metadata": metadata,
+        }
+        self._write_manifest(folder, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        info = CheckpointInfo(step, created_at, self._uri_of(folder), files, metadata)
+        self._verified.add((folder, _digest(manifest)))
+        self._retain(folder)
+        return info
+
+    def _write_file(self, path: str, chunks: Iterable[bytes]) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        size = 0
+        if self.local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        else:
+            with self.fs.open(path, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        return {"sha256": digest.hexdigest(), "size": size}
+
+    def _write_manifest(self, folder: str, body: bytes) -> None:
+        path = f"{folder}/{MANIFEST}"
+        if not self.local:
+            self.fs.pipe_file(path, body)  # one PUT: the object appears whole or not at all
+            return
+        tmp = f"{folder}/.{MANIFEST}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # make the rename itself durable across a power cut
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _retain(self, committed: str) -> None:
+        folders = self._folders()
+        committed_name = committed.rsplit("/", 1)[-1]
+        with_manifest = [f for f in folders if self._exists(f"{f}/{MANIFEST}")]
+        doomed: list[str] = []
+        if self.keep:
+            doomed += with_manifest[: max(0, len(with_manifest) - self.keep)]
+        # Folders without a manifest that sort before the one just committed are leftovers of
+        # writers that died; anything after it may belong to a writer still at work.
+        doomed += [f for f in folders if f not in with_manifest and f.rsplit("/", 1)[-1] < committed_name]
+        for folder in doomed:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.fs.rm_file(f"{folder}/{MANIFEST}")  # uncommit first: never a half-deleted "committed" one
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.fs.rm(folder, recursive=True)
+
+    # -- reading ------------------------------------------------------------------------------
+    def list(self) -> list[CheckpointInfo]:
+        """Committed checkpoints (manifest present and readable), oldest first; not checksum-verified."""
+        out = []
+        for folder in self._folders():
+            info = self._read(folder)
+            if info is not None:
+                out.append(info[0])
+        return out
+
+    def latest(self, newer_than: datetime | None = None, *, verify: bool = True) -> CheckpointInfo | None:
+        """The newest committed checkpoint whose files all match their manifest checksums.
+
+        `newer_than` keeps only checkpoints created strictly after that moment (tz-aware, or UTC).
+        """
+        if newer_than is not None and newer_than.tzinfo is None:
+            newer_than = newer_than.replace(tzinfo=timezone.utc)
+        for folder in reversed(self._folders()):
+            read = self._read(folder)
+            if read is None:
+                continue
+            info, manifest = read
+            if newer_than is not None and info.created_at <= newer_than:
+                continue
+            if not verify:
+                return info
+            key = (folder, _digest(manifest))
+            if key in self._verified or self._verify_folder(folder, info):
+                self._verified.add(key)
+                return info
+        return None
+
+    def verify(self, info: CheckpointInfo) -> bool:
+        """Re-read every file of `info` and compare sizes and sha256 with its manifest."""
+        folder = self._path_of(info.uri)
+        read = self._read(folder)
+        if read is None or read[0].files != info.files:
+            return False
+        return self._verify_folder(folder, read[0])
+
+    def load(self, info: CheckpointInfo, name: str = DEFAULT_FILE) -> bytes:
+        """The bytes of one file of a checkpoint, checked against its manifest entry."""
+        name = _check_name(name)
+        entry = info.files.get(name)
+        if entry is None:
+            raise CheckpointError(f"checkpoint {info.uri} has no file {name!r}")
+        try:
+            body = self.fs.cat_file(f"{self._path_of(info.uri)}/{name}")
+        except FileNotFoundError:
+            raise CheckpointError(f"{info.uri}/{name} is missing") from None
+        if len(body) != entry["size"] or hashlib.sha256(body).hexdigest() != entry["sha256"]:
+            raise CheckpointError(f"{info.uri}/{name} does not match its manifest checksum")
+        return bytes(body)
+
+    def download(self, info: CheckpointInfo, dest: str | os.PathLike[str]) -> Path:
+        """Copy every file of `info` into the local folder `dest` (checked), returning it."""
+        dest = Path(dest)
+        for name in info.files:
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.load(info, name))
+        return dest
+
+    def copy_to(self, info: CheckpointInfo, other: CheckpointStore) -> CheckpointInfo:
+        """Commit `info` into another store with the same protocol (files first, manifest last)."""
+        folder = self._path_of(info.uri)
+        sources = {name: self._stream_source(f"{folder}/{name}") for name in info.files}
+        copied = other._commit(info.step, sources, dict(info.metadata), info.created_at)
+        if copied.files != info.files:
+            raise CheckpointError(f"copy of {info.uri} to {other.uri} does not match the source checksums")
+        return copied
+
+    # -- internals ----------------------------------------------------------------------------
+    def _folders(self) -> list[str]:
+        """Checkpoint folders under the root, oldest first (the names sort by step, then time)."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.root)
+        try:
+            entries = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        names = sorted(
+            str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries if _FOLDER_RE.match(str(e).rstrip("/").rsplit("/", 1)[-1])
+        )
+        return [f"{self.root}/{n}" for n in names]
+
+    def _read(self, folder: str) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        try:
+            manifest = json.loads(self.fs.cat_file(f"{folder}/{MANIFEST}"))
+            match = _FOLDER_RE.match(folder.rsplit("/", 1)[-1])
+            if manifest.get("schema") != SCHEMA or match is None or int(match.group(1)) != manifest["step"]:
+                return None
+            files = {str(k): {"sha256": str(v["sha256"]), "size": int(v["size"])} for k, v in manifest["files"].items()}
+            info = CheckpointInfo(
+                step=int(manifest["step"]),
+                created_at=_parse_time(manifest["created_at"]),
+                uri=self._uri_of(folder),
+                files=files,
+                metadata=dict(manifest.get("metadata") or {}),
+            )
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return info, manifest
+
+    def _verify_folder(self, folder: str, info: CheckpointInfo) -> bool:
+        for name, entry in info.files.items():
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with self.fs.open(f"{folder}/{name}", "rb") as handle:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+            except (FileNotFoundError, OSError):
+                return False
+            if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+                return False
+        return True
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return bool(self.fs.exists(path))
+        except OSError:
+            return False
+
+    def _stream_source(self, path: str) -> Callable[[], Iterator[bytes]]:
+        def chunks() -> Iterator[bytes]:
+            with self.fs.open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+
+        return chunks
+
+    def _uri_of(self, folder: str) -> str:
+        return folder if self.local else self.fs.unstrip_protocol(folder)
+
+    def _path_of(self, uri: str) -> str:
+        return uri if self.local else self.fs._strip_protocol(uri)
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self.uri!r}, keep={self.keep})"
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def _digest(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _bytes_source(body: bytes) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, max(len(body), 1), _CHUNK):
+            yield body[start : start + _CHUNK]
+
+    return chunks
+
+
+def _file_source(path: Path) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+    return chunks
+
+
+class PreemptionGuard:
+    """Turns SIGTERM/SIGUSR1 (and optionally a metadata notice) into a flag the loop checks at step ends.
+
+        with PreemptionGuard() as guard:
+            for step in ...:
+                train_step()
+                if guard.should_stop:
+                    store.save(step, state)
+                    break
+
+    `source` ("aws", "gcp", "azure", "eci", "url" or "auto") also polls that metadata service in a
+    background thread, with the same code `spotplan watch` uses. Signal handlers can only be installed
+    from the main thread; the previous handlers are restored on exit.
+    """
+
+    def __init__(
+        self,
+        signals: Iterable[int | str] = ("SIGTERM", "SIGUSR1"),
+        *,
+        source: str | None = None,
+        endpoint: str | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        self.signals = [_signum(s) for s in signals]
+        self.source = source
+        self.endpoint = endpoint
+        self.interval = interval
+        self.reason: str | None = None
+        self.notice: Any = None
+        self._event = threading.Event()
+        self._previous: dict[int, Any] = {}
+        self._stop_polling = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def should_stop(self) -> bool:
+        return self._event.is_set()
+
+    def trigger(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.trigger(signal.Signals(signum).name)
+
+    def __enter__(self) -> PreemptionGuard:
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        if self.source:
+            from spotplan.watch.sources import make_source
+
+            src = make_source(self.source, self.endpoint)
+            self._thread = threading.Thread(target=self._poll, args=(src,), name="preemption-guard", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_polling.set()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _poll(self, src: Any) -> None:
+        while not self._stop_polling.is_set() and not self.should_stop:
+            try:
+                notice = src.poll(self.interval)
+            except Exception:  # metadata hiccups must not kill training; try again next interval
+                notice = None
+                self._stop_polling.wait(self.interval)
+            if notice is not None and notice.actionable:
+                self.notice = notice
+                self.trigger(f"{notice.source}:{notice.kind}")
+
+
+def _signum(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    name = value.upper()
+    return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))

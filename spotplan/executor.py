@@ -1,0 +1,632 @@
+"""Runs the moves of a plan, step by step, through the provider modules; the only place that knows
+about dry runs, the journal and rollback.
+
+A move is: preflight -> acquire (spot capacity on the target, held by its boot script) -> trigger a
+checkpoint on the source -> verify a checkpoint newer than the trigger in durable storage -> stop the
+source -> resume on the target (tag it with the checkpoint URI the boot script waits for) -> health
+check -> record. Capacity comes first, so a move that cannot get spot changes nothing, and the source
+is never stopped before a fresh checkpoint is verified.
+
+Every step is journaled before and after its provider calls. `--resume` skips finished steps and
+re-runs the interrupted one, which is safe because each step is idempotent: launches carry a token
+(EC2 ClientToken / GCP requestId / a deterministic Azure VM name) and look for what an interrupted
+run already created. A dry run builds the very same calls and only skips sending them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from spotplan.errors import CloudError, InputError, SpotplanError
+from spotplan.journal import FINAL_STATUSES, Journal
+from spotplan.models import Move
+from spotplan.providers.base import Call, LaunchSpec, Provider, get_provider, provider_module
+
+STEPS = (
+    "preflight",
+    "acquire",
+    "trigger_checkpoint",
+    "verify_checkpoint",
+    "stop_source",
+    "resume_target",
+    "health_check",
+    "record",
+)
+FALLBACK_STEPS = (
+    "fallback_verify",
+    "fallback_acquire",
+    "fallback_resume",
+    "fallback_health",
+    "fallback_release_spot",
+    "fallback_record",
+)
+# Once this step has started the source may be down: failures after it restart the source.
+SOURCE_STOP_STEP = "stop_source"
+
+ProviderFactory = Callable[[str, str], Provider]
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    checkpoint_timeout: float = 600.0
+    health_timeout: float = 600.0
+    poll_interval: float = 2.0
+    plan_path: str | None = None
+
+
+@dataclass
+class StepReport:
+    step: str
+    calls: list[Call] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = "done"  # done | skipped | failed | dry-run
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "status": self.status,
+            "calls": [c.to_dict() for c in self.calls],
+            "data": self.data,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+@dataclass
+class MoveReport:
+    move_id: str
+    workload: str
+    kind: str
+    status: str
+    steps: list[StepReport] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "move_id": self.move_id,
+            "workload": self.workload,
+            "kind": self.kind,
+            "status": self.status,
+            "error": self.error,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def _crash_point(step: str, when: str) -> None:
+    """Test hook for the fault-injection suite: SIGKILL ourselves at a step boundary."""
+    target = os.environ.get("SPOTPLAN_TEST_CRASH_AT")
+    if target and target == f"{step}:{when}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def storage_options_for(uri: str) -> dict[str, Any]:
+    """fsspec options so checkpoint reads follow the same endpoint overrides as the SDK calls."""
+    if uri.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def build_user_data(move: Move, provider_name: str) -> str:
+    """The target's boot script: hold until spotplan names the checkpoint, then run the resume command.
+
+    The checkpoint URI arrives as an instance tag / metadata key, read from the instance metadata
+    service, so the capacity can be acquired before the source has written its final checkpoint.
+    """
+    launch = move.launch
+    resume = (launch.resume_command if launch else None) or "true"
+    fetch = provider_module(provider_name).RESUME_FETCH
+    storage = move.checkpoint.storage or ""
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            f"# spotplan move {move.id}: held until spotplan sets spotplan-resume-from",
+            "set -u",
+            f"export SPOTPLAN_MOVE_ID={shlex.quote(move.id)}",
+            f"export SPOTPLAN_CHECKPOINT_STORAGE={shlex.quote(storage)}",
+            "RESUME_FROM_CHECKPOINT=''",
+            'while [ -z "$RESUME_FROM_CHECKPOINT" ]; do',
+            f"  RESUME_FROM_CHECKPOINT=$({fetch} 2>/dev/null || true)",
+            '  [ -n "$RESUME_FROM_CHECKPOINT" ] || sleep 5',
+            "done",
+            "export RESUME_FROM_CHECKPOINT",
+            f"exec sh -c {shlex.quote(resume)}",
+            "",
+        ]
+    )
+
+
+def _local_call(method: str, params: dict[str, Any], note: str = "") -> Call:
+    return Call("local", "spotplan", method, params, (), note)
+
+
+def _run_local(argv: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, shell=True, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise CloudError(f"command timed out after {timeout:.0f}s: {argv}") from None
+
+
+class MoveRun:
+    """One move's steps against its source and target providers."""
+
+    def __init__(
+        self,
+        move: Move,
+        journal: Journal | None,
+        opts: Options,
+        factory: ProviderFactory,
+        state: dict[str, Any] | None = None,
+        log: Callable[[str], None] = lambda _m: None,
+    ) -> None:
+        self.move = move
+        self.journal = journal
+        self.opts = opts
+        self.log = log
+        self.source: Provider = factory(move.source.provider, move.source.region)
+        self.target: Provider = (
+            self.source
+            if (move.target.provider, move.target.region) == (move.source.provider, move.source.region)
+            else factory(move.target.provider, move.target.region)
+        )
+        self.state: dict[str, Any] = dict(state or {})
+        self.state.setdefault("attempt", 1)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    @property
+    def dry(self) -> bool:
+        return self.opts.dry_run
+
+    def _spec(self, step: str, market: str) -> LaunchSpec:
+        m = self.move
+        launch = m.launch
+        network = launch.network.model_dump() if launch and launch.network else {}
+        return LaunchSpec(
+            move_id=m.id,
+            step=f"{step}#{self.state['attempt']}",
+            market=market,  # type: ignore[arg-type]
+            region=m.target.region,
+            zone=m.target.zone,
+            instance_type=m.target.instance_type,
+            count=m.count,
+            max_price=m.target.max_price if market == "spot" else None,
+            image=launch.image if launch else None,
+            user_data=build_user_data(m, m.target.provider),
+            network=network,
+            labels={},
+            source_ids=list(m.source.instance_ids),
+        )
+
+    def _target_ids(self, key: str = "target_ids") -> list[str]:
+        ids = self.state.get(key)
+        if ids:
+            return list(ids)
+        return [f"<{key[:-4].replace('_', '-')}-{i + 1}>" for i in range(self.move.count)] if self.dry else []
+
+    def _source_ids(self) -> list[str]:
+        return list(self.move.source.instance_ids)
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "SPOTPLAN_MOVE_ID": self.move.id,
+            "SPOTPLAN_SOURCE_IDS": " ".join(self._source_ids()),
+            "SPOTPLAN_TARGET_IDS": " ".join(self.state.get("target_ids") or []),
+            "SPOTPLAN_CHECKPOINT_STORAGE": self.move.checkpoint.storage or "",
+            "RESUME_FROM_CHECKPOINT": self.state.get("checkpoint_uri") or "",
+        }
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    def step_preflight(self) -> tuple[list[Call], dict[str, Any]]:
+        m = self.move
+        if m.on_demand_price is not None and m.target.max_price > m.on_demand_price + 1e-9:
+            raise InputError(
+                f"move {m.id}: target.max_price {m.target.max_price} is above the on-demand price "
+                f"{m.on_demand_price}: spotplan never bids above on-demand"
+            )
+        if not m.source.instance_ids:
+            raise InputError(f"move {m.id}: source.instance_ids is empty: nothing to move")
+        if not m.checkpoint.storage:
+            raise InputError(f"move {m.id}: checkpoint.storage is required to verify a checkpoint")
+        trigger = m.launch.checkpoint_trigger if m.launch else None
+        if trigger is None:
+            raise InputError(f"move {m.id}: launch.checkpoint_trigger is required")
+        if trigger.via == "ssm" and m.source.provider != "aws":
+            raise InputError(f"move {m.id}: checkpoint_trigger via ssm works only for AWS sources")
+        calls, data = self.target.preflight(self._spec("acquire", "spot"), self.dry)
+        return calls, data
+
+    def step_acquire(self) -> tuple[list[Call], dict[str, Any]]:
+        calls, ids = self.target.launch(self._spec("acquire", "spot"), self.dry)
+        if not self.dry and len(ids) < self.move.count:
+            # A partial launch is released at once by the rollback (its ids are recorded first).
+            self.state["target_ids"] = ids
+            raise CloudError(f"move {self.move.id}: got {len(ids)} of {self.move.count} spot instances")
+        return calls, {"target_ids": ids, "market": "spot"}
+
+    def _trigger_command(self) -> tuple[str, str]:
+        trigger = self.move.launch.checkpoint_trigger  # type: ignore[union-attr]
+        assert trigger is not None
+        extra = trigger.model_extra or {}
+        command = trigger.command or ""
+        if trigger.via == "signal":
+            sig = str(extra.get("signal", "USR1")).upper().removeprefix("SIG")
+            if extra.get("pid"):
+                command = f"kill -{sig} {int(extra['pid'])}"
+            else:
+                process = extra.get("process") or command
+                command = f"pkill -{sig} -f {shlex.quote(str(process))}"
+            return ("ssm" if self.move.source.provider == "aws" else "command"), command
+        if not command:
+            raise InputError(f"move {self.move.id}: launch.checkpoint_trigger.command is required")
+        if trigger.via == "ssh":
+            host = extra.get("host")
+            if not host:
+                raise InputError(f"move {self.move.id}: checkpoint_trigger via ssh needs a host")
+            return "command", f"ssh -o BatchMode=yes {shlex.quote(str(host))} {shlex.quote(command)}"
+        if trigger.via == "docker":
+            container = extra.get("container")
+            if not container:
+                raise InputError(f"move {self.move.id}: checkpoint_trigger via docker needs a container")
+            return "command", f"docker exec {shlex.quote(str(container))} sh -c {shlex.quote(command)}"
+        return trigger.via, command
+
+    def step_trigger_checkpoint(self) -> tuple[list[Call], dict[str, Any]]:
+        via, command = self._trigger_command()
+        trigger_at = _now().isoformat()
+        if not self.dry and self.journal is not None:
+            # Known before the call, so a resumed verify never accepts an older checkpoint.
+            self.journal.update_state(self.move.id, {"trigger_at": trigger_at})
+        if via == "ssm":
+            calls, data = self.source.trigger_checkpoint_ssm(self._source_ids(), command, self.move.id, self.dry)
+            return calls, {"trigger_at": trigger_at, **data}
+        call = _local_call("run_command", {"command": command}, note="runs where spotplan runs")
+        result = call.run(self.dry, lambda: _run_local(command, self._env(), self.opts.checkpoint_timeout))
+        if result is not None and result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+            raise CloudError(f"checkpoint trigger exited {result.returncode}: {tail[0]}")
+        return [call], {"trigger_at": trigger_at}
+
+    def step_verify_checkpoint(self) -> tuple[list[Call], dict[str, Any]]:
+        storage = self.move.checkpoint.storage or ""
+        newer = self.state.get("trigger_at")
+        call = _local_call(
+            "checkpoint_latest",
+            {"uri": storage, "newer_than": newer or "<trigger time>", "timeout_s": self.opts.checkpoint_timeout},
+            note="manifest and checksums, via spotplan.checkpoint",
+        )
+        if self.dry:
+            call.outcome = "dry-run"
+            return [call], {}
+        info = wait_for_checkpoint(
+            storage,
+            datetime.fromisoformat(newer) if newer else None,
+            self.opts.checkpoint_timeout,
+            min(self.opts.poll_interval, 1.0),
+        )
+        if info is None:
+            raise CloudError(
+                f"move {self.move.id}: no verified checkpoint newer than the trigger appeared in {storage} "
+                f"within {self.opts.checkpoint_timeout:.0f}s"
+            )
+        call.outcome = "ok"
+        call.ids = [info.uri]
+        return [call], {
+            "checkpoint_uri": info.uri,
+            "checkpoint_step": info.step,
+            "checkpoint_created_at": info.created_at.isoformat(),
+            "checkpoint_verified": True,
+        }
+
+    def step_stop_source(self) -> tuple[list[Call], dict[str, Any]]:
+        if not self.dry and not self.state.get("checkpoint_verified"):
+            # The one rule that protects the user's work; enforced here, not only by step order.
+            raise CloudError(f"move {self.move.id}: refusing to stop the source without a verified checkpoint")
+        return self.source.stop(self._source_ids(), self.dry), {"source_stopped": True}
+
+    def step_resume_target(self) -> tuple[list[Call], dict[str, Any]]:
+        uri = self.state.get("checkpoint_uri") or "<verified checkpoint uri>"
+        return self.target.signal_resume(self._target_ids(), uri, self.dry), {"resumed_from": uri}
+
+    def _health(self, key: str) -> tuple[list[Call], dict[str, Any]]:
+        ids = self._target_ids(key)
+        calls, states = self.target.states(ids, self.dry) if not self.dry else ([], {})
+        if self.dry:
+            calls = [Call(self.target.name, "health", "wait_running", {"ids": ids}, (), "polls the state")]
+            calls[0].outcome = "dry-run"
+        deadline = time.monotonic() + self.opts.health_timeout
+        while not self.dry and any(s != "running" for s in states.values()):
+            bad = {i: s for i, s in states.items() if s in ("terminated", "missing", "stopped")}
+            if bad or time.monotonic() > deadline:
+                raise CloudError(f"move {self.move.id}: target not running: {bad or states}")
+            time.sleep(self.opts.poll_interval)
+            more, states = self.target.states(ids, False)
+            calls = more
+        readiness = self.move.launch.readiness_command if self.move.launch else None
+        if readiness:
+            call = _local_call("run_command", {"command": readiness}, note="readiness, retried until exit 0")
+            calls.append(call)
+
+            def ready() -> None:
+                while True:
+                    res = _run_local(readiness, self._env(), self.opts.health_timeout)
+                    if res.returncode == 0:
+                        return
+                    if time.monotonic() > deadline:
+                        raise CloudError(f"move {self.move.id}: readiness command kept failing "
+                                         f"(exit {res.returncode})")
+                    time.sleep(self.opts.poll_interval)
+
+            call.run(self.dry, ready)
+        return calls, {"healthy": True}
+
+    def step_health_check(self) -> tuple[list[Call], dict[str, Any]]:
+        return self._health("target_ids")
+
+    def step_record(self) -> tuple[list[Call], dict[str, Any]]:
+        return [], {"recorded_at": _now().isoformat()}
+
+    # ---- fallback to on-demand ---------------------------------------------------------------
+
+    def step_fallback_verify(self) -> tuple[list[Call], dict[str, Any]]:
+        storage = self.move.checkpoint.storage or ""
+        call = _local_call("checkpoint_latest", {"uri": storage}, note="the newest verified checkpoint")
+        if self.dry:
+            call.outcome = "dry-run"
+            return [call], {}
+        info = wait_for_checkpoint(storage, None, 0, 0)
+        if info is None:
+            raise CloudError(f"move {self.move.id}: no verified checkpoint in {storage} to fall back from")
+        call.outcome, call.ids = "ok", [info.uri]
+        return [call], {"checkpoint_uri": info.uri, "checkpoint_step": info.step, "checkpoint_verified": True}
+
+    def step_fallback_acquire(self) -> tuple[list[Call], dict[str, Any]]:
+        spec = self._spec("fallback_acquire", "on-demand")
+        calls, ids = self.target.launch(spec, self.dry)
+        if not self.dry and len(ids) < self.move.count:
+            self.state["fallback_ids"] = ids
+            raise CloudError(f"move {self.move.id}: got {len(ids)} of {self.move.count} on-demand instances")
+        return calls, {"fallback_ids": ids}
+
+    def step_fallback_resume(self) -> tuple[list[Call], dict[str, Any]]:
+        uri = self.state.get("checkpoint_uri") or "<latest checkpoint uri>"
+        return self.target.signal_resume(self._target_ids("fallback_ids"), uri, self.dry), {"resumed_from": uri}
+
+    def step_fallback_health(self) -> tuple[list[Call], dict[str, Any]]:
+        return self._health("fallback_ids")
+
+    def step_fallback_release_spot(self) -> tuple[list[Call], dict[str, Any]]:
+        spot = [i for i in self.state.get("target_ids") or [] if i not in (self.state.get("fallback_ids") or [])]
+        if not spot:
+            return [], {}
+        calls, states = self.target.states(spot, self.dry) if not self.dry else ([], {i: "running" for i in spot})
+        live = [i for i, s in states.items() if s not in ("terminated", "missing")]
+        if live:
+            calls += self.target.release(live, self.dry)
+        return calls, {"spot_target_ids": spot}
+
+    def step_fallback_record(self) -> tuple[list[Call], dict[str, Any]]:
+        return [], {"target_ids": self.state.get("fallback_ids") or [], "market": "on-demand",
+                    "recorded_at": _now().isoformat()}
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def run(self, steps: Sequence[str], kind: str) -> MoveReport:
+        report = MoveReport(self.move.id, self.move.workload, kind, "running")
+        done = set(self.state.get("steps_done") or [])
+        for step in steps:
+            if step in done:
+                report.steps.append(StepReport(step, status="skipped", data={"reason": "done before resume"}))
+                continue
+            self.log(f"{self.move.id}: {step}")
+            if not self.dry and self.journal is not None:
+                self.journal.step_start(self.move.id, step)
+            _crash_point(step, "before")
+            try:
+                calls, data = getattr(self, f"step_{step}")()
+            except SpotplanError as exc:
+                report.steps.append(StepReport(step, status="failed", error=str(exc)))
+                if self.dry:
+                    # A dry run shows every step even when one would fail.
+                    report.error = report.error or f"{step}: {exc}"
+                    continue
+                if self.journal is not None:
+                    self.journal.step_failed(self.move.id, step, [], str(exc))
+                self._rollback(step, kind, report)
+                report.error = f"{step}: {exc}"
+                report.exit_code = exc.exit_code
+                status = "failed" if report.status == "rollback-incomplete" else "rolled-back"
+                report.status = status
+                if self.journal is not None:
+                    self.journal.finish(self.move.id, status, report.error)
+                return report
+            _crash_point(step, "after")
+            self.state.update(data)
+            if not self.dry and self.journal is not None:
+                self.journal.step_done(self.move.id, step, [c.to_dict() for c in calls], data)
+            report.steps.append(StepReport(step, calls, data, "dry-run" if self.dry else "done"))
+        report.status = "dry-run" if self.dry else "done"
+        if self.dry and report.error:
+            report.status = "dry-run (would fail)"
+        if not self.dry and self.journal is not None:
+            self.journal.finish(self.move.id, "done")
+        return report
+
+    def _rollback(self, failed: str, kind: str, report: MoveReport) -> None:
+        """Undo what this move created; restart the source if it may have been stopped."""
+        assert self.journal is not None
+        started = {e["step"] for e in self.journal.events(self.move.id) if e["phase"] == "start"}
+        actions: list[tuple[str, Callable[[], list[Call]]]] = []
+        if kind == "migrate" and SOURCE_STOP_STEP in started:
+            actions.append(("rollback_start_source", lambda: self.source.start(self._source_ids(), False)))
+        created_key = "fallback_ids" if kind == "fallback" else "target_ids"
+        created = set(self.state.get(created_key) or [])
+        # An interrupted launch may have created instances that never reached the journal.
+        created |= set(self.target.list_created(self.move.id))
+        if kind == "fallback":
+            created -= set(self.state.get("target_ids") or [])
+        else:
+            created -= set(self.state.get("fallback_ids") or [])
+        if created:
+            ids = sorted(created)
+            actions.append(("rollback_release_target", lambda: self._release_live(ids)))
+        for name, action in actions:
+            self.journal.step_start(self.move.id, name)
+            try:
+                calls = action()
+            except SpotplanError as exc:
+                self.journal.step_failed(self.move.id, name, [], str(exc))
+                report.steps.append(StepReport(name, status="failed", error=str(exc)))
+                report.status = "rollback-incomplete"
+                continue
+            self.journal.step_done(self.move.id, name, [c.to_dict() for c in calls], {})
+            report.steps.append(StepReport(name, calls))
+
+    def _release_live(self, ids: list[str]) -> list[Call]:
+        calls, states = self.target.states(ids, False)
+        live = [i for i, s in states.items() if s not in ("terminated", "missing")]
+        return calls + (self.target.release(live, False) if live else [])
+
+
+def wait_for_checkpoint(storage: str, newer_than: datetime | None, timeout: float, interval: float) -> Any:
+    """Poll the checkpoint store until a verified checkpoint newer than `newer_than` appears."""
+    from spotplan.checkpoint import CheckpointStore
+
+    store = CheckpointStore(storage, storage_options=storage_options_for(storage))
+    deadline = time.monotonic() + timeout
+    while True:
+        with _quiet_cache(store):
+            info = store.latest(newer_than=newer_than)
+        if info is not None or time.monotonic() >= deadline:
+            return info
+        time.sleep(interval)
+
+
+class _quiet_cache:
+    """Object-store listings are cached by fsspec; a poll must see new checkpoints."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        invalidate = getattr(self.store.fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ---- entry points used by the CLI --------------------------------------------------------------
+
+
+def migrate_moves(
+    moves: Sequence[Move],
+    opts: Options,
+    journal: Journal | None,
+    confirm: Callable[[Move], bool] | None = None,
+    factory: ProviderFactory = get_provider,
+    log: Callable[[str], None] = lambda _m: None,
+) -> list[MoveReport]:
+    reports: list[MoveReport] = []
+    for move in moves:
+        state: dict[str, Any] = {}
+        if not opts.dry_run and journal is not None:
+            prior = journal.get_move(move.id)
+            if prior is not None:
+                if prior["status"] == "done":
+                    reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
+                    continue
+                if prior["status"] not in FINAL_STATUSES:
+                    raise InputError(
+                        f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
+                    )
+        if confirm is not None and not opts.dry_run and not confirm(move):
+            reports.append(MoveReport(move.id, move.workload, "migrate", "declined"))
+            continue
+        if not opts.dry_run and journal is not None:
+            prior = journal.get_move(move.id)
+            if prior is None:
+                journal.begin_move(move.id, move.workload, move.target.provider, "migrate",
+                                   move.model_dump(mode="json"), opts.plan_path)
+            else:
+                # A rolled-back move tried again: fresh idempotency tokens, fresh steps.
+                attempt = int(prior["state"].get("attempt", 1)) + 1
+                state = {"attempt": attempt}
+                journal.set_kind(move.id, "migrate")
+                journal.update_state(move.id, {"attempt": attempt, "steps_done": [], "target_ids": [],
+                                               "checkpoint_verified": False})
+        try:
+            run = MoveRun(move, journal, opts, factory, state, log)
+        except SpotplanError as exc:
+            if journal is not None and not opts.dry_run:
+                journal.finish(move.id, "failed", str(exc))
+            reports.append(MoveReport(move.id, move.workload, "migrate", "failed", error=str(exc),
+                                      exit_code=exc.exit_code))
+            continue
+        reports.append(run.run(STEPS, "migrate"))
+    return reports
+
+
+def resume_move(
+    move_id: str,
+    opts: Options,
+    journal: Journal,
+    factory: ProviderFactory = get_provider,
+    log: Callable[[str], None] = lambda _m: None,
+) -> MoveReport:
+    prior = journal.get_move(move_id)
+    if prior is None:
+        raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
+    move = Move.model_validate(prior["move"])
+    if prior["status"] in FINAL_STATUSES:
+        return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
+    steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
+    run = MoveRun(move, journal, opts, factory, prior["state"], log)
+    return run.run(steps, prior["kind"])
+
+
+def fallback_move(
+    move_id: str,
+    opts: Options,
+    journal: Journal,
+    factory: ProviderFactory = get_provider,
+    log: Callable[[str], None] = lambda _m: None,
+) -> MoveReport:
+    """Resume a move's workload from its latest checkpoint on on-demand capacity."""
+    prior = journal.get_move(move_id)
+    if prior is None:
+        raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
+    move = Move.model_validate(prior["move"])
+    if move.fallback != "on-demand":
+        raise InputError(f"move {move_id} has fallback {move.fallback!r}, not 'on-demand'")
+    if prior["kind"] == "fallback" and prior["status"] == "running":
+        raise InputError(f"the fallback of {move_id} was interrupted; continue it with --resume {move_id}")
+    state = dict(prior["state"])
+    state["steps_done"] = [s for s in state.get("steps_done", []) if s not in FALLBACK_STEPS]
+    state["fallback_ids"] = []
+    state["attempt"] = int(state.get("attempt", 1)) + (1 if prior["kind"] == "fallback" else 0)
+    if not opts.dry_run:
+        journal.set_kind(move_id, "fallback")
+        journal.update_state(move_id, {"steps_done": state["steps_done"], "fallback_ids": [],
+                                       "attempt": state["attempt"]})
+    run = MoveRun(move, journal, opts, factory, state, log)
+    return run.run(FALLBACK_STEPS, "fallback")

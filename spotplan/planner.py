@@ -1,0 +1,548 @@
+"""The planner: joins workloads × spot offers, applies the eligibility rules (§6) and the cost model
+(§5), picks the best offer per workload and builds the one versioned analysis result (§4.3) and the
+plan (§4.4). Pure: plain data in, plain data out; no I/O, no clock unless `now` is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spotplan import costmodel as cm
+from spotplan import eligibility as el
+from spotplan.models import (
+    ANALYSIS_SCHEMA,
+    PLAN_SCHEMA,
+    AnalysisResult,
+    CurrentCost,
+    Move,
+    OfferResult,
+    Plan,
+    Reason,
+    Totals,
+    Workload,
+    WorkloadResult,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCOPES = ("region", "provider", "any")
+OVERHEAD_MODELS = ("explicit", "seed")
+MAX_ALTERNATIVES = 3
+STALE_AFTER_DAYS = 7
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    scope: str = "region"
+    window_hours: float = 30 * 24.0
+    min_savings: float = 0.0
+    min_savings_pct: float = 0.0
+    overhead_model: str = "explicit"
+    samples: int = 2000
+    seed: int = 0
+    now: datetime | None = None
+    mtbf_hours: Mapping[str, float] = field(default_factory=lambda: dict(cm.DEFAULT_MTBF_HOURS))
+    provision_minutes: Mapping[str, float] = field(
+        default_factory=lambda: {p: cm.DEFAULT_PROVISION_MINUTES for p in ("aws", "gcp", "azure")}
+    )
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _reason(f: el.Finding) -> Reason:
+    return Reason(code=f.code, message=f.message)
+
+
+def analyze(
+    workloads: Sequence[Workload],
+    prices: pd.DataFrame,
+    options: AnalyzeOptions | None = None,
+    *,
+    prices_source: str = "price table",
+) -> AnalysisResult:
+    """Score every workload against the spot offers in `prices` (price-table rows, §4.2)."""
+    import pandas as pd
+
+    from spotplan.pricing.history import parse_times, summarize
+
+    opt = options or AnalyzeOptions()
+    if opt.scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}")
+    if opt.overhead_model not in OVERHEAD_MODELS:
+        raise ValueError(f"overhead model must be one of {OVERHEAD_MODELS}")
+    now = opt.now or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    seed_model = opt.overhead_model == "seed"
+
+    pools = summarize(prices, opt.window_hours, now)
+    spot = pools[pools["market"] == "spot"].reset_index(drop=True)
+    od = pools[pools["market"] == "on-demand"].reset_index(drop=True)
+
+    shapes = _shapes(pools)
+    od_price = _price_lookup(od)
+    spot_price = _price_lookup(spot)
+
+    # ---- per workload: inputs, current cost, rules 1-4 -------------------------------------
+    n_w = len(workloads)
+    results: list[dict[str, Any]] = []
+    cand_rows: list[dict[str, Any]] = []
+    for i, w in enumerate(workloads):
+        ck = w.checkpoint
+        enabled = bool(ck.enabled)
+        tau = (ck.interval_minutes or 0.0) / 60.0 if enabled else 0.0
+        delta = (ck.save_seconds or 0.0) / 3600.0 if enabled else 0.0
+        rho = (ck.restore_seconds or 0.0) / 3600.0 if enabled else 0.0
+        gpu_model, gpu_count = w.gpu_model, w.gpu_count
+        shape = shapes.get((w.provider, w.instance_type))
+        if shape is not None:
+            gpu_model = gpu_model or shape[0]
+            gpu_count = gpu_count or shape[1]
+        from spotplan.gpus import normalize_gpu_model
+
+        gpu_model = normalize_gpu_model(gpu_model) if gpu_model else ""
+        gpu_count = float(gpu_count or 0.0)
+        w0 = w.remaining_hours if seed_model else float(cm.failure_free_hours(w.remaining_hours, tau, delta, enabled))
+        p_cur = (spot_price if w.market == "spot" else od_price).get((w.provider, w.region, w.instance_type), {})
+        cur_price = _pick_zone(p_cur, w.zone)
+        p_od = _pick_zone(od_price.get((w.provider, w.region, w.instance_type), {}), w.zone)
+        hours_to_deadline = (
+            (w.deadline.astimezone(timezone.utc) - now).total_seconds() / 3600.0
+            if w.deadline is not None
+            else None
+        )
+        current = CurrentCost(
+            provider=w.provider,
+            region=w.region,
+            instance_type=w.instance_type,
+            market=w.market,
+            count=w.count,
+            price_per_hour=cur_price,
+            hours=w0,
+            cost=None if cur_price is None else w.count * cur_price * w0,
+        )
+        rec: dict[str, Any] = {
+            "w": w,
+            "current": current,
+            "status": None,
+            "reasons": [],
+            "warnings": [],
+            "best": None,
+            "alternatives": [],
+            "hours_to_deadline": hours_to_deadline,
+        }
+        results.append(rec)
+        for rule in el.PRE_OFFER_RULES:
+            found = rule(w)
+            if found is not None:
+                rec["status"] = "already-spot" if found.code == "ALREADY_SPOT" else "ineligible"
+                if found.code != "ALREADY_SPOT":
+                    rec["reasons"].append(_reason(found))
+                break
+        if rec["status"] is not None:
+            continue
+        if p_od is None:
+            rec["status"] = "ineligible"
+            rec["reasons"].append(
+                Reason(
+                    code="NO_ON_DEMAND_PRICE",
+                    message=f"no on-demand price for {w.instance_type} in {w.provider} {w.region}",
+                )
+            )
+            continue
+        cand_rows.append(
+            {
+                "wi": i,
+                "provider_w": w.provider,
+                "region_w": w.region,
+                "gpu_model": gpu_model,
+                "need_gpus": gpu_count,
+                "n": float(w.count),
+                "gang": w.is_gang,
+                "H": float(w.remaining_hours),
+                "W0": float(w0),
+                "tau": tau,
+                "delta": delta,
+                "rho": rho,
+                "ck": enabled,
+                "hp": bool(w.handles_preemption),
+                "p_od": float(p_od),
+                "size_gb": float(ck.size_gb or 0.0) if enabled else 0.0,
+                "prov_min": (
+                    w.provision_minutes
+                    if w.provision_minutes is not None
+                    else opt.provision_minutes.get(w.provider, cm.DEFAULT_PROVISION_MINUTES)
+                ),
+            }
+        )
+        rec["gpu"] = (gpu_model, gpu_count)
+
+    # ---- workloads × offers, vectorised -------------------------------------------------------
+    priced = _price_candidates(pd.DataFrame(cand_rows), spot, od_price, opt, seed_model)
+    by_w: dict[int, pd.DataFrame] = {}
+    if not priced.empty:
+        for wi, grp in priced.groupby("wi", sort=False):
+            by_w[int(wi)] = grp  # type: ignore[call-overload]
+
+    for row in cand_rows:
+        wi = int(row["wi"])
+        rec = results[wi]
+        w = rec["w"]
+        grp = by_w.get(wi)
+        if grp is None or grp.empty:
+            gm, gc = rec.get("gpu", ("", 0.0))
+            rec["status"] = "ineligible"
+            rec["reasons"].append(_reason(el.no_spot_offer(w, gm, gc, opt.scope)))
+            continue
+        grp = grp[grp["progresses"]]
+        if grp.empty:
+            rec["status"] = "ineligible"
+            rec["reasons"].append(_reason(el.no_progress()))
+            continue
+        infeasible = el.deadline_infeasible(row["W0"], rec["hours_to_deadline"])
+        if infeasible is not None:
+            rec["status"] = "ineligible"
+            rec["reasons"].append(_reason(infeasible))
+            continue
+        top = grp.head(1 + MAX_ALTERNATIVES)
+        offers = [_offer(r) for r in top.to_dict("records")]
+        best_row = top.iloc[0]
+        rec["best"], rec["alternatives"] = offers[0], offers[1:]
+        tau_star = offers[0].recommended_checkpoint_minutes
+        rec["warnings"] = [
+            _reason(f)
+            for f in el.warnings_for(
+                w,
+                band=str(best_row["interruption_band"] or ""),
+                p_s=float(best_row["p_s"]),
+                p_od=float(row["p_od"]),
+                tau_hours=row["tau"],
+                tau_star_hours=None if tau_star is None else tau_star / 60.0,
+                delta_hours=row["delta"],
+                notice_hours=float(best_row["notice_h"]),
+            )
+        ]
+        low = el.below_threshold(offers[0].savings, offers[0].savings_pct, opt.min_savings, opt.min_savings_pct)
+        if low is not None:
+            rec["status"] = "not-worth-it"
+            rec["reasons"].append(_reason(low))
+            continue
+        cond = [
+            f
+            for f in (
+                el.ephemeral_checkpoints(w),
+                el.deadline_risk(offers[0].wall_hours_p90, rec["hours_to_deadline"]),
+            )
+            if f is not None
+        ]
+        rec["status"] = "conditional" if cond else "recommended"
+        rec["reasons"].extend(_reason(f) for f in cond)
+
+    # ---- result ------------------------------------------------------------------------------
+    wl_results = [
+        WorkloadResult(
+            id=r["w"].id,
+            status=r["status"],
+            reasons=r["reasons"],
+            warnings=r["warnings"],
+            current=r["current"],
+            best=r["best"],
+            alternatives=r["alternatives"],
+        )
+        for r in results
+    ]
+    chosen = [r for r in wl_results if r.status in ("recommended", "conditional") and r.best is not None]
+    current_cost = float(sum(r.current.cost or 0.0 for r in wl_results))
+    savings = float(sum(r.best.savings for r in chosen if r.best is not None))
+    totals = Totals(
+        workloads=n_w,
+        recommended=sum(r.status == "recommended" for r in wl_results),
+        conditional=sum(r.status == "conditional" for r in wl_results),
+        current_cost=current_cost,
+        projected_cost=current_cost - savings,
+        savings=savings,
+    )
+    as_of_by_provider: dict[str, str] = {}
+    stale: list[str] = []
+    if not pools.empty:
+        t = parse_times(pools["as_of"])
+        for prov, ts in t.groupby(pools["provider"]):
+            newest = ts.max()
+            if pd.isna(newest):
+                continue
+            as_of_by_provider[str(prov)] = _iso(newest.to_pydatetime())
+            age_days = (now - newest.to_pydatetime()).total_seconds() / 86400.0
+            if age_days > STALE_AFTER_DAYS:
+                stale.append(
+                    f"{str(prov).upper()} prices are {age_days:.0f} days old (newest {newest.date()}); "
+                    "run `spotplan prices pull` for fresh ones"
+                )
+    as_of = max(as_of_by_provider.values()) if as_of_by_provider else None
+    assumptions = _assumptions(opt, now, as_of_by_provider)
+    return AnalysisResult.model_validate(
+        {
+            "schema": ANALYSIS_SCHEMA,
+            "generated_at": _iso(now),
+            "prices": {
+                "source": prices_source,
+                "as_of": as_of,
+                "as_of_by_provider": as_of_by_provider,
+                "warnings": stale,
+            },
+            "assumptions": assumptions,
+            "workloads": wl_results,
+            "totals": totals,
+        }
+    )
+
+
+def _assumptions(opt: AnalyzeOptions, now: datetime, as_of: Mapping[str, str]) -> dict[str, Any]:
+    window_days = opt.window_hours / 24.0
+    return {
+        "cost_model": "v1",
+        "overhead_model": opt.overhead_model,
+        "scope": opt.scope,
+        "window_hours": opt.window_hours,
+        "spot_price": (
+            f"time-weighted mean of each pool's history over the last {window_days:g} days, "
+            "else its latest price"
+        ),
+        "prices_as_of": {p: f"{p.upper()} prices as of {t}" for p, t in sorted(as_of.items())},
+        "mtbf_hours_by_band": dict(opt.mtbf_hours),
+        "empty_band_counts_as": cm.EMPTY_BAND,
+        "notice_seconds": dict(cm.NOTICE_SECONDS),
+        "provision_minutes": dict(opt.provision_minutes),
+        "egress_usd_per_gb": dict(cm.EGRESS_USD_PER_GB),
+        "seed_overhead_share": cm.SEED_OVERHEAD_SHARE if opt.overhead_model == "seed" else None,
+        "spot_near_on_demand_ratio": cm.SPOT_NEAR_ON_DEMAND_RATIO,
+        "min_savings_usd": opt.min_savings,
+        "min_savings_pct": opt.min_savings_pct,
+        "p90": {"samples": opt.samples, "seed": opt.seed, "method": "Monte Carlo, Poisson interruptions"},
+        "now": _iso(now),
+        "currency": "USD",
+    }
+
+
+def _shapes(pools: pd.DataFrame) -> dict[tuple[str, str], tuple[str, float]]:
+    """(provider, instance_type) → (gpu_model, gpu_count), from any row that knows them."""
+    known = pools[(pools["gpu_model"].astype(str) != "") & pools["gpu_count"].notna()]
+    known = known.drop_duplicates(["provider", "instance_type"])
+    return {
+        (str(p), str(t)): (str(g), float(c))
+        for p, t, g, c in zip(known["provider"], known["instance_type"], known["gpu_model"], known["gpu_count"])
+    }
+
+
+def _price_lookup(pools: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(provider, region, instance_type) → {zone: price}."""
+    out: dict[tuple[str, str, str], dict[str, float]] = {}
+    for p, r, t, z, price in zip(
+        pools["provider"], pools["region"], pools["instance_type"], pools["zone"], pools["price"]
+    ):
+        out.setdefault((str(p), str(r), str(t)), {})[str(z or "")] = float(price)
+    return out
+
+
+def _pick_zone(prices: Mapping[str, float], zone: str | None) -> float | None:
+    """The workload's zone if priced, else the region-wide price, else the cheapest zone."""
+    if not prices:
+        return None
+    if zone and zone in prices:
+        return prices[zone]
+    if "" in prices:
+        return prices[""]
+    return min(prices.values())
+
+
+def _price_candidates(
+    wl: pd.DataFrame,
+    spot: pd.DataFrame,
+    od_price: Mapping[tuple[str, str, str], Mapping[str, float]],
+    opt: AnalyzeOptions,
+    seed_model: bool,
+) -> pd.DataFrame:
+    """Every (workload, spot offer) pair in scope with the GPU model and enough GPUs, costed."""
+    import pandas as pd
+
+    if wl.empty or spot.empty:
+        return pd.DataFrame()
+    offers = spot.rename(columns={"price": "p_s"})[
+        ["provider", "region", "zone", "instance_type", "gpu_model", "gpu_count", "interruption_band", "p_s"]
+    ]
+    offers = offers[offers["gpu_model"].astype(str) != ""]
+    df = wl.merge(offers, on="gpu_model", how="inner")
+    keep = df["gpu_count"].fillna(0) >= df["need_gpus"]
+    if opt.scope in ("region", "provider"):
+        keep &= df["provider"] == df["provider_w"]
+    if opt.scope == "region":
+        keep &= df["region"] == df["region_w"]
+    df = df[keep].reset_index(drop=True)
+    if df.empty:
+        return df
+
+    n, H, W0 = df["n"].to_numpy(), df["H"].to_numpy(), df["W0"].to_numpy()
+    tau, delta, rho = df["tau"].to_numpy(), df["delta"].to_numpy(), df["rho"].to_numpy()
+    ck, hp = df["ck"].to_numpy(bool), df["hp"].to_numpy(bool)
+    p_od, p_s = df["p_od"].to_numpy(float), df["p_s"].to_numpy(float)
+    notice_h = df["provider"].map(cm.NOTICE_SECONDS).fillna(30.0).to_numpy() / 3600.0
+    mtbf = cm.mtbf_hours(df["interruption_band"].fillna("").to_numpy(), opt.mtbf_hours)
+    lam_job = cm.job_rate(mtbf, n, df["gang"].to_numpy(bool))
+    lost = cm.lost_hours(tau, delta, ck, hp, notice_h)
+    restart = cm.restart_hours(df["prov_min"].to_numpy(float) / 60.0, rho)
+    per_int = lost + restart
+    if seed_model:
+        wall = H.astype(float)
+        progresses = np.ones(len(df), dtype=bool)
+        migration = cm.SEED_OVERHEAD_SHARE * n * p_s * H
+        c_cur = n * p_od * H
+        c_spot = n * p_s * H
+        savings = n * (p_od - p_s) * H - migration
+        wall_p90 = wall
+    else:
+        wall, progresses = cm.expected_wall_hours(W0, lam_job, lost, restart)
+        egress = cm.egress_usd_per_gb(
+            df["provider"].to_numpy() == df["provider_w"].to_numpy(),
+            (df["provider"].to_numpy() == df["provider_w"].to_numpy())
+            & (df["region"].to_numpy() == df["region_w"].to_numpy()),
+        )
+        migration = cm.migration_cost(n, p_od, p_s, delta, restart, df["size_gb"].to_numpy(float), egress)
+        c_cur = n * p_od * W0
+        c_spot = n * p_s * wall
+        savings = c_cur - c_spot - migration
+        k90 = cm.interruption_quantile(lam_job, W0, per_int, 0.90, opt.samples, opt.seed)
+        wall_p90 = W0 + k90 * per_int
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = np.where(c_cur > 0, 100.0 * savings / c_cur, 0.0)
+        tau_star = cm.daly_interval_hours(delta, 1.0 / lam_job) * 60.0
+    od_target = np.array(
+        [
+            _pick_zone(od_price.get((p, r, t), {}), z) or np.nan
+            for p, r, t, z in zip(df["provider"], df["region"], df["instance_type"], df["zone"])
+        ],
+        dtype=float,
+    )
+    df = df.assign(
+        notice_h=notice_h,
+        mtbf=mtbf,
+        lam_job=lam_job,
+        lost=lost,
+        restart=restart,
+        wall=wall,
+        wall_p90=wall_p90,
+        k=lam_job * wall,
+        cost=c_spot,
+        cost_p90=n * p_s * wall_p90,
+        migration=migration,
+        savings=savings,
+        savings_pct=pct,
+        tau_star=np.where(ck & (delta > 0), tau_star, np.nan),
+        progresses=progresses,
+        od_target=od_target,
+    )
+    # Best first; ties broken by price then name so the choice is stable.
+    df["_neg"] = -df["savings"].where(df["progresses"], -np.inf)
+    df = df.sort_values(["wi", "_neg", "p_s", "provider", "region", "zone", "instance_type"], kind="stable")
+    return df.drop(columns="_neg")
+
+
+def _offer(r: Mapping[str, Any]) -> OfferResult:
+    tau_star = r["tau_star"]
+    return OfferResult(
+        provider=str(r["provider"]),
+        region=str(r["region"]),
+        zone=str(r["zone"]) or None,
+        instance_type=str(r["instance_type"]),
+        price_per_hour=float(r["p_s"]),
+        interruption_band=str(r["interruption_band"]) or None,
+        mtbf_hours=float(r["mtbf"]),
+        expected_interruptions=float(r["k"]),
+        lost_hours_per_interruption=float(r["lost"]),
+        restart_hours=float(r["restart"]),
+        wall_hours=float(r["wall"]),
+        wall_hours_p90=float(r["wall_p90"]),
+        cost=float(r["cost"]),
+        cost_p90=float(r["cost_p90"]),
+        migration_cost=float(r["migration"]),
+        savings=float(r["savings"]),
+        savings_pct=float(r["savings_pct"]),
+        recommended_checkpoint_minutes=None if tau_star != tau_star else float(tau_star),
+    )
+
+
+def build_plan(
+    result: AnalysisResult,
+    workloads: Sequence[Workload],
+    on_demand_prices: Mapping[tuple[str, str, str], float] | None = None,
+    *,
+    created_at: datetime | None = None,
+) -> Plan:
+    """The plan (§4.4): one move per recommended or conditional workload.
+
+    `max_price` is the target pool's on-demand price when known, else the current on-demand price,
+    so a bid never exceeds on-demand.
+    """
+    by_id = {w.id: w for w in workloads}
+    moves: list[Move] = []
+    for r in result.workloads:
+        if r.status not in ("recommended", "conditional") or r.best is None:
+            continue
+        w = by_id[r.id]
+        b = r.best
+        od_target = (on_demand_prices or {}).get((b.provider, b.region, b.instance_type))
+        cap = od_target if od_target is not None else r.current.price_per_hour
+        max_price = float(cap) if cap is not None else b.price_per_hour
+        moves.append(
+            Move.model_validate(
+                {
+                    "id": f"move-{w.id}",
+                    "workload": w.id,
+                    "source": {
+                        "provider": w.provider,
+                        "region": w.region,
+                        "zone": w.zone,
+                        "instance_type": w.instance_type,
+                        "instance_ids": list(w.instance_ids),
+                    },
+                    "target": {
+                        "provider": b.provider,
+                        "region": b.region,
+                        "zone": b.zone,
+                        "instance_type": b.instance_type,
+                        "market": "spot",
+                        "max_price": max_price,
+                    },
+                    "checkpoint": w.checkpoint.model_dump(mode="json"),
+                    "launch": None if w.launch is None else w.launch.model_dump(mode="json"),
+                    "fallback": "on-demand",
+                    "expected": {"savings": b.savings, "cost": b.cost + b.migration_cost},
+                    "count": w.count,
+                    "on_demand_price": max_price,
+                    "status": r.status,
+                }
+            )
+        )
+    return Plan.model_validate(
+        {
+            "schema": PLAN_SCHEMA,
+            "created_at": _iso(created_at or datetime.now(timezone.utc)),
+            "analysis": {"generated_at": result.generated_at},
+            "moves": moves,
+        }
+    )
+
+
+def on_demand_index(prices: pd.DataFrame, window_hours: float, now: datetime | None) -> dict[tuple[str, str, str], float]:
+    """(provider, region, instance_type) → on-demand price (region-wide, else cheapest zone)."""
+    from spotplan.pricing.history import summarize
+
+    pools = summarize(prices, window_hours, now)
+    od = pools[pools["market"] == "on-demand"]
+    return {k: v for k, z in _price_lookup(od).items() if (v := _pick_zone(z, None)) is not None}

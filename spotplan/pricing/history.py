@@ -1,0 +1,139 @@
+"""Price histories reduced to what the planner prices with: one row per pool, its time-weighted mean
+over a window (each observation holds until the next one), its p95, latest price and as-of time.
+
+A pool is (provider, region, zone, instance_type, market); several rows of a pool at different
+`observed_at` form its history (DESIGN.md §4.2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from spotplan.pricing.table import POOL_KEY
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SUMMARY_COLUMNS = (
+    *POOL_KEY,
+    "gpu_model",
+    "gpu_count",
+    "vcpus",
+    "memory_gib",
+    "interruption_band",
+    "source",
+    "price",
+    "price_p95",
+    "latest_price",
+    "as_of",
+    "observations",
+)
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """observed_at strings (dates or times, any ISO-8601) to UTC timestamps; unparseable → NaT."""
+    import pandas as pd
+
+    return pd.to_datetime(values.astype(str), utc=True, errors="coerce", format="mixed")
+
+
+def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.DataFrame:
+    """One row per pool: `price` is the time-weighted mean of its history over (now − window, now].
+
+    A pool whose history has no time span inside the window (one observation, or all at `now`) is
+    priced at its latest observation. Observations after `now` are ignored unless a pool has
+    nothing else. Rows without a parseable `observed_at` count as the oldest observation.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if now is None:
+        now = datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    if table.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    now_ts = pd.Timestamp(now)
+    start_ts = now_ts - pd.Timedelta(hours=float(window_hours))
+
+    df = table.copy()
+    df["zone"] = df["zone"].fillna("")
+    df["_t"] = parse_times(df["observed_at"]).fillna(pd.Timestamp("1970-01-01", tz="UTC"))
+    future = df["_t"] > now_ts
+    if bool(future.any()):
+        # Keep future rows only for pools that have no past rows at all.
+        has_past = (~future).groupby([df[k] for k in POOL_KEY]).transform("any")
+        df = df[~future | ~has_past]
+    df = df.sort_values([*POOL_KEY, "_t"], kind="stable").reset_index(drop=True)
+    keys = [df[k] for k in POOL_KEY]
+    next_t = df.groupby(keys, sort=False)["_t"].shift(-1)
+    end_cap = df["_t"].where(df["_t"] > now_ts, now_ts)  # future-only pools: zero-length segments
+    next_t = next_t.fillna(end_cap)
+    begin = df["_t"].where(df["_t"] > start_ts, start_ts)
+    end = next_t.where(next_t < end_cap, end_cap)
+    weight = ((end - begin).dt.total_seconds()).clip(lower=0).fillna(0.0)
+    df["_w"] = weight
+    df["_wp"] = weight * df["price_per_hour"]
+
+    g = df.groupby(keys, sort=False)
+    last = g.tail(1).set_index(list(POOL_KEY))
+    sums = g[["_w", "_wp"]].sum()
+    band = (
+        df[df["interruption_band"].astype(str) != ""]
+        .groupby([df[k] for k in POOL_KEY], sort=False)["interruption_band"]
+        .last()
+    )
+    in_window = df[(df["_w"] > 0)]
+    p95 = in_window.groupby([in_window[k] for k in POOL_KEY], sort=False)["price_per_hour"].quantile(0.95)
+
+    out = last[["gpu_model", "gpu_count", "vcpus", "memory_gib", "source"]].copy()
+    out["latest_price"] = last["price_per_hour"].astype(float)
+    out["as_of"] = last["observed_at"].astype(str)
+    total_w = sums["_w"].reindex(out.index)
+    mean = (sums["_wp"].reindex(out.index) / total_w.replace(0, np.nan)).astype(float)
+    out["price"] = mean.where(total_w > 0, out["latest_price"])
+    out["price_p95"] = p95.reindex(out.index).fillna(out["latest_price"])
+    out["interruption_band"] = band.reindex(out.index).fillna("")
+    out["observations"] = g.size().reindex(out.index).astype(int)
+    out = out.reset_index()
+    return out[list(SUMMARY_COLUMNS)]
+
+
+def count_changes(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.Series:
+    """Per pool, how many times its price changed inside (now − window, now].
+
+    A change is an observation whose price differs from the pool's previous observation (which may
+    lie before the window: it is the price in force when the window opens). Repeated quotes of the
+    same price are not changes.
+    """
+    import pandas as pd
+
+    if now is None:
+        now = datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    if table.empty:
+        return pd.Series(dtype=int)
+    now_ts = pd.Timestamp(now)
+    start_ts = now_ts - pd.Timedelta(hours=float(window_hours))
+    df = table.copy()
+    df["zone"] = df["zone"].fillna("")
+    df["_t"] = parse_times(df["observed_at"]).fillna(pd.Timestamp("1970-01-01", tz="UTC"))
+    df = df[df["_t"] <= now_ts].sort_values([*POOL_KEY, "_t"], kind="stable")
+    keys = [df[k] for k in POOL_KEY]
+    prev = df.groupby(keys, sort=False)["price_per_hour"].shift(1)
+    changed = prev.notna() & (df["price_per_hour"] != prev) & (df["_t"] > start_ts)
+    return changed.groupby(keys, sort=False).sum().astype(int).rename("changes")
+
+
+def history_stats(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.DataFrame:
+    """`summarize()` plus a `changes` column: what `prices history` reports per zone and market."""
+    out = summarize(table, window_hours, now)
+    if out.empty:
+        out["changes"] = []
+        return out
+    changes = count_changes(table, window_hours, now)
+    idx = out.set_index(list(POOL_KEY)).index
+    out["changes"] = changes.reindex(idx).fillna(0).astype(int).to_numpy()
+    return out

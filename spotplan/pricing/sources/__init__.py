@@ -1,0 +1,100 @@
+"""Live price pulls, one module per cloud (`aws`, `gcp`, `azure`), each through the cloud's real SDK
+and each returning price-table rows (DESIGN.md §4.2); plus what the three share: retry with backoff
+on throttling and a per-region progress callback.
+
+Every SDK is imported inside the functions, so importing this package costs nothing and a missing
+extra becomes `MissingExtraError` with the pip command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Called as progress(task_key, advance, total_or_None) by the pulls; the CLI draws bars from it.
+Progress = Callable[[str, int, "int | None"], None]
+
+
+def no_progress(key: str, advance: int, total: int | None) -> None:
+    return None
+
+
+@dataclass
+class PullRequest:
+    """What `prices pull` asked for, shared by every source."""
+
+    regions: list[str] = field(default_factory=list)  # empty: every region the provider lists
+    days: int = 90
+    gpu: str | None = None  # a gpu_model of the shared vocabulary, or None for all GPU types
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    #: Where each region's spot history may resume: (region) -> newest stored time, or None.
+    resume_from: Callable[[str], datetime | None] = lambda region: None
+    workers: int = 4
+
+
+def retry_base_seconds() -> float:
+    """Backoff base for throttled calls; tests shrink it with SPOTPLAN_RETRY_BASE_SECONDS."""
+    try:
+        return max(0.0, float(os.environ.get("SPOTPLAN_RETRY_BASE_SECONDS", "1.0")))
+    except ValueError:
+        return 1.0
+
+
+def retry_attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("SPOTPLAN_RETRY_ATTEMPTS", "5")))
+    except ValueError:
+        return 5
+
+
+def with_retries(fn: Callable[[], T], is_retryable: Callable[[BaseException], bool]) -> T:
+    """Call `fn`, retrying throttling/transient errors with exponential backoff and jitter."""
+    from tenacity import (
+        retry_if_exception,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+    from tenacity import Retrying
+
+    base = retry_base_seconds()
+    retrying = Retrying(
+        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(retry_attempts()),
+        wait=wait_random_exponential(multiplier=base, max=max(base * 30, 0.001)),
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def http_retryable(exc: BaseException) -> bool:
+    """429 and 5xx answers and dropped connections are worth another try; 4xx are not."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def in_gpu(gpu_model: str, wanted: str | None) -> bool:
+    """Does a row's gpu_model match the --gpu filter (vocabulary names, case-insensitive)?"""
+    if not wanted:
+        return True
+    from spotplan.gpus import normalize_gpu_model
+
+    return normalize_gpu_model(gpu_model).lower() == normalize_gpu_model(wanted).lower()
+
+
+def first(mapping: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in mapping and mapping[k] not in (None, ""):
+            return mapping[k]
+    return None

@@ -1,0 +1,292 @@
+"""AWS for `spotplan migrate`: EC2 (spot launch, stop/start/terminate, tags), SSM (checkpoint trigger)
+and STS (credential check) through boto3, which is imported lazily.
+
+Endpoints follow boto3's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`, so a local moto
+server works without any spotplan-specific switch. Mutating EC2 calls are sent with DryRun=True in
+a dry run, which makes EC2 check the caller's permissions without acting.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+
+NAME = "aws"
+
+# How the held boot script reads the resume tag (IMDSv2; needs InstanceMetadataTags=enabled).
+RESUME_FETCH = (
+    "curl -sf -H \"X-aws-ec2-metadata-token: $(curl -sf -X PUT http://169.254.169.254/latest/api/token"
+    " -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')\""
+    f" http://169.254.169.254/latest/meta-data/tags/instance/{RESUME_TAG}"
+)
+
+# The IAM actions each SDK call needs; `spotplan permissions` is generated from this table.
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "sts.get_caller_identity": (),
+    "ec2.describe_instance_type_offerings": ("ec2:DescribeInstanceTypeOfferings",),
+    "ec2.describe_instances": ("ec2:DescribeInstances",),
+    "ec2.run_instances": ("ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"),
+    "ec2.stop_instances": ("ec2:StopInstances",),
+    "ec2.start_instances": ("ec2:StartInstances",),
+    "ec2.terminate_instances": ("ec2:TerminateInstances",),
+    "ec2.create_tags": ("ec2:CreateTags",),
+    "ssm.send_command": ("ssm:SendCommand",),
+}
+
+_CREDENTIAL_CODES = {
+    "AuthFailure",
+    "UnauthorizedOperation",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "AccessDenied",
+    "AccessDeniedException",
+    "SignatureDoesNotMatch",
+}
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+_STATE = {"shutting-down": "terminated"}
+
+
+def permission_document() -> dict[str, Any]:
+    actions = sorted({a for perms in PERMISSIONS.values() for a in perms})
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "SpotplanMigrate", "Effect": "Allow", "Action": actions, "Resource": "*"},
+        ],
+    }
+
+
+def make(region: str) -> AwsProvider:
+    return AwsProvider(region)
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+@contextmanager
+def _translated(call: Call) -> Iterator[None]:
+    """botocore errors as spotplan errors: one line naming the call, credentials problems exit 4."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+    where = f"{call.service}.{call.method}"
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise CredentialsError(f"{where}: {exc}", hint="configure AWS credentials (aws configure)") from exc
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "Error"), err.get("Message", "")
+        if code in _CREDENTIAL_CODES:
+            raise CredentialsError(f"{where}: {code}: {message}") from exc
+        raise CloudError(f"{where}: {code}: {message}") from exc
+    except BotoCoreError as exc:
+        raise CloudError(f"{where}: {exc}") from exc
+
+
+class AwsProvider:
+    """EC2/SSM/STS for one region."""
+
+    name = NAME
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            require_extra("boto3", "aws")
+            import boto3
+            from botocore.config import Config
+
+            # Adaptive retries absorb throttling and 5xx; everything else reaches the executor.
+            config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+            self._clients[service] = boto3.client(service, region_name=self.region, config=config)
+        return self._clients[service]
+
+    def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
+        return Call(NAME, service, method, params, PERMISSIONS.get(f"{service}.{method}", ()), note)
+
+    def _send(self, call: Call) -> Any:
+        with _translated(call):
+            return getattr(self._client(call.service), call.method)(**call.params)
+
+    def _ec2_check(self, call: Call) -> Callable[[], str]:
+        """A dry-run check: the same request with DryRun=True; EC2 answers DryRunOperation when allowed."""
+
+        def check() -> str:
+            from botocore.exceptions import ClientError, NoCredentialsError
+
+            try:
+                getattr(self._client("ec2"), call.method)(**call.params, DryRun=True)
+            except NoCredentialsError:
+                return "unchecked (no AWS credentials)"
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "DryRunOperation":
+                    return "permission ok (DryRun)"
+                if code in _CREDENTIAL_CODES:
+                    return f"denied ({code})"
+                return f"would fail ({code}: {exc.response.get('Error', {}).get('Message', '')})"
+            return "checked"
+
+        return check
+
+    def _read(self, call: Call, dry_run: bool) -> Any:
+        # Reads are sent in dry runs too: they change nothing and make the dry run truthful.
+        result = self._send(call)
+        call.outcome = "ok"
+        return result
+
+    # ---- Provider protocol ------------------------------------------------------------------
+
+    def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
+        if not spec.image:
+            raise InputError(f"move {spec.move_id}: launch.image (an AMI id) is required to start the target")
+        ident = self._call("sts", "get_caller_identity", {}, note="credentials")
+        who = self._read(ident, dry_run)
+        where = spec.zone or spec.region
+        offer = self._call(
+            "ec2",
+            "describe_instance_type_offerings",
+            {
+                "LocationType": "availability-zone" if spec.zone else "region",
+                "Filters": [
+                    {"Name": "instance-type", "Values": [spec.instance_type]},
+                    {"Name": "location", "Values": [where]},
+                ],
+            },
+            note="the target type exists in the zone",
+        )
+        offers = self._read(offer, dry_run)
+        if not offers.get("InstanceTypeOfferings"):
+            raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {where}")
+        return [ident, offer], {"account": who.get("Account")}
+
+    def _find_by_token(self, token: str) -> tuple[Call, list[str]]:
+        call = self._call(
+            "ec2",
+            "describe_instances",
+            {
+                "Filters": [
+                    {"Name": f"tag:{TOKEN_TAG}", "Values": [token]},
+                    {"Name": "instance-state-name", "Values": _LIVE_STATES},
+                ]
+            },
+            note="instances already created by this step (resume)",
+        )
+        resp = self._send(call)
+        call.outcome = "ok"
+        ids = [i["InstanceId"] for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
+        return call, sorted(ids)
+
+    def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
+        params: dict[str, Any] = {
+            "ImageId": spec.image,
+            "InstanceType": spec.instance_type,
+            "MinCount": spec.count,
+            "MaxCount": spec.count,
+            "ClientToken": spec.token,
+            "UserData": spec.user_data,
+            # Instance tags in IMDS let the held boot script see the resume tag set later.
+            "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": _tags({**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
+                                   ROLE_TAG: spec.step}),
+                }
+            ],
+        }
+        if spec.market == "spot":
+            spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+            if spec.max_price is not None:
+                spot["MaxPrice"] = f"{spec.max_price:.6f}".rstrip("0").rstrip(".")
+            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+        if spec.zone:
+            params["Placement"] = {"AvailabilityZone": spec.zone}
+        if spec.network.get("subnet"):
+            params["SubnetId"] = spec.network["subnet"]
+        if spec.network.get("security_groups"):
+            params["SecurityGroupIds"] = list(spec.network["security_groups"])
+        calls: list[Call] = []
+        if not dry_run:
+            lookup, existing = self._find_by_token(spec.token)
+            calls.append(lookup)
+            if existing:
+                lookup.note = "reused: created by an interrupted run"
+                lookup.ids = existing
+                return calls, existing
+        call = self._call("ec2", "run_instances", params)
+        calls.append(call)
+        resp = call.run(dry_run, lambda: self._send(call), self._ec2_check(call))
+        ids = sorted(i["InstanceId"] for i in resp["Instances"]) if resp else []
+        call.ids = ids
+        return calls, ids
+
+    def trigger_checkpoint_ssm(
+        self, source_ids: Sequence[str], command: str, move_id: str, dry_run: bool
+    ) -> tuple[list[Call], dict[str, Any]]:
+        call = self._call(
+            "ssm",
+            "send_command",
+            {
+                "InstanceIds": list(source_ids),
+                "DocumentName": "AWS-RunShellScript",
+                "Parameters": {"commands": [command]},
+                "Comment": f"{MOVE_TAG}={move_id} checkpoint"[:100],
+            },
+        )
+        resp = call.run(dry_run, lambda: self._send(call))
+        command_id = resp["Command"]["CommandId"] if resp else None
+        if command_id:
+            call.ids = [command_id]
+        return [call], {"command_id": command_id}
+
+    def _mutate(self, method: str, params: dict[str, Any], dry_run: bool) -> list[Call]:
+        call = self._call("ec2", method, params)
+        call.run(dry_run, lambda: self._send(call), self._ec2_check(call))
+        return [call]
+
+    def stop(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._mutate("stop_instances", {"InstanceIds": list(ids)}, dry_run)
+
+    def start(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._mutate("start_instances", {"InstanceIds": list(ids)}, dry_run)
+
+    def release(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._mutate("terminate_instances", {"InstanceIds": list(ids)}, dry_run)
+
+    def signal_resume(self, ids: Sequence[str], checkpoint_uri: str, dry_run: bool) -> list[Call]:
+        return self._mutate(
+            "create_tags", {"Resources": list(ids), "Tags": _tags({RESUME_TAG: checkpoint_uri})}, dry_run
+        )
+
+    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+        call = self._call("ec2", "describe_instances", {"InstanceIds": list(ids)})
+        resp = self._read(call, dry_run)
+        found = {
+            i["InstanceId"]: _STATE.get(i["State"]["Name"], i["State"]["Name"])
+            for r in resp.get("Reservations", [])
+            for i in r.get("Instances", [])
+        }
+        return [call], {i: found.get(i, "missing") for i in ids}
+
+    def list_created(self, move_id: str) -> dict[str, str]:
+        call = self._call("ec2", "describe_instances", {"Filters": [{"Name": f"tag:{MOVE_TAG}", "Values": [move_id]}]})
+        resp = self._send(call)
+        return {
+            i["InstanceId"]: _STATE.get(i["State"]["Name"], i["State"]["Name"])
+            for r in resp.get("Reservations", [])
+            for i in r.get("Instances", [])
+        }
+
+
+def decode_user_data(value: str) -> str:
+    """EC2 returns user data base64-encoded (DescribeInstanceAttribute); used by tests and `show`."""
+    return base64.b64decode(value).decode()

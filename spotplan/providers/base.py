@@ -1,0 +1,162 @@
+"""The contract between the executor and the cloud modules: the `Provider` Protocol, the `Call`
+record every provider request is described by, and the lookup of a provider by name.
+
+A provider method builds its `Call`s the same way whether or not it is a dry run; only
+`Call.run(...)` looks at `dry_run`, so `migrate --dry-run` prints exactly what execution sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from spotplan.errors import InputError
+
+MOVE_TAG = "spotplan-move"
+TOKEN_TAG = "spotplan-token"
+RESUME_TAG = "spotplan-resume-from"
+ROLE_TAG = "spotplan-role"
+
+MarketChoice = Literal["spot", "on-demand"]
+
+
+def idempotency_token(move_id: str, step: str, length: int = 32) -> str:
+    """A stable token per (move, step): a resumed call reuses it, so the cloud cannot double-create."""
+    digest = hashlib.sha256(f"{move_id}\0{step}".encode()).hexdigest()
+    return digest[:length]
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class Call:
+    """One provider request: which SDK method, with which arguments, needing which permissions."""
+
+    provider: str
+    service: str
+    method: str
+    params: dict[str, Any]
+    permissions: tuple[str, ...] = ()
+    note: str = ""
+    # Filled by run(): what happened ("ok", "dry-run", "permission ok", "denied: ...").
+    outcome: str = ""
+    ids: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.service}.{self.method}({args})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "call": f"{self.service}.{self.method}",
+            "params": json.loads(json.dumps(self.params, default=str)),
+            "permissions": list(self.permissions),
+            "outcome": self.outcome,
+            "ids": list(self.ids),
+            **({"note": self.note} if self.note else {}),
+        }
+
+    def run(
+        self,
+        dry_run: bool,
+        send: Callable[[], Any],
+        check: Callable[[], str] | None = None,
+    ) -> Any:
+        """Send the request, or in a dry run only `check` it (e.g. EC2 DryRun=True) and send nothing."""
+        if dry_run:
+            self.outcome = check() if check is not None else "dry-run"
+            return None
+        result = send()
+        self.outcome = "ok"
+        return result
+
+
+@dataclass
+class LaunchSpec:
+    """What to start on the target: built once by the executor, rendered per cloud."""
+
+    move_id: str
+    step: str
+    market: MarketChoice
+    region: str
+    zone: str | None
+    instance_type: str
+    count: int
+    max_price: float | None
+    image: str | None
+    user_data: str
+    network: Mapping[str, Any]
+    labels: Mapping[str, str]
+    source_ids: Sequence[str]
+
+    @property
+    def token(self) -> str:
+        return idempotency_token(self.move_id, self.step)
+
+
+class Provider(Protocol):
+    """What the executor needs from a cloud. Every method takes `dry_run` and returns its Calls."""
+
+    name: str
+
+    def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
+        """Credentials and the target type in the zone (and quota where the API tells)."""
+        ...
+
+    def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
+        """Create `spec.count` instances (idempotent for one spec.token); return their ids."""
+        ...
+
+    def trigger_checkpoint_ssm(
+        self, source_ids: Sequence[str], command: str, move_id: str, dry_run: bool
+    ) -> tuple[list[Call], dict[str, Any]]:
+        """Run `command` on the source instances through the cloud's agent (AWS SSM only)."""
+        ...
+
+    def stop(self, ids: Sequence[str], dry_run: bool) -> list[Call]: ...
+
+    def start(self, ids: Sequence[str], dry_run: bool) -> list[Call]: ...
+
+    def release(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        """Delete/terminate instances spotplan created (never the source)."""
+        ...
+
+    def signal_resume(self, ids: Sequence[str], checkpoint_uri: str, dry_run: bool) -> list[Call]:
+        """Tell the held target which checkpoint to resume from (a tag / metadata key)."""
+        ...
+
+    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+        """Normalised state per id: running, pending, stopping, stopped, terminated, missing."""
+        ...
+
+    def list_created(self, move_id: str) -> dict[str, str]:
+        """Instances tagged spotplan-move=<move_id> and their normalised states."""
+        ...
+
+
+PROVIDER_MODULES = {"aws": "spotplan.providers.aws", "gcp": "spotplan.providers.gcp", "azure": "spotplan.providers.azure"}
+
+
+def provider_module(name: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    if name not in PROVIDER_MODULES:
+        raise InputError(f"unknown provider {name!r} (expected one of {', '.join(PROVIDER_MODULES)})")
+    return importlib.import_module(PROVIDER_MODULES[name])
+
+
+def get_provider(name: str, region: str) -> Provider:
+    """The provider for one region; its SDK is imported here, lazily, with an install hint."""
+    return provider_module(name).make(region)  # type: ignore[no-any-return]
+
+
+def permission_document(name: str) -> dict[str, Any]:
+    """The policy document (IAM policy / GCP custom role / Azure role definition) for one provider."""
+    return provider_module(name).permission_document()  # type: ignore[no-any-return]
