@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -63,17 +64,25 @@ AZURE_GPU_COUNT_FIXES = {"Standard_ND96isr_H100_v5": 8}
 AZURE_BOGUS_SPOT = ("_H100_v5",)
 
 
-def _gpu_model(name: str, count: float, memory_gib: float) -> str:
+def _gpu_model(name: Any, count: Any, memory_gib: Any) -> str:
     """Vocabulary name; A100/V100 memory variants are told apart by memory per GPU (source data)."""
     from spotplan.gpus import normalize_gpu_model
 
-    model = normalize_gpu_model(name)
-    per_gpu = memory_gib / count if count else 0.0
+    model = normalize_gpu_model(str(name))
+    per_gpu = float(memory_gib) / float(count) if count else 0.0
     if model == "A100-40GB" and per_gpu >= 79:
         return "A100-80GB"
     if model == "V100" and per_gpu >= 31:
         return "V100-32GB"
     return model
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and value != value) and value != ""
 
 
 def _family(instance_type: str) -> str:
@@ -84,7 +93,7 @@ def _advisor_bands(data: Path) -> dict[tuple[str, str], str]:
     path = data / "aws-spot-advisor" / ADVISOR_AS_OF / "spot_advisor_gpu.csv"
     adv = pd.read_csv(path)
     adv = adv[adv["os"] == "Linux"]
-    return {(r.region, r.instance_type): str(r.interruption_range) for r in adv.itertuples()}
+    return {(r["region"], r["instance_type"]): str(r["interruption_range"]) for r in _records(adv)}
 
 
 def aws_rows(data: Path) -> pd.DataFrame:
@@ -92,22 +101,23 @@ def aws_rows(data: Path) -> pd.DataFrame:
     src = src[src["instance_type"].map(_family).isin(AWS_FAMILIES) & src["region"].isin(AWS_REGIONS)]
     advisor = _advisor_bands(data)
     rows = []
-    for r in src.itertuples():
+    for r in _records(src):
         base = {
-            "provider": "aws", "region": r.region, "zone": "", "instance_type": r.instance_type,
-            "gpu_model": _gpu_model(r.gpu_model, r.gpu_count, r.gpu_memory_gib),
-            "gpu_count": int(r.gpu_count), "vcpus": int(r.vcpus), "memory_gib": float(r.memory_gib),
+            "provider": "aws", "region": r["region"], "zone": "", "instance_type": r["instance_type"],
+            "gpu_model": _gpu_model(r["gpu_model"], r["gpu_count"], r["gpu_memory_gib"]),
+            "gpu_count": int(r["gpu_count"]), "vcpus": int(r["vcpus"]), "memory_gib": float(r["memory_gib"]),
             "observed_at": AWS_AS_OF,
         }
-        if pd.notna(r.ondemand_linux):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r.ondemand_linux),
+        if _present(r["ondemand_linux"]):
+            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["ondemand_linux"]),
                          "interruption_band": "", "source": AWS_SOURCE})
         # spot_avg is the mean of the per-AZ spot prices at capture time: the region-wide figure.
-        if pd.notna(r.spot_avg_linux):
-            band, source = (r.pct_interrupt if isinstance(r.pct_interrupt, str) else ""), AWS_SOURCE
-            if not band and (r.region, r.instance_type) in advisor:
-                band, source = advisor[(r.region, r.instance_type)], f"{AWS_SOURCE}; band {ADVISOR_SOURCE}"
-            rows.append({**base, "market": "spot", "price_per_hour": float(r.spot_avg_linux),
+        if _present(r["spot_avg_linux"]):
+            band = str(r["pct_interrupt"]) if _present(r["pct_interrupt"]) else ""
+            source, pool = AWS_SOURCE, (r["region"], r["instance_type"])
+            if not band and pool in advisor:
+                band, source = advisor[pool], f"{AWS_SOURCE}; band {ADVISOR_SOURCE}"
+            rows.append({**base, "market": "spot", "price_per_hour": float(r["spot_avg_linux"]),
                          "interruption_band": band, "source": source})
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -116,18 +126,18 @@ def gcp_rows(data: Path) -> pd.DataFrame:
     src = pd.read_csv(data / "cyclenerd-gcp-pricing" / "gcp_gpu_latest.csv")
     src = src[src["region"].isin(GCP_REGIONS) & src["machine_type"].str.startswith(GCP_PREFIXES)]
     rows = []
-    for r in src.itertuples():
+    for r in _records(src):
         base = {
-            "provider": "gcp", "region": r.region, "zone": "", "instance_type": r.machine_type,
-            "gpu_model": _gpu_model(r.gpu_name, r.gpu_count, 0.0),
-            "gpu_count": int(r.gpu_count), "vcpus": int(r.vcpus), "memory_gib": float(r.ram_gib),
+            "provider": "gcp", "region": r["region"], "zone": "", "instance_type": r["machine_type"],
+            "gpu_model": _gpu_model(r["gpu_name"], r["gpu_count"], 0.0),
+            "gpu_count": int(r["gpu_count"]), "vcpus": int(r["vcpus"]), "memory_gib": float(r["ram_gib"]),
             "interruption_band": "",  # GCP publishes no preemption rate
-            "observed_at": str(r.snapshot_time)[:10], "source": GCP_SOURCE,
+            "observed_at": str(r["snapshot_time"])[:10], "source": GCP_SOURCE,
         }
-        if pd.notna(r.hour):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r.hour)})
-        if pd.notna(r.hour_spot):
-            rows.append({**base, "market": "spot", "price_per_hour": float(r.hour_spot)})
+        if _present(r["hour"]):
+            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["hour"])})
+        if _present(r["hour_spot"]):
+            rows.append({**base, "market": "spot", "price_per_hour": float(r["hour_spot"])})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -138,20 +148,21 @@ def azure_rows(data: Path) -> pd.DataFrame:
     src = src[keep & src["Region"].isin(AZURE_REGIONS) & src["AcceleratorName"].notna()
               & ~src["InstanceType"].str.endswith("_Promo")]
     rows = []
-    for r in src.itertuples():
-        count = AZURE_GPU_COUNT_FIXES.get(r.InstanceType, r.AcceleratorCount)
+    for r in _records(src):
+        itype = str(r["InstanceType"])
+        count = AZURE_GPU_COUNT_FIXES.get(itype, r["AcceleratorCount"])
         base = {
-            "provider": "azure", "region": r.Region, "zone": "", "instance_type": r.InstanceType,
-            "gpu_model": _gpu_model(r.AcceleratorName, count, 0.0),
-            "gpu_count": int(count), "vcpus": int(r.vCPUs), "memory_gib": float(r.MemoryGiB),
+            "provider": "azure", "region": r["Region"], "zone": "", "instance_type": itype,
+            "gpu_model": _gpu_model(r["AcceleratorName"], count, 0.0),
+            "gpu_count": int(count), "vcpus": int(r["vCPUs"]), "memory_gib": float(r["MemoryGiB"]),
             "interruption_band": "",  # eviction rates live in Resource Graph, not in the catalog
             "observed_at": AZURE_AS_OF, "source": AZURE_SOURCE,
         }
-        if pd.notna(r.Price):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r.Price)})
-        bogus = any(s in r.InstanceType for s in AZURE_BOGUS_SPOT) and r.SpotPrice == r.Price
-        if pd.notna(r.SpotPrice) and not bogus:
-            rows.append({**base, "market": "spot", "price_per_hour": float(r.SpotPrice)})
+        if _present(r["Price"]):
+            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["Price"])})
+        bogus = any(s in itype for s in AZURE_BOGUS_SPOT) and r["SpotPrice"] == r["Price"]
+        if _present(r["SpotPrice"]) and not bogus:
+            rows.append({**base, "market": "spot", "price_per_hour": float(r["SpotPrice"])})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

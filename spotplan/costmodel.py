@@ -156,7 +156,9 @@ def interruption_quantile(
     frac = pos - lo_i
     k_lo = _inverse_cdf(lam, x, c, float(u[lo_i]))
     k_hi = k_lo if hi_i == lo_i else _inverse_cdf(lam, x, c, float(u[hi_i]))
-    return (k_lo + frac * (k_hi - k_lo)).reshape(shape)
+    with np.errstate(invalid="ignore"):  # inf − inf where the run never ends: stays inf below
+        k = np.where(np.isinf(k_hi), np.inf, k_lo + frac * (k_hi - k_lo))
+    return k.reshape(shape)
 
 
 def _inverse_cdf(lam: Array, x: Array, c: Array, u: float, max_k: int = 200_000) -> Array:

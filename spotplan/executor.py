@@ -320,7 +320,7 @@ class MoveRun:
             storage,
             datetime.fromisoformat(newer) if newer else None,
             self.opts.checkpoint_timeout,
-            min(self.opts.poll_interval, 1.0),
+            min(self.opts.poll_interval, 0.25),
         )
         if info is None:
             raise CloudError(

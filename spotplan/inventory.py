@@ -263,6 +263,21 @@ def _yaml_loader() -> type:
                     seen.add(key_node.value)
             return super().construct_mapping(node, deep=deep)
 
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            # PyYAML resolves every plain scalar with a regex scan in Python, even under the C
+            # parser; keys and enum values repeat in every item, so a memo halves a 10k-item load.
+            if kind is not yaml.ScalarNode or not implicit[0]:
+                return super().resolve(kind, value, implicit)
+            key = (value, implicit[1])
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = self._tags[key] = super().resolve(kind, value, implicit)
+            return tag
+
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple[str, bool], str] = {}
+
     return Loader
 
 
@@ -463,7 +478,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            # A key like "a\nb" from a hostile file must not break the one-line message.
+            name = str(part) if re.fullmatch(r"[\w-]+", str(part)) else repr(str(part))
+            out += ("." if out else "") + name
     return out
 
 

@@ -1,17 +1,209 @@
-"""`spotplan migrate`, `spotplan migrations list|show`, `spotplan permissions` (to be written)."""
+"""`spotplan migrate`, `spotplan migrations list|show` and `spotplan permissions`: parse, call the
+executor / journal / provider declarations, render. Heavy imports stay inside the functions."""
 
 from __future__ import annotations
 
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from spotplan.cli.common import OutPathOpt, VerboseOpt, emit, handle_errors
+from spotplan.errors import EXIT_PARTIAL, InputError, PartialFailure, SpotplanError
 
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
 
 
-def migrate() -> None:
-    """Execute or dry-run an approved plan (not implemented yet)."""
-    raise typer.Exit(1)
+class Format(str, Enum):
+    table = "table"
+    json = "json"
 
 
-def permissions() -> None:
-    """Print the permissions migrate needs (not implemented yet)."""
-    raise typer.Exit(1)
+class ProviderName(str, Enum):
+    aws = "aws"
+    gcp = "gcp"
+    azure = "azure"
+
+
+FormatOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Rendering: table or json.", case_sensitive=False)
+]
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"  {message}\n")
+    sys.stderr.flush()
+
+
+def _render_reports(reports: list[Any], dry_run: bool) -> str:
+    lines: list[str] = []
+    for rep in reports:
+        lines.append(f"move {rep.move_id} (workload {rep.workload}): {rep.status}"
+                     + (f" - {rep.error}" if rep.error else ""))
+        for n, step in enumerate(rep.steps, 1):
+            head = f"  {n:>2}. {step.step:<22}"
+            if step.status == "skipped":
+                lines.append(f"{head} skipped (done before resume)")
+                continue
+            if step.error and not step.calls:
+                lines.append(f"{head} FAILED: {step.error}")
+                continue
+            if not step.calls:
+                lines.append(f"{head} (journal only)")
+            for i, call in enumerate(step.calls):
+                prefix = head if i == 0 else " " * len(head)
+                outcome = f"  [{call.outcome}]" if call.outcome else ""
+                ids = f" -> {', '.join(call.ids)}" if call.ids and not dry_run else ""
+                lines.append(f"{prefix} {call.render()}{outcome}{ids}")
+            if step.error:
+                lines.append(f"{' ' * len(head)} FAILED: {step.error}")
+    return "\n".join(lines)
+
+
+def _reports_exit(reports: list[Any]) -> None:
+    failed = [r for r in reports if r.status in ("rolled-back", "failed")]
+    if not failed:
+        return
+    ok = [r for r in reports if r.status in ("done", "already-done")]
+    names = ", ".join(r.move_id for r in failed)
+    if ok:
+        raise PartialFailure(f"{len(failed)} of {len(reports)} moves failed and were rolled back: {names}")
+    first = failed[0]
+    err = SpotplanError(f"move {first.move_id} {first.status}: {first.error}")
+    err.exit_code = first.exit_code or 1
+    raise err
+
+
+def migrate(
+    plan: Annotated[Path | None, typer.Argument(help="Plan file (spotplan.plan/1) from analyze --plan-out.",
+                                                 dir_okay=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every step and call; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every move without asking.")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this move id (repeatable).")] = None,
+    checkpoint_timeout: Annotated[
+        float, typer.Option("--checkpoint-timeout", min=0, help="Seconds to wait for a fresh checkpoint.")
+    ] = 600.0,
+    health_timeout: Annotated[
+        float, typer.Option("--health-timeout", min=0, help="Seconds to wait for the target to be healthy.")
+    ] = 600.0,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="MOVE_ID",
+                                               help="Continue a move interrupted by a crash.")] = None,
+    fallback: Annotated[str | None, typer.Option("--fallback", metavar="MOVE_ID",
+                                                 help="Resume a move from its latest checkpoint on on-demand.")] = None,
+    output: FormatOpt = Format.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Execute (or --dry-run) the moves of an approved plan: acquire spot capacity, checkpoint, stop
+    the source, resume on the target. Journaled; --resume continues after a crash."""
+    with handle_errors(verbose):
+        from spotplan.executor import Options, fallback_move, migrate_moves, resume_move
+        from spotplan.journal import Journal
+
+        if sum(x is not None for x in (plan, resume, fallback)) != 1:
+            raise InputError("give a PLAN file, or --resume MOVE_ID, or --fallback MOVE_ID (exactly one)")
+        opts = Options(dry_run=dry_run, checkpoint_timeout=checkpoint_timeout, health_timeout=health_timeout,
+                       plan_path=str(plan) if plan else None)
+        if not dry_run and not yes and not sys.stdin.isatty():
+            raise InputError("stdin is not a terminal, so moves cannot be approved interactively",
+                             hint="pass --yes to approve, or --dry-run to look first")
+
+        def confirm(move: Any) -> bool:
+            if yes:
+                return True
+            return typer.confirm(
+                f"Move {move.id}: stop {', '.join(move.source.instance_ids)} after a verified checkpoint and "
+                f"resume on {move.target.instance_type} spot in {move.target.zone or move.target.region} "
+                f"(max ${move.target.max_price}/h)?", err=True)
+
+        journal = None if dry_run and plan is not None else Journal()
+        if plan is not None:
+            from spotplan.plan import load_plan, select_moves
+
+            moves = select_moves(load_plan(plan), only)
+            sys.stderr.write(f"{'dry run: ' if dry_run else ''}{len(moves)} move(s) from {plan}\n")
+            reports = migrate_moves(moves, opts, journal, confirm=confirm, log=_log)
+        else:
+            assert journal is not None
+            if not dry_run and fallback is not None and not yes and not confirm_fallback(fallback):
+                raise typer.Exit(0)
+            run = resume_move if resume is not None else fallback_move
+            reports = [run(resume or fallback or "", opts, journal, log=_log)]
+        if output == Format.json:
+            text = json.dumps({"dry_run": dry_run, "moves": [r.to_dict() for r in reports]}, indent=2)
+        else:
+            text = _render_reports(reports, dry_run)
+        emit(text, out)
+        _reports_exit(reports)
+
+
+def confirm_fallback(move_id: str) -> bool:
+    return typer.confirm(f"Resume move {move_id} from its latest checkpoint on on-demand capacity?", err=True)
+
+
+@migrations_app.command("list")
+def migrations_list(output: FormatOpt = Format.table, out: OutPathOpt = None, verbose: VerboseOpt = False) -> None:
+    """Every move in the journal with its status."""
+    with handle_errors(verbose):
+        from spotplan.journal import Journal
+
+        moves = Journal().list_moves()
+        if output == Format.json:
+            emit(json.dumps(moves, indent=2), out)
+            return
+        if not moves:
+            emit("no moves recorded yet (spotplan migrate PLAN.json --yes records them)", out)
+            return
+        rows = [("MOVE", "WORKLOAD", "PROVIDER", "KIND", "STATUS", "TARGETS", "UPDATED")]
+        rows += [(m["move_id"], m["workload"], m["provider"], m["kind"], m["status"],
+                  ",".join(m["target_ids"]) or "-", m["updated_at"]) for m in moves]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        emit("\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows), out)
+
+
+@migrations_app.command("show")
+def migrations_show(
+    move_id: Annotated[str, typer.Argument(help="Move id (see spotplan migrations list).")],
+    output: FormatOpt = Format.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One move's journal: every step's start, result and provider ids."""
+    with handle_errors(verbose):
+        from spotplan.journal import Journal
+
+        move = Journal().show(move_id)
+        if output == Format.json:
+            emit(json.dumps(move, indent=2), out)
+            return
+        lines = [f"move {move['move_id']} (workload {move['workload']}, {move['provider']}, {move['kind']}): "
+                 f"{move['status']}" + (f" - {move['error']}" if move["error"] else "")]
+        state = move["state"]
+        for key in ("target_ids", "checkpoint_uri", "fallback_ids"):
+            if state.get(key):
+                lines.append(f"  {key}: {state[key]}")
+        for ev in move["events"]:
+            calls = "; ".join(f"{c['call']}{' -> ' + ','.join(c['ids']) if c['ids'] else ''}" for c in ev["calls"])
+            detail = ev["data"].get("error") or ""
+            lines.append(f"  {ev['at']}  {ev['step']:<24} {ev['phase']:<6} {calls} {detail}".rstrip())
+        emit("\n".join(lines), out)
+
+
+def permissions(
+    provider: Annotated[ProviderName | None, typer.Option("--provider", "-p", help="Only this cloud.")] = None,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The IAM policy / GCP custom role / Azure role definition migrate needs, as JSON."""
+    with handle_errors(verbose):
+        from spotplan.providers.base import PROVIDER_MODULES, permission_document
+
+        names = [provider.value] if provider else list(PROVIDER_MODULES)
+        docs = {name: permission_document(name) for name in names}
+        emit(json.dumps(docs[names[0]] if provider else docs, indent=2), out)
+
+
+__all__ = ["migrate", "migrations_app", "permissions", "EXIT_PARTIAL"]

@@ -26,18 +26,27 @@ _NOTE = (
 def show(
     gpu: Annotated[
         str | None,
-        typer.Option("--gpu", help="GPU model: H100, A100-80GB, L4, ... or a provider's spelling."),
+        typer.Option(
+            "--gpu", metavar="MODEL", help="GPU model: H100, A100-80GB, L4, ... or a provider's spelling."
+        ),
     ] = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="aws, gcp or azure.")] = None,
-    region: Annotated[str | None, typer.Option("--region", help="Region, e.g. us-east-1.")] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", metavar="P", help="aws, gcp or azure.")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", metavar="R", help="Region, e.g. us-east-1.")
+    ] = None,
     market: Annotated[
         str | None,
-        typer.Option("--market", help="Only pools with a price on this market: spot or on-demand."),
+        typer.Option(
+            "--market", metavar="MARKET", help="Only pools with a price on this market: spot or on-demand."
+        ),
     ] = None,
     prices: Annotated[
         list[Path] | None,
         typer.Option(
             "--prices",
+            metavar="PATH",
             help="Price-table CSV/parquet file or folder (repeatable); replaces the bundled snapshot.",
         ),
     ] = None,
@@ -94,20 +103,20 @@ def _footnote(meta: dict[str, Any]) -> str:
     return f"{lead} ({'; '.join(parts)})." if parts else f"{lead}."
 
 
-def _price(value: float) -> str:
+def _price(value: float | None) -> str:
     from spotplan.report._format import fixed
 
-    return "" if value != value else fixed(float(value), 4)
+    return "" if value is None else fixed(value, 4)
 
 
-def _pct(value: float) -> str:
+def _pct(value: float | None) -> str:
     from spotplan.report._format import fixed
 
-    return "" if value != value else f"{fixed(float(value), 1)}%"
+    return "" if value is None else f"{fixed(value, 1)}%"
 
 
-def _count(value: float) -> str:
-    if value != value:
+def _count(value: float | None) -> str:
+    if value is None:
         return ""
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -115,12 +124,15 @@ def _count(value: float) -> str:
 def _human_cells(rows: pd.DataFrame, with_zone: bool) -> tuple[list[str], list[list[str]]]:
     headers = ["Provider", "Region", *(["Zone"] if with_zone else []), "Instance type", "GPU", "GPUs",
                "vCPUs", "Memory GiB", "On-demand $/h", "Spot $/h", "Savings", "Band", "As of"]
+    from spotplan.pricing.compare import records
+
     body = []
-    for r in rows.itertuples(index=False):
+    for r in records(rows):
         body.append([
-            r.provider, r.region, *([r.zone] if with_zone else []), r.instance_type, r.gpu_model,
-            _count(r.gpu_count), _count(r.vcpus), _count(r.memory_gib), _price(r.on_demand_per_hour),
-            _price(r.spot_per_hour), _pct(r.savings_pct), r.interruption_band, r.observed_at,
+            r["provider"], r["region"], *([r["zone"] or ""] if with_zone else []), r["instance_type"],
+            r["gpu_model"] or "", _count(r["gpu_count"]), _count(r["vcpus"]), _count(r["memory_gib"]),
+            _price(r["on_demand_per_hour"]), _price(r["spot_per_hour"]), _pct(r["savings_pct"]),
+            r["interruption_band"] or "", r["observed_at"] or "",
         ])
     return headers, body
 

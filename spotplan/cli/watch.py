@@ -1,10 +1,147 @@
-"""`spotplan watch` (to be written)."""
+"""`spotplan watch`: parse options, run the node agent (spotplan.watch.agent), print its verdict.
+
+Exit codes: 0 no notice (--once) or checkpoint saved, 3 notice but no fresh checkpoint in time,
+2 usage, 1 runtime error.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from spotplan.cli.common import VerboseOpt, handle_errors, is_verbose
+from spotplan.errors import InputError
 
-def watch() -> None:
-    """Watch for reclaim notices (not implemented yet)."""
-    raise typer.Exit(1)
+
+class SourceName(str, Enum):
+    auto = "auto"
+    aws = "aws"
+    gcp = "gcp"
+    azure = "azure"
+    eci = "eci"
+    url = "url"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str, what: str) -> float:
+    """`500ms`, `1s`, `1.5`, `2m`, `1h` -> seconds."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise InputError(f"{what}: cannot read duration {text!r} (e.g. 1s, 500ms, 2m)")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    if value <= 0:
+        raise InputError(f"{what} must be more than 0")
+    return value
+
+
+def watch(
+    source: Annotated[
+        SourceName, typer.Option(help="Metadata service to watch; auto probes ECI, AWS, GCP, Azure.")
+    ] = SourceName.auto,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Point the source at another address: http://host:port or unix:/path.sock."),
+    ] = None,
+    interval: Annotated[str, typer.Option(help="Poll interval (GCP long-polls instead).")] = "1s",
+    signal_name: Annotated[
+        str | None,
+        typer.Option("--signal", help="Signal for --pid/--process/--docker, e.g. SIGUSR1 (default SIGTERM)."),
+    ] = None,
+    pid: Annotated[int | None, typer.Option(help="Send the signal to this process id.")] = None,
+    process: Annotated[
+        str | None, typer.Option(help="Send the signal to processes with this name (or script name).")
+    ] = None,
+    docker: Annotated[
+        str | None, typer.Option(help="Container to `docker kill -s SIG` (or `docker stop`, see below).")
+    ] = None,
+    docker_stop_timeout: Annotated[
+        int | None,
+        typer.Option("--docker-stop-timeout", min=0, help="Use `docker stop --time N` instead of `docker kill`."),
+    ] = None,
+    command: Annotated[
+        str | None, typer.Option(help="Shell command to run on a notice (gets SPOTPLAN_NOTICE_* env vars).")
+    ] = None,
+    checkpoint_uri: Annotated[
+        str | None,
+        typer.Option("--checkpoint-uri", help="Checkpoint store (path or fsspec URL) to expect a fresh checkpoint in."),
+    ] = None,
+    checkpoint_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--checkpoint-timeout", min=0, help="Seconds to wait for it (default: the time left before the deadline)."
+        ),
+    ] = None,
+    upload_to: Annotated[
+        str | None,
+        typer.Option("--upload-to", help="Copy a local fresh checkpoint to this remote store (s3://, gs://, az://)."),
+    ] = None,
+    webhook: Annotated[str | None, typer.Option(help="Slack-compatible webhook URL to alert.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit (0 when no notice).")] = False,
+    act_on_rebalance: Annotated[
+        bool,
+        typer.Option("--act-on-rebalance", help="Treat an AWS rebalance recommendation as a notice."),
+    ] = False,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Append a JSON line per state change to this file.", dir_okay=False)
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Watch the node's metadata service for a spot reclaim notice, then signal, checkpoint and alert.
+
+    Exit codes: 0 checkpoint saved (or no notice with --once), 3 notice but no fresh checkpoint
+    in time, 2 usage error, 1 runtime error.
+
+    Example: spotplan watch --signal SIGUSR1 --process train.py --checkpoint-uri /ckpt --upload-to s3://b/run
+    """
+    with handle_errors(verbose):
+        from spotplan.watch.agent import Agent, WatchConfig
+        from spotplan.watch.actions import signal_number
+        from spotplan.watch.sources import MetadataError
+
+        if pid is not None and process:
+            raise InputError("give --pid or --process, not both")
+        if signal_name and not (pid is not None or process or docker):
+            raise InputError("--signal needs a target: --pid, --process or --docker")
+        if docker_stop_timeout is not None and not docker:
+            raise InputError("--docker-stop-timeout needs --docker")
+        if upload_to and not checkpoint_uri:
+            raise InputError("--upload-to needs --checkpoint-uri (the local store to upload from)")
+        if source is SourceName.url and not endpoint:
+            raise InputError("--source url needs --endpoint URL")
+        config = WatchConfig(
+            source=source.value,
+            endpoint=endpoint,
+            interval=parse_duration(interval, "--interval"),
+            signal=signal_number(signal_name) if signal_name else None,
+            pid=pid,
+            process=process,
+            docker=docker,
+            docker_stop_timeout=docker_stop_timeout,
+            command=command,
+            checkpoint_uri=checkpoint_uri,
+            checkpoint_timeout=checkpoint_timeout,
+            upload_to=upload_to,
+            webhook=webhook,
+            once=once,
+            act_on_rebalance=act_on_rebalance,
+            log=log,
+            verbose=is_verbose(verbose),
+        )
+        agent = Agent(config)
+        try:
+            result = agent.run()
+        except MetadataError as exc:
+            from spotplan.errors import CloudError
+
+            raise CloudError(str(exc)) from None
+        finally:
+            agent.log.close()
+        typer.echo(json.dumps(result.to_dict()))
+    raise typer.Exit(result.exit_code)

@@ -29,6 +29,7 @@ COMPARE_COLUMNS: tuple[str, ...] = (
     "observed_at",
     "source",
 )
+_FLOATS = ("memory_gib", "on_demand_per_hour", "spot_per_hour", "savings_pct")
 _SPEC = ("gpu_model", "gpu_count", "vcpus", "memory_gib")
 _MARKET_ALIASES = {"spot": "spot", "on-demand": "on-demand", "ondemand": "on-demand", "od": "on-demand"}
 
@@ -60,14 +61,15 @@ def filter_table(
     provider: str | None = None,
     region: str | None = None,
 ) -> pd.DataFrame:
-    """Rows of `table` matching every given filter, case-insensitively; `gpu` may be any provider's
-    spelling ("nvidia-tesla-a100", "NVIDIA H100") and matches the vocabulary name."""
+    """Rows of `table` (a price table or a side-by-side table) matching every given filter,
+    case-insensitively; `gpu` may be any provider's spelling ("nvidia-tesla-a100", "NVIDIA H100")
+    and matches the vocabulary name."""
     from spotplan.gpus import normalize_gpu_model
 
     keep = table["provider"].notna()
     if gpu is not None:
         wanted = normalize_gpu_model(gpu).lower()
-        keep &= table["gpu_model"].astype(str).str.lower() == wanted
+        keep &= table["gpu_model"].fillna("").astype(str).str.lower() == wanted
     if provider is not None:
         keep &= table["provider"].astype(str).str.lower() == provider.strip().lower()
     if region is not None:
@@ -128,6 +130,7 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
         alt = f"_od_{col}"
         if alt in rows.columns:
             rows[col] = rows[col].where(rows[col].notna() & (rows[col] != ""), rows[alt])
+    rows["gpu_model"] = rows["gpu_model"].fillna("").astype(str)
     rows["observed_at"] = [
         max(str(a), str(b)) if isinstance(b, str) and b else str(a)
         for a, b in zip(rows["observed_at"], rows.get("_od_at", pd.Series(index=rows.index, dtype=object)))
@@ -168,7 +171,11 @@ def compare(
     """Filter the price table, join it side by side, keep the pools priced on `market`."""
     provider = parse_provider(provider)
     market = parse_market(market)
-    rows = side_by_side(filter_table(table, gpu=gpu, provider=provider, region=region))
+    # GPU last: a spot row without GPU columns (e.g. a raw price-history pull) gets them from its
+    # on-demand row in the join.
+    rows = side_by_side(filter_table(table, provider=provider, region=region))
+    if gpu is not None:
+        rows = filter_table(rows, gpu=gpu).reset_index(drop=True)
     return filter_market(rows, market)
 
 
@@ -183,7 +190,7 @@ def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
                 value = None
             if col in ("gpu_count", "vcpus") and value is not None:
                 value = int(value) if float(value).is_integer() else float(value)
-            elif col in ("memory_gib", "on_demand_per_hour", "spot_per_hour", "savings_pct") and value is not None:
+            elif col in _FLOATS and value is not None:
                 value = float(value)
             elif col not in ("gpu_count", "vcpus") and value is not None and not isinstance(value, str):
                 value = str(value)

@@ -47,10 +47,10 @@ def _dtype(col: str) -> str:
 
 def normalize_band(value: object) -> str:
     """Map the band spellings seen in feeds ("<5%", "5-10 %", "5-10", ">20%") onto BANDS or ''."""
-    if value is None:
+    if value is None or (not isinstance(value, str) and value != value):
         return ""
     s = str(value).strip().replace(" ", "")
-    if s in ("", "nan", "None", "NaN"):
+    if s in ("", "nan", "None", "NaN", "<NA>", "NaT"):
         return ""
     if not s.endswith("%") and s[0:1] not in "<>":
         s = s + "%"

@@ -1,31 +1,37 @@
-"""The terminal table (rich): one row per workload grouped by status, a TOTAL footer, then the
+"""The terminal table: one row per workload grouped by status, a TOTAL footer, then the
 assumptions footnote and the coverage line.
 
-At 110 columns and more it shows every column; narrower, it folds current and target into one
-"move" column and drops the interruption count so that 80 columns stay readable. With
-`color=False` the text carries no escape codes at all (NO_COLOR, pipes, golden files).
+Two layouts, picked by the width. "standard" (when it fits, e.g. at 120 columns): workload with its
+reason/warning codes under it, status, current → best target, current $, spot $ (migration
+included), savings $ and %, expected interruptions and P90 wall hours. "compact" (e.g. at 80): the
+target goes under the workload id too, and only current $, savings $ and % stay. Numbers never
+wrap or get cropped; only the workload and target columns wrap. With `color=False` the text
+carries no escape codes at all (NO_COLOR, pipes, golden files).
 """
 
 from __future__ import annotations
 
-import io
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from spotplan.models import AnalysisResult, WorkloadResult
 from spotplan.report import _assumptions
 from spotplan.report._format import (
     CANDIDATE_STATUSES,
     by_status,
-    codes,
     coverage_line,
     current_label,
     number,
     percent,
+    place,
     projected,
     status_counts,
     target_label,
     total_pct,
     usd,
 )
+from spotplan.report._grid import Cell, Column, Grid, Para, widest
 
 STATUS_STYLES = {
     "recommended": "green",
@@ -35,100 +41,162 @@ STATUS_STYLES = {
     "already-spot": "cyan",
 }
 DEFAULT_WIDTH = 120
-#: Below this width the compact layout is used.
-WIDE = 110
+#: Below this width the compact layout is used whatever the content.
+STANDARD_MIN_WIDTH = 100
+ARROW = "→ "
+GAP = 2
+#: Long workload ids fold, but never narrower than this.
+WORKLOAD_MIN = 10
 
 
-def _notes(w: WorkloadResult) -> str:
+@dataclass(frozen=True)
+class _Row:
+    """The cells of one workload, computed once and shared by both layouts."""
+
+    w: WorkloadResult
+    move: list[Para]  # current, then "→ target"
+    target: list[Para]  # "→ target", or nothing
+    codes: list[Para]
+    lead: str  # "→ provider/zone", which must not be split from its arrow; "" without a target
+    status: list[Para]
+    cost: str
+    spot: str
+    savings: list[Para]
+    pct: str
+    intr: str
+    p90: str
+
+
+def _codes(w: WorkloadResult) -> list[str]:
+    """Warnings for a candidate; for the rest, why it is not moved (then any warnings)."""
     if w.status in CANDIDATE_STATUSES:
-        return codes(w.warnings)
-    return ", ".join(filter(None, (codes(w.reasons), codes(w.warnings))))
+        return [r.code for r in w.warnings]
+    return [r.code for r in w.reasons] + [r.code for r in w.warnings]
+
+
+def _row(w: WorkloadResult) -> _Row:
+    best = w.best
+    spot = pct = intr = p90 = "-"
+    savings: list[Para] = [("-", "")]
+    target: list[Para] = []
+    lead = ""
+    if best is not None:
+        spot, pct = usd(projected(best)), percent(best.savings_pct)
+        intr, p90 = number(best.expected_interruptions, 1), number(best.wall_hours_p90, 1)
+        candidate = w.status in CANDIDATE_STATUSES
+        style = ("green" if best.savings > 0 else "red") if candidate else "dim"
+        savings = [(usd(best.savings), style)]
+        target = [(ARROW + target_label(best), "")]
+        lead = ARROW + place(best.provider, best.region, best.zone)
+    return _Row(
+        w=w,
+        move=[(current_label(w), ""), *target],
+        target=target,
+        codes=[(code, "dim") for code in _codes(w)],
+        lead=lead,
+        status=[(w.status, STATUS_STYLES.get(w.status, ""))],
+        cost=usd(w.current.cost),
+        spot=spot,
+        savings=savings,
+        pct=pct,
+        intr=intr,
+        p90=p90,
+    )
+
+
+def _fit(columns: list[Column], cells: list[list[Cell]]) -> list[int]:
+    return [max(widest([c.header, c.footer]), widest(col)) for c, col in zip(columns, cells)]
+
+
+def _longest_word(cells: Sequence[Cell], *also: str) -> int:
+    words = [w for cell in cells for text, _ in ((cell, ""),) if isinstance(text, str) for w in text.split()]
+    words += [w for cell in cells if not isinstance(cell, str) for text, _ in cell for w in text.split()]
+    words += [w for text in also for w in text.split()]
+    return max(map(len, words), default=0)
+
+
+def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> Grid | None:
+    """The standard grid when it fits `width` with numbers whole and words unbroken."""
+    columns = [
+        Column("Workload", "TOTAL"),
+        Column("Status"),
+        Column("Current → best target"),
+        Column("Current $", footers["current"], right=True),
+        Column("Spot $*", footers["spot"], right=True),
+        Column("Savings $", footers["savings"], right=True),
+        Column("%", footers["pct"], right=True),
+        Column("Intr.", right=True),
+        Column("P90 h", right=True),
+    ]
+    cells: list[list[Cell]] = [
+        [[(r.w.id, ""), *r.codes] for r in rows],
+        [r.status for r in rows],
+        [r.move for r in rows],
+        [r.cost for r in rows],
+        [r.spot for r in rows],
+        [r.savings for r in rows],
+        [r.pct for r in rows],
+        [r.intr for r in rows],
+        [r.p90 for r in rows],
+    ]
+    widths = _fit(columns, cells)
+    room = width - sum(widths[1:2] + widths[3:]) - GAP * (len(columns) - 1)
+    ids = widest([r.w.id for r in rows] + ["Workload"])
+    codes = widest([r.codes for r in rows])
+    move_min = max(_longest_word(cells[2], columns[2].header), widest([r.lead for r in rows]))
+    if room < move_min + max(min(ids, WORKLOAD_MIN), codes):
+        return None
+    if widths[0] + widths[2] > room:
+        widths[0] = min(widths[0], room - move_min)
+        widths[2] = room - widths[0]
+    return Grid(columns, widths, color=False, gap=GAP), cells  # type: ignore[return-value]
+
+
+def _compact(rows: list[_Row], footers: dict[str, str], width: int) -> tuple[Grid, list[list[Cell]]]:
+    columns = [
+        Column("Workload", "TOTAL"),
+        Column("Status"),
+        Column("Current $", footers["current"], right=True),
+        Column("Savings $", footers["savings"], right=True),
+        Column("%", footers["pct"], right=True),
+    ]
+    cells: list[list[Cell]] = [
+        [[(r.w.id, ""), *r.target, *r.codes] for r in rows],
+        [r.status for r in rows],
+        [r.cost for r in rows],
+        [r.savings for r in rows],
+        [r.pct for r in rows],
+    ]
+    widths = _fit(columns, cells)
+    room = width - sum(widths[1:]) - GAP * (len(columns) - 1)
+    if widths[0] > room:
+        widths[0] = max(room, WORKLOAD_MIN)
+    return Grid(columns, widths, color=False, gap=GAP), cells
 
 
 def render_table(result: AnalysisResult, *, color: bool = False, width: int | None = None) -> str:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
     width = width or DEFAULT_WIDTH
-    wide = width >= WIDE
-    buf = io.StringIO()
-    console = Console(
-        file=buf,
-        width=width,
-        color_system="standard" if color else None,
-        force_terminal=color,
-        no_color=not color,
-        highlight=False,
-        emoji=False,
-        markup=False,
-        legacy_windows=False,
-        soft_wrap=False,
-    )
-
     t = result.totals
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_footer=True,
-        header_style="bold",
-        footer_style="bold",
-        pad_edge=False,
-        title=f"Spot savings, {result.prices.source}" if wide else None,
-        title_justify="left",
-        expand=False,
-    )
-    table.add_column("Workload", footer="TOTAL", overflow="fold", ratio=None)
-    table.add_column("Status", no_wrap=True)
-    if wide:
-        table.add_column("Current", overflow="fold")
-        table.add_column("Best target", overflow="fold")
-    else:
-        table.add_column("Move", overflow="fold")
-    table.add_column("Current $", justify="right", footer=usd(t.current_cost), no_wrap=True)
-    table.add_column("Spot $*", justify="right", footer=usd(t.projected_cost), no_wrap=True)
-    table.add_column("Savings $", justify="right", footer=usd(t.savings), no_wrap=True)
-    table.add_column("%", justify="right", footer=percent(total_pct(result)), no_wrap=True)
-    if wide:
-        table.add_column("Intr.", justify="right", no_wrap=True)
-    table.add_column("P90 h", justify="right", no_wrap=True)
-    table.add_column("Notes", overflow="fold")
+    footers = {
+        "current": usd(t.current_cost),
+        "spot": usd(t.projected_cost),
+        "savings": usd(t.savings),
+        "pct": percent(total_pct(result)),
+    }
+    rows = [_row(w) for w in by_status(result)]
+    standard = _standard(rows, footers, width) if width >= STANDARD_MIN_WIDTH else None
+    grid, cells = standard if standard is not None else _compact(rows, footers, width)
+    grid.color = color
+    lines = grid.render([list(row) for row in zip(*cells)])
 
-    for w in by_status(result):
-        best = w.best
-        style = STATUS_STYLES.get(w.status, "")
-        cells: list[str | Text] = [w.id, Text(w.status, style=style)]
-        if wide:
-            cells += [current_label(w), target_label(best)]
-        else:
-            cells.append(f"{current_label(w)} → {target_label(best)}" if best else current_label(w))
-        cells.append(usd(w.current.cost))
-        if best is None:
-            cells += ["-", "-", "-"]
-            if wide:
-                cells.append("-")
-            cells.append("-")
-        else:
-            savings_style = "green" if best.savings > 0 else "red"
-            cells += [
-                usd(projected(best)),
-                Text(usd(best.savings), style=savings_style if w.status in CANDIDATE_STATUSES else "dim"),
-                percent(best.savings_pct),
-            ]
-            if wide:
-                cells.append(number(best.expected_interruptions, 1))
-            cells.append(number(best.wall_hours_p90, 1))
-        cells.append(_notes(w))
-        table.add_row(*cells)
-
-    console.print(table)
-    console.print(
-        Text(
-            "* Spot $ is the projected cost on spot with the one-time migration included. "
-            + _assumptions.footnote(result)
-            + ".",
-            style="dim",
-        )
+    spot_note = (
+        "* Spot $: projected cost on spot, one-time migration included."
+        if standard is not None
+        else "* Savings are net of the one-time migration."
     )
-    console.print(coverage_line(result, status_counts(result)))
-    return buf.getvalue()
+    note = Grid([Column("")], [width], color=color)
+    for line in textwrap.wrap(f"{spot_note} {_assumptions.footnote(result)}.", width, break_on_hyphens=False):
+        lines += note._lines([[(line, "dim")]])
+    # The coverage line is a contract ("12 workloads: ..."): never wrapped, always last.
+    lines.append(coverage_line(result, status_counts(result)))
+    return "\n".join(lines) + "\n"

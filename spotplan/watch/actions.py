@@ -24,8 +24,8 @@ def signal_number(name: str | int) -> int:
     if text.isdigit():
         return int(text)
     try:
-        return int(signal.Signals(text if text.startswith("SIG") else f"SIG{text}"))
-    except ValueError:
+        return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
         raise InputError(f"unknown signal {name!r}") from None
 
 
@@ -64,9 +64,9 @@ def send_signal(sig: int, pid: int | None = None, process: str | None = None) ->
 
 
 def start_docker(container: str, sig: int | None, stop_timeout: int | None) -> tuple[list[str], subprocess.Popen[bytes]]:
-    """`docker kill -s SIG` (or `docker stop --time N` when a stop timeout is given), started, not awaited."""
+    """`docker kill -s SIG` (or `docker stop -t N` when a stop timeout is given), started, not awaited."""
     if stop_timeout is not None:
-        argv = ["docker", "stop", "--time", str(stop_timeout)]
+        argv = ["docker", "stop", "-t", str(stop_timeout)]  # -t: --time/--timeout differ by version
         if sig is not None:
             argv += ["--signal", signal.Signals(sig).name]
     else:

@@ -161,6 +161,7 @@ class AwsImds(Source):
         self.token_ttl = token_ttl or self.token_ttl
         self._token: str | None = None
         self._expires = 0.0
+        self._granted = float(self.token_ttl)
         self._rebalance_seen = False
         self.token_fetches = 0
 
@@ -183,9 +184,11 @@ class AwsImds(Source):
             seconds = default
         if seconds is not None:
             self._expires = time.monotonic() + seconds
+            if default is not None:
+                self._granted = seconds
 
     def _token_now(self) -> str:
-        margin = min(self.refresh_margin, self.token_ttl / 4)
+        margin = min(self.refresh_margin, self._granted / 4)
         if self._token is None or time.monotonic() > self._expires - margin:
             return self._fetch_token()
         return self._token

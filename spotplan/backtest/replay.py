@@ -1,0 +1,216 @@
+"""Replay: draw random start points on every trace, run each policy and the optimum from each,
+and aggregate into the `spotplan.backtest/1` result.
+
+Each trace is one market (one zone or pool); a run stays in the market it started in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from spotplan.backtest.optimal import optimal_costs
+from spotplan.backtest.policies import POLICY_NAMES, make_policy
+from spotplan.backtest.result import (
+    SCHEMA,
+    BacktestResult,
+    JobInfo,
+    PolicySummary,
+    StartResult,
+    TraceInfo,
+)
+from spotplan.backtest.simulator import Job, Run, make_grid, replay
+from spotplan.backtest.traces import Trace
+from spotplan.errors import InputError
+
+
+def spot_price_series(trace: Trace, job: Job) -> np.ndarray:
+    """The trace's own spot prices when it has them, else the flat `--spot-price`."""
+    if trace.prices is not None:
+        return np.asarray(trace.prices, dtype=float)
+    return np.full(trace.ticks, float(job.spot_price))
+
+
+def pick_starts(trace: Trace, window_ticks: int, starts: int, rng: np.random.Generator) -> np.ndarray:
+    room = trace.ticks - window_ticks + 1
+    if room <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if starts >= room:
+        return np.arange(room, dtype=np.int64)
+    return np.sort(rng.choice(room, size=starts, replace=False)).astype(np.int64)
+
+
+def run_backtest(
+    traces: Sequence[Trace],
+    job: Job,
+    policies: Sequence[str] = POLICY_NAMES,
+    starts: int = 100,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    example: str | None = "spotplan",
+) -> BacktestResult:
+    for p in policies:
+        if p not in POLICY_NAMES:
+            raise InputError(f"unknown policy {p!r} (choose from {', '.join(POLICY_NAMES)})")
+    if not traces:
+        raise InputError("no trace given (use --trace FILE)")
+    if starts < 1:
+        raise InputError("--starts must be at least 1")
+    rng = np.random.default_rng(seed)
+    online = [p for p in policies if p != "optimal"]
+    want_opt = "optimal" in policies
+    trace_infos: list[TraceInfo] = []
+    rows: list[StartResult] = []
+    runs: dict[str, list[Run]] = {p: [] for p in policies}
+    seconds: dict[str, float] = {p: 0.0 for p in policies}
+    example_timeline: dict[str, object] | None = None
+    notes: list[str] = []
+    for trace in traces:
+        grid = make_grid(job, trace.gap_seconds)
+        up = trace.available >= job.instances
+        prices = spot_price_series(trace, job)
+        chosen = pick_starts(trace, grid.T, starts, rng)
+        ups, _downs = trace.run_lengths_hours(job.instances)
+        trace_infos.append(
+            TraceInfo(
+                name=trace.name,
+                source=trace.source,
+                gap_seconds=trace.gap_seconds,
+                ticks=trace.ticks,
+                hours=round(trace.hours, 3),
+                availability=round(trace.availability(job.instances), 4),
+                mean_available_run_hours=round(float(np.mean(ups)), 3) if len(ups) else 0.0,
+                has_prices=trace.prices is not None,
+                starts=int(len(chosen)),
+                grains_per_tick=grid.m,
+                changeover_hours_effective=round(grid.changeover_hours_effective, 6),
+                deadline_hours_effective=round(grid.T * trace.gap_seconds / 3600.0, 6),
+                notes=list(trace.notes),
+            )
+        )
+        if not len(chosen):
+            notes.append(
+                f"{trace.name}: {trace.hours:.1f} h is shorter than the {job.deadline_hours:g} h "
+                "deadline window; skipped"
+            )
+            continue
+        if progress:
+            progress(f"{trace.name}: {len(chosen)} starts × {len(policies)} policies")
+        windows = np.stack([up[s : s + grid.T] for s in chosen])
+        pwin = np.stack([prices[s : s + grid.T] for s in chosen])
+        opt_cost = np.full(len(chosen), np.nan)
+        if want_opt:
+            t0 = time.perf_counter()
+            o = optimal_costs(windows, pwin, job, grid)
+            seconds["optimal"] += time.perf_counter() - t0
+            opt_cost = o.cost
+            for i in range(len(chosen)):
+                runs["optimal"].append(
+                    Run(
+                        cost=float(o.cost[i]),
+                        met_deadline=bool(np.isfinite(o.cost[i])),
+                        spot_hours=float(o.spot_hours[i]),
+                        on_demand_hours=float(o.on_demand_hours[i]),
+                        changeovers=0,
+                        preemptions=0,
+                        finish_hours=math.nan,
+                    )
+                )
+        per_start: list[dict[str, float]] = [{} for _ in chosen]
+        missed: list[list[str]] = [[] for _ in chosen]
+        for name in online:
+            policy = make_policy(name)
+            t0 = time.perf_counter()
+            for i, s in enumerate(chosen):
+                record = example_timeline is None and name == example and i == 0
+                r = replay(
+                    policy, windows[i], pwin[i], job, grid, history=up[:s], record=record  # type: ignore[arg-type]
+                )
+                runs[name].append(r)
+                per_start[i][name] = r.cost
+                if not r.met_deadline:
+                    missed[i].append(name)
+                if record and r.actions is not None:
+                    example_timeline = {
+                        "trace": trace.name,
+                        "policy": name,
+                        "start_tick": int(s),
+                        "gap_seconds": trace.gap_seconds,
+                        "available": windows[i].astype(int).tolist(),
+                        "actions": r.actions.astype(int).tolist(),
+                    }
+            seconds[name] += time.perf_counter() - t0
+        for i, s in enumerate(chosen):
+            if want_opt:
+                per_start[i]["optimal"] = float(opt_cost[i])
+            rows.append(
+                StartResult(
+                    trace=trace.name,
+                    start_tick=int(s),
+                    start_hours=round(float(s) * trace.gap_seconds / 3600.0, 4),
+                    costs={k: round(v, 6) for k, v in per_start[i].items()},
+                    missed=missed[i],
+                )
+            )
+    if not rows:
+        raise InputError(
+            f"no trace is long enough for a {job.deadline_hours:g} h deadline window"
+        )
+    summaries = _summaries(policies, runs, rows, seconds)
+    return BacktestResult(
+        schema=SCHEMA,
+        generated_at=_now(),
+        job=JobInfo(
+            compute_hours=job.compute_hours,
+            deadline_hours=job.deadline_hours,
+            changeover_hours=job.changeover_hours,
+            instances=job.instances,
+            spot_price=job.spot_price,
+            on_demand_price=job.on_demand_price,
+        ),
+        seed=seed,
+        starts_per_trace=starts,
+        traces=trace_infos,
+        policies=summaries,
+        starts=rows,
+        example=example_timeline,
+        notes=notes,
+    )
+
+
+def _summaries(
+    policies: Sequence[str], runs: dict[str, list[Run]], rows: list[StartResult], seconds: dict[str, float]
+) -> list[PolicySummary]:
+    opt = np.array([r.costs.get("optimal", np.nan) for r in rows], dtype=float)
+    out = []
+    for name in policies:
+        rs = runs[name]
+        if not rs:
+            continue
+        cost = np.array([r.cost for r in rs])
+        have_opt = bool(np.all(np.isfinite(opt))) and len(opt) == len(cost)
+        out.append(
+            PolicySummary(
+                name=name,
+                runs=len(rs),
+                mean_cost=float(np.mean(cost)),
+                p75_cost=float(np.percentile(cost, 75)),
+                mean_cost_vs_optimal=float(np.mean(cost) / np.mean(opt)) if have_opt else None,
+                mean_ratio_to_optimal=float(np.mean(cost / opt)) if have_opt else None,
+                p75_ratio_to_optimal=float(np.percentile(cost / opt, 75)) if have_opt else None,
+                deadline_misses=int(sum(not r.met_deadline for r in rs)),
+                spot_hours=float(np.mean([r.spot_hours for r in rs])),
+                on_demand_hours=float(np.mean([r.on_demand_hours for r in rs])),
+                seconds_per_start=seconds[name] / len(rs),
+            )
+        )
+    return out
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,450 @@
+"""Importers of the public price formats users already have, each turned into price-table rows with
+one GPU vocabulary, and auto-detection of which format a file is:
+
+- `aws-spot-history`: `aws ec2 describe-spot-price-history` JSON output, or the same data as the
+  tab-separated capture of ericpauley/aws-spot-price-history (`az_id, type, product, price, time`).
+- `ec2instances`: the ec2instances.info JSON (or its flattened per-region CSV).
+- `spot-advisor`: the AWS Spot Instance Advisor JSON (or its flattened CSV). It holds bands and
+  savings, not prices: spot = on-demand × (1 − savings), with on-demand from a reference table.
+- `skypilot`: a SkyPilot catalog `vms.csv` (AWS, GCP or Azure).
+- `azure-retail`: Azure Retail Prices API JSON pages.
+- `gcp-pricing`: Cyclenerd's google-cloud-pricing-cost-calculator GCP CSVs (a weekly history).
+- `price-table`: the price table itself (CSV or parquet).
+
+Malformed input raises InputError naming the file and the row (or JSON item).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spotplan.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("aws-spot-history", "ec2instances", "spot-advisor", "skypilot", "azure-retail", "gcp-pricing",
+           "price-table")
+_AZ_ID = re.compile(r"^[a-z]{2}[a-z]{1,2}\d+-az\d+$")
+_LINUX = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
+
+
+@dataclass
+class ImportResult:
+    format: str
+    rows: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def import_file(
+    path: Path,
+    fmt: str = "auto",
+    *,
+    reference: pd.DataFrame | None = None,
+    observed_at: str | None = None,
+) -> ImportResult:
+    """Read `path` in format `fmt` (or detect it) into normalised price-table rows.
+
+    `observed_at` stamps formats that carry no time of their own (default: the file's mtime);
+    `reference` supplies on-demand prices for the spot advisor (default: snapshot + store).
+    """
+    from spotplan.pricing.table import normalize
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        fmt = "price-table" if fmt == "auto" else fmt
+    text = "" if path.suffix.lower() in (".parquet", ".pq") else _read_text(path)
+    if fmt == "auto":
+        fmt = detect_format(text, path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}", hint="one of: auto, " + ", ".join(FORMATS))
+    stamp = observed_at or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    notes: list[str] = []
+    if fmt == "price-table":
+        from spotplan.pricing.table import read_price_file
+
+        return ImportResult(fmt, read_price_file(path), notes)
+    parser: Callable[..., list[dict[str, Any]]] = {
+        "aws-spot-history": _aws_spot_history,
+        "ec2instances": _ec2instances,
+        "spot-advisor": _spot_advisor,
+        "skypilot": _skypilot,
+        "azure-retail": _azure_retail,
+        "gcp-pricing": _gcp_pricing,
+    }[fmt]
+    ctx = _Ctx(path=path, stamp=stamp, notes=notes, reference=reference)
+    rows = parser(text, ctx)
+    import pandas as pd
+
+    from spotplan.pricing.table import empty_table
+
+    df = pd.DataFrame(rows) if rows else empty_table()
+    if df.empty:
+        raise InputError(f"{path}: no GPU price rows found in this {fmt} file")
+    return ImportResult(fmt, normalize(df, origin=str(path)), notes)
+
+
+@dataclass
+class _Ctx:
+    path: Path
+    stamp: str
+    notes: list[str]
+    reference: pd.DataFrame | None
+
+    def bad(self, where: str, reason: str) -> InputError:
+        return InputError(f"{self.path}: {where}: {reason}")
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (expected JSON, CSV or TSV)") from None
+
+
+def detect_format(text: str, path: Path | str = "<input>") -> str:
+    """Name the format of a file's text from its structure (JSON keys, CSV header)."""
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        first = doc[0] if isinstance(doc, list) and doc else doc
+        if isinstance(first, dict):
+            if "SpotPriceHistory" in first or {"SpotPrice", "InstanceType"} <= set(first):
+                return "aws-spot-history"
+            if "spot_advisor" in first:
+                return "spot-advisor"
+            if "Items" in first or "armSkuName" in first:
+                return "azure-retail"
+            if "instance_type" in first and "pricing" in first:
+                return "ec2instances"
+        raise InputError(f"{path}: JSON of an unknown shape", hint="pass --format")
+    first_line = text.splitlines()[0] if text else ""
+    cells = first_line.split("\t")
+    if len(cells) == 5 and _AZ_ID.match(cells[0].strip()):
+        return "aws-spot-history"
+    header = {c.strip() for c in next(csv.reader([first_line]), [])}
+    if {"InstanceType", "Price", "SpotPrice", "Region"} <= header:
+        return "skypilot"
+    if {"instance_type", "ondemand_linux"} <= header:
+        return "ec2instances"
+    if {"interruption_range", "savings_over_ondemand_pct"} <= header:
+        return "spot-advisor"
+    if {"machine_type", "hour", "hour_spot", "region"} <= header:
+        return "gcp-pricing"
+    if {"provider", "instance_type", "market", "price_per_hour"} <= header:
+        return "price-table"
+    raise InputError(f"{path}: cannot tell the format from its first line", hint="pass --format")
+
+
+def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool = True) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if required:
+            raise ctx.bad(where, f"{field_name} is empty")
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ctx.bad(where, f"{field_name} is {value!r}, expected a number") from None
+
+
+def _csv_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
+    # Row numbers as a spreadsheet shows them: the header is row 1.
+    for i, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        yield i, row
+
+
+# ------------------------------------------------------------------------------------------- AWS
+
+
+def _aws_shape(itype: str, fallback_model: str = "", fallback_count: float | None = None) -> tuple[str, float | None]:
+    from spotplan.pricing.sources.aws import gpu_shape
+
+    model, count = gpu_shape(itype)
+    return (model or fallback_model), (count if count is not None else fallback_count)
+
+
+def _aws_spot_history(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    from spotplan.pricing.sources.aws import region_of_az_id
+
+    rows: list[dict[str, Any]] = []
+    if text.lstrip()[:1] in ("{", "["):
+        doc = json.loads(text)
+        pages = doc if isinstance(doc, list) else [doc]
+        items: list[Any] = []
+        for page in pages:
+            items.extend(page.get("SpotPriceHistory", []) if "SpotPriceHistory" in page else [page])
+        for n, it in enumerate(items, start=1):
+            where = f"SpotPriceHistory item {n}"
+            if not isinstance(it, dict) or "InstanceType" not in it or "AvailabilityZone" not in it:
+                raise ctx.bad(where, "expected InstanceType, AvailabilityZone, SpotPrice, Timestamp")
+            if it.get("ProductDescription", "Linux/UNIX") not in _LINUX:
+                continue
+            az = str(it["AvailabilityZone"])
+            m = re.match(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)", az)
+            if not m:
+                raise ctx.bad(where, f"AvailabilityZone is {az!r}")
+            rows.append(_aws_spot_row(it["InstanceType"], m.group(1), az,
+                                      _num(it.get("SpotPrice"), ctx, where, "SpotPrice"),
+                                      _time(it.get("Timestamp"), ctx, where)))
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            cells = line.split("\t")
+            where = f"line {n}"
+            if len(cells) != 5:
+                raise ctx.bad(where, f"expected 5 tab-separated fields, found {len(cells)}")
+            az_id, itype, product, price, ts = (c.strip() for c in cells)
+            if product not in _LINUX:
+                continue
+            try:
+                region = region_of_az_id(az_id)
+            except ValueError as exc:
+                raise ctx.bad(where, str(exc)) from None
+            # Only the AZ *ID* is known here (names differ per account), so it is the zone.
+            rows.append(_aws_spot_row(itype, region, az_id, _num(price, ctx, where, "spot_price"),
+                                      _time(ts, ctx, where)))
+    return [r for r in rows if r["gpu_model"]]
+
+
+def _aws_spot_row(itype: str, region: str, zone: str, price: float | None, ts: str) -> dict[str, Any]:
+    model, count = _aws_shape(itype)
+    return {"provider": "aws", "region": region, "zone": zone, "instance_type": itype, "gpu_model": model,
+            "gpu_count": count, "market": "spot", "price_per_hour": price, "observed_at": ts, "interruption_band": "",
+            "source": "aws describe-spot-price-history"}
+
+
+def _time(value: Any, ctx: _Ctx, where: str) -> str:
+    import pandas as pd
+
+    ts = pd.to_datetime(str(value), utc=True, errors="coerce")
+    if value is None or pd.isna(ts):
+        raise ctx.bad(where, f"timestamp is {value!r}")
+    return str(ts.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    source = "ec2instances.info"
+    if text.lstrip()[:1] == "[":
+        for n, inst in enumerate(json.loads(text), start=1):
+            where = f"item {n}"
+            if not isinstance(inst, dict) or "instance_type" not in inst:
+                raise ctx.bad(where, "expected an object with instance_type")
+            itype = str(inst["instance_type"])
+            if not inst.get("GPU"):
+                continue
+            model, count = _aws_shape(itype, _ec2i_model(inst), _num(inst.get("GPU"), ctx, where, "GPU"))
+            shape = {"gpu_model": model, "gpu_count": count,
+                     "vcpus": _num(inst.get("vCPU"), ctx, where, "vCPU", required=False),
+                     "memory_gib": _num(inst.get("memory"), ctx, where, "memory", required=False)}
+            for region, by_os in (inst.get("pricing") or {}).items():
+                linux = by_os.get("linux") or {}
+                w = f"{where} ({itype}, {region})"
+                rows += _ec2i_rows(itype, region, shape, linux.get("ondemand"), linux.get("spot_avg"),
+                                   linux.get("pct_interrupt"), ctx, w, source)
+    else:
+        for n, r in _csv_rows(text):
+            where = f"row {n}"
+            itype = r.get("instance_type", "")
+            model, count = _aws_shape(itype, r.get("gpu_model", ""), _num(r.get("gpu_count"), ctx, where,
+                                                                         "gpu_count", required=False))
+            shape = {"gpu_model": model, "gpu_count": count,
+                     "vcpus": _num(r.get("vcpus"), ctx, where, "vcpus", required=False),
+                     "memory_gib": _num(r.get("memory_gib"), ctx, where, "memory_gib", required=False)}
+            rows += _ec2i_rows(itype, r.get("region", ""), shape, r.get("ondemand_linux"),
+                               r.get("spot_avg_linux"), r.get("pct_interrupt"), ctx, where, source)
+    return rows
+
+
+def _ec2i_model(inst: dict[str, Any]) -> str:
+    model = str(inst.get("GPU_model") or "")
+    # ec2instances.info says "NVIDIA A100" for both p4d and p4de; per-GPU memory tells them apart.
+    if "A100" in model and inst.get("GPU") and inst.get("GPU_memory"):
+        per_gpu = float(inst["GPU_memory"]) / float(inst["GPU"])
+        return "A100-80GB" if per_gpu >= 80 else "A100-40GB"
+    return model
+
+
+def _ec2i_rows(itype: str, region: str, shape: dict[str, Any], od: Any, spot: Any, band: Any,
+               ctx: _Ctx, where: str, source: str) -> list[dict[str, Any]]:
+    out = []
+    base = {"provider": "aws", "region": region, "zone": "", "instance_type": itype, **shape,
+            "observed_at": ctx.stamp, "source": source}
+    od_price = _num(od, ctx, where, "on-demand price", required=False)
+    if od_price is not None:
+        out.append({**base, "market": "on-demand", "price_per_hour": od_price, "interruption_band": ""})
+    spot_price = _num(spot, ctx, where, "spot price", required=False)
+    if spot_price is not None:
+        # ec2instances.info publishes min/avg/max over its window; the average is the fair price.
+        out.append({**base, "market": "spot", "price_per_hour": spot_price, "interruption_band": band or "",
+                    "source": source + " (spot_avg)"})
+    return out
+
+
+def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    from spotplan.pricing.sources.aws import advisor_bands
+
+    entries: list[tuple[str, str, str, float, str]] = []  # region, type, band, savings, where
+    if text.lstrip()[:1] == "{":
+        feed = json.loads(text)
+        bands = advisor_bands(feed)
+        for region, by_os in feed.get("spot_advisor", {}).items():
+            for itype, v in (by_os.get("Linux") or {}).items():
+                where = f"spot_advisor.{region}.Linux.{itype}"
+                s = _num(v.get("s") if isinstance(v, dict) else None, ctx, where, "s (savings %)")
+                entries.append((region, itype, bands.get(region, {}).get(itype, ""), float(s or 0), where))
+    else:
+        for n, r in _csv_rows(text):
+            if r.get("os", "Linux") != "Linux":
+                continue
+            where = f"row {n}"
+            s = _num(r.get("savings_over_ondemand_pct"), ctx, where, "savings_over_ondemand_pct")
+            entries.append((r.get("region", ""), r.get("instance_type", ""), r.get("interruption_range", ""),
+                            float(s or 0), where))
+    od = _reference_on_demand(ctx.reference)
+    rows: list[dict[str, Any]] = []
+    missing = 0
+    for region, itype, band, savings, _where in entries:
+        model, count = _aws_shape(itype)
+        if not model:
+            continue
+        ref = od.get((region, itype))
+        if ref is None:
+            missing += 1
+            continue
+        rows.append({"provider": "aws", "region": region, "zone": "", "instance_type": itype,
+                     "gpu_model": model, "gpu_count": count, "vcpus": ref["vcpus"], "memory_gib": ref["memory_gib"],
+                     "market": "spot", "price_per_hour": round(ref["price"] * (1 - savings / 100.0), 6),
+                     "interruption_band": band, "observed_at": ctx.stamp,
+                     "source": f"aws spot advisor (savings {savings:g}% vs on-demand)"})
+    if missing:
+        ctx.notes.append(f"{missing} GPU pools skipped: no on-demand price known to apply the advisor's savings to "
+                         "(pull or import on-demand prices first)")
+    return rows
+
+
+def _reference_on_demand(reference: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, Any]]:
+    if reference is None:
+        import pandas as pd
+
+        from spotplan.pricing.snapshot import load_snapshot
+        from spotplan.pricing.store import read_store
+
+        frames = [load_snapshot()]
+        stored = read_store()
+        if stored is not None:
+            frames.append(stored)
+        reference = pd.concat(frames, ignore_index=True)
+    from spotplan.pricing.table import latest_rows
+
+    ref = latest_rows(reference[(reference["provider"] == "aws") & (reference["market"] == "on-demand")])
+    return {(r.region, r.instance_type): {"price": float(r.price_per_hour), "vcpus": r.vcpus, "memory_gib": r.memory_gib}
+            for r in ref.itertuples()}
+
+
+# ---------------------------------------------------------------------------------- SkyPilot, Azure, GCP
+
+
+def _skypilot(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    from spotplan.pricing.sources import azure
+
+    rows: list[dict[str, Any]] = []
+    for n, r in _csv_rows(text):
+        where = f"row {n}"
+        itype = (r.get("InstanceType") or "").strip()
+        if not itype:
+            raise ctx.bad(where, "InstanceType is empty")
+        if not r.get("AcceleratorName") and not itype.startswith("Standard_"):
+            continue
+        provider = "azure" if itype.startswith("Standard_") else ("gcp" if "-" in itype.split(".")[0] else "aws")
+        price = _num(r.get("Price"), ctx, where, "Price", required=False)
+        spot = _num(r.get("SpotPrice"), ctx, where, "SpotPrice", required=False)
+        if price is None and spot is None:
+            continue  # e.g. Azure *_Promo sizes: listed without prices
+        count = _num(r.get("AcceleratorCount"), ctx, where, "AcceleratorCount", required=False)
+        model = r.get("AcceleratorName") or ""
+        if provider == "azure":
+            known_model, known_count = azure.gpu_shape(itype)
+            model, count = known_model or model, known_count if known_count is not None else count
+        elif provider == "aws":
+            model, count = _aws_shape(itype, model, count)
+        if not model:
+            continue
+        base = {"provider": provider, "region": r.get("Region", ""), "zone": r.get("AvailabilityZone") or "",
+                "instance_type": itype, "gpu_model": model, "gpu_count": count,
+                "vcpus": _num(r.get("vCPUs"), ctx, where, "vCPUs", required=False),
+                "memory_gib": _num(r.get("MemoryGiB"), ctx, where, "MemoryGiB", required=False),
+                "interruption_band": "", "observed_at": ctx.stamp, "source": "skypilot catalog"}
+        if price is not None:
+            rows.append({**base, "market": "on-demand", "price_per_hour": price})
+        if spot is not None and spot != price:  # SpotPrice == Price marks "no spot price" (H100 v5 rows)
+            rows.append({**base, "market": "spot", "price_per_hour": spot})
+    return rows
+
+
+def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    from spotplan.pricing.sources.azure import parse_retail_item
+
+    doc = json.loads(text)
+    pages = doc if isinstance(doc, list) else [doc]
+    items: list[Any] = []
+    for page in pages:
+        items.extend(page.get("Items", []) if isinstance(page, dict) and "Items" in page else [page])
+    rows = []
+    for n, it in enumerate(items, start=1):
+        where = f"item {n}"
+        if not isinstance(it, dict) or "armSkuName" not in it or "retailPrice" not in it:
+            raise ctx.bad(where, "expected an Azure retail price item (armSkuName, retailPrice, ...)")
+        if not isinstance(it["retailPrice"], (int, float)):
+            raise ctx.bad(where, f"retailPrice is {it['retailPrice']!r}, expected a number")
+        row = parse_retail_item(it)
+        if row is None or not row["gpu_model"]:
+            continue
+        row["observed_at"] = it.get("effectiveStartDate") or ctx.stamp
+        row["source"] = "azure retail prices (import)"
+        rows.append(row)
+    return rows
+
+
+def _gcp_pricing(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    rows = []
+    for n, r in _csv_rows(text):
+        where = f"row {n}"
+        base = {"provider": "gcp", "region": r.get("region", ""), "zone": "", "instance_type": r.get("machine_type", ""),
+                "gpu_model": r.get("gpu_name", ""),
+                "gpu_count": _num(r.get("gpu_count"), ctx, where, "gpu_count", required=False),
+                "vcpus": _num(r.get("vcpus"), ctx, where, "vcpus", required=False),
+                "memory_gib": _num(r.get("ram_gib"), ctx, where, "ram_gib", required=False),
+                "interruption_band": "",
+                "observed_at": _time(r.get("snapshot_time"), ctx, where) if r.get("snapshot_time") else ctx.stamp,
+                "source": "cyclenerd google-cloud-pricing-cost-calculator"}
+        od = _num(r.get("hour"), ctx, where, "hour", required=False)
+        spot = _num(r.get("hour_spot"), ctx, where, "hour_spot", required=False)
+        if od is not None:
+            rows.append({**base, "market": "on-demand", "price_per_hour": od})
+        if spot is not None:
+            rows.append({**base, "market": "spot", "price_per_hour": spot})
+    # Some snapshots (e.g. 2023-05-09) list a machine type without its GPU: take it from other rows.
+    known = {r["instance_type"]: (r["gpu_model"], r["gpu_count"]) for r in rows if r["gpu_model"]}
+    for r in rows:
+        if not r["gpu_model"] and r["instance_type"] in known:
+            r["gpu_model"], r["gpu_count"] = known[r["instance_type"]]
+    return rows

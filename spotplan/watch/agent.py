@@ -1,0 +1,288 @@
+"""The watch loop: poll a source, and on a reclaim notice run the actions in order (signal, docker,
+command), wait for a fresh checkpoint within the time left, upload it, acknowledge the event, alert,
+and return the exit code. Every state change is one JSON line in the log.
+
+Exit codes: 0 no notice (`--once`) or a notice handled with a fresh verified checkpoint (or with no
+`--checkpoint-uri` to check); 3 a notice but no fresh checkpoint in time; 1 a runtime failure
+(metadata unreachable with `--once`, an upload that failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from spotplan.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME
+from spotplan.watch import actions
+from spotplan.watch.sources import MetadataError, Notice, Source, make_source, utcnow
+
+EXIT_NO_CHECKPOINT = EXIT_PARTIAL
+
+
+@dataclass
+class WatchConfig:
+    source: str = "auto"
+    endpoint: str | None = None
+    interval: float = 1.0
+    signal: int | None = None
+    pid: int | None = None
+    process: str | None = None
+    docker: str | None = None
+    docker_stop_timeout: int | None = None
+    command: str | None = None
+    checkpoint_uri: str | None = None
+    checkpoint_timeout: float | None = None
+    upload_to: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    webhook: str | None = None
+    once: bool = False
+    act_on_rebalance: bool = False
+    log: Path | None = None
+    verbose: bool = False
+
+
+class EventLog:
+    """JSON lines, one per state change, to `--log` (appended, flushed at once) and stderr in verbose."""
+
+    def __init__(self, path: Path | None, verbose: bool) -> None:
+        self.verbose = verbose
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        record = {"ts": utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event": event}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        line = json.dumps(record, default=str)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+            if self.verbose:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _Stop(Exception):
+    """Raised from the SIGTERM/SIGINT handler while the agent is only waiting for a notice."""
+
+
+@dataclass
+class WatchResult:
+    exit_code: int
+    notice: Notice | None = None
+    checkpoint: Any = None
+    uploaded: Any = None
+    acknowledged: bool = False
+    stopped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "notice": self.notice.to_dict() if self.notice else None,
+            "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
+            "uploaded": self.uploaded.to_dict() if self.uploaded else None,
+            "acknowledged": self.acknowledged,
+            "stopped": self.stopped,
+        }
+
+
+class Agent:
+    def __init__(self, config: WatchConfig, source: Source | None = None, log: EventLog | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.log = log or EventLog(config.log, config.verbose)
+        self._interruptible = False
+        self._wake = threading.Event()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> WatchResult:
+        cfg = self.config
+        previous = self._install_stop_handlers()
+        try:
+            if self.source is None:
+                self.source = make_source(cfg.source, cfg.endpoint)
+            self.log("started", source=self.source.name, endpoint=self.source.endpoint, interval=cfg.interval,
+                     pid=os.getpid(), host=socket.gethostname())
+            return self._loop(self.source)
+        except _Stop:
+            self.log("stopped", reason="signal")
+            return WatchResult(EXIT_OK, stopped=True)
+        finally:
+            self._interruptible = False
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _loop(self, source: Source) -> WatchResult:
+        cfg = self.config
+        error: str | None = None
+        seen_rebalance = False
+        while True:
+            started = time.monotonic()
+            self._interruptible = True
+            try:
+                notice = source.poll(0 if cfg.once else cfg.interval)
+            except MetadataError as exc:
+                self._interruptible = False
+                if str(exc) != error:
+                    self.log("metadata_error", error=str(exc))
+                    error = str(exc)
+                if cfg.once:
+                    raise
+                self._sleep(cfg.interval)
+                continue
+            self._interruptible = False
+            if error is not None:
+                self.log("metadata_ok")
+                error = None
+            if notice is not None and not notice.actionable:
+                if not seen_rebalance:
+                    self.log("rebalance", **notice.to_dict())
+                    seen_rebalance = True
+                if not cfg.act_on_rebalance:
+                    notice = None
+            if notice is not None:
+                return self.handle(notice)
+            if cfg.once:
+                self.log("no_notice", source=source.name)
+                return WatchResult(EXIT_OK)
+            if not source.long_poll:
+                self._sleep(cfg.interval - (time.monotonic() - started))
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._interruptible = True
+            self._wake.wait(seconds)
+            self._interruptible = False
+
+    def _install_stop_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum: int, frame: Any) -> None:
+            # While a notice is being handled the node is going away anyway (GCP and Azure send ACPI
+            # soft-off, i.e. SIGTERM to everyone): finish the job instead of dying half-way.
+            if self._interruptible:
+                raise _Stop()
+            self.log("signal_ignored", signal=signal.Signals(signum).name, reason="handling a notice")
+
+        return {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    # -- a notice -----------------------------------------------------------------------------
+    def handle(self, notice: Notice) -> WatchResult:
+        cfg = self.config
+        deadline = notice.effective_deadline()
+        budget_end = time.monotonic() + max(0.0, (deadline - utcnow()).total_seconds())
+        if cfg.checkpoint_timeout is not None:
+            budget_end = time.monotonic() + cfg.checkpoint_timeout
+        self.log("notice", **notice.to_dict(), seconds_left=round(max(0.0, budget_end - time.monotonic()), 3))
+        sys.stderr.write(
+            f"spotplan watch: {notice.source} {notice.kind} notice, deadline {notice.to_dict()['deadline'] or '?'}\n"
+        )
+        env = {
+            "SPOTPLAN_NOTICE_SOURCE": notice.source,
+            "SPOTPLAN_NOTICE_KIND": notice.kind,
+            "SPOTPLAN_NOTICE_DEADLINE": notice.to_dict()["deadline"] or "",
+        }
+        children: list[tuple[str, Any]] = []
+        if cfg.pid is not None or cfg.process:
+            sig = cfg.signal or signal.SIGTERM
+            outcome = actions.send_signal(sig, pid=cfg.pid, process=cfg.process)
+            self.log("signal_sent" if outcome["pids"] else "signal_failed", **outcome)
+        if cfg.docker:
+            try:
+                argv, proc = actions.start_docker(cfg.docker, cfg.signal, cfg.docker_stop_timeout)
+                children.append(("docker", proc))
+                self.log("docker_started", argv=argv)
+            except RuntimeError as exc:
+                self.log("docker_failed", error=str(exc))
+        if cfg.command:
+            try:
+                children.append(("command", actions.start_command(cfg.command, env)))
+                self.log("command_started", command=cfg.command)
+            except RuntimeError as exc:
+                self.log("command_failed", error=str(exc))
+
+        result = WatchResult(EXIT_OK, notice=notice)
+        if cfg.checkpoint_uri:
+            self._checkpoint(notice, budget_end, result)
+        self._reap(children, budget_end)
+        if cfg.webhook:
+            self._alert(notice, result)
+        self.log("exit", code=result.exit_code)
+        return result
+
+    def _checkpoint(self, notice: Notice, budget_end: float, result: WatchResult) -> None:
+        from spotplan.checkpoint import CheckpointError, CheckpointStore
+
+        cfg = self.config
+        assert cfg.checkpoint_uri is not None
+        store = CheckpointStore(cfg.checkpoint_uri, keep=0, storage_options=cfg.storage_options)
+        self.log("checkpoint_wait", uri=cfg.checkpoint_uri, newer_than=notice.to_dict()["detected_at"])
+        info = actions.wait_for_checkpoint(store, notice.detected_at, budget_end)
+        if info is None:
+            self.log("checkpoint_missing", uri=cfg.checkpoint_uri)
+            result.exit_code = EXIT_NO_CHECKPOINT
+            return
+        result.checkpoint = info
+        self.log("checkpoint_ready", uri=info.uri, step=info.step, created_at=info.to_dict()["created_at"],
+                 age_after_notice=round((info.created_at - notice.detected_at).total_seconds(), 3))
+        if cfg.upload_to and store.local and actions.is_remote(cfg.upload_to):
+            try:
+                remote = CheckpointStore(cfg.upload_to, keep=0, storage_options=cfg.storage_options)
+                result.uploaded = store.copy_to(info, remote)
+                self.log("uploaded", uri=result.uploaded.uri, step=info.step)
+            except (CheckpointError, OSError, ValueError) as exc:
+                self.log("upload_failed", error=str(exc))
+                result.exit_code = EXIT_RUNTIME
+                return
+        assert self.source is not None
+        try:
+            if self.source.acknowledge(notice):
+                result.acknowledged = True
+                self.log("acknowledged", event_id=notice.event_id)
+        except MetadataError as exc:
+            self.log("acknowledge_failed", error=str(exc))
+
+    def _reap(self, children: list[tuple[str, Any]], budget_end: float) -> None:
+        for what, proc in children:
+            try:
+                out, _ = proc.communicate(timeout=max(0.1, budget_end - time.monotonic()))
+                self.log(f"{what}_done", returncode=proc.returncode,
+                         output=out.decode(errors="replace").strip()[-500:] or None)
+            except Exception:  # still running at the deadline: leave it, the node is going anyway
+                self.log(f"{what}_running", pid=proc.pid)
+
+    def _alert(self, notice: Notice, result: WatchResult) -> None:
+        cfg = self.config
+        assert cfg.webhook is not None
+        ck = result.uploaded or result.checkpoint
+        outcome = (
+            f"checkpoint step {ck.step} at {ck.uri}" if ck else
+            "NO fresh checkpoint in time" if cfg.checkpoint_uri else "actions run"
+        )
+        text = (
+            f"[spotplan] {notice.source} {notice.kind} notice on {socket.gethostname()} "
+            f"(deadline {notice.to_dict()['deadline'] or 'unknown'}): {outcome}; exit {result.exit_code}"
+        )
+        try:
+            status = actions.post_webhook(cfg.webhook, text, result.to_dict())
+            self.log("webhook_sent", status=status)
+        except Exception as exc:  # an alert that fails must not change the verdict
+            self.log("webhook_failed", error=str(exc))
+

@@ -1,0 +1,328 @@
+"""`spotplan migrate` on AWS end to end: boto3 against a moto server (EC2, SSM, S3) behind a
+fault-injecting proxy; the SSM checkpoint trigger is answered by a simulated node agent that writes
+a real checkpoint to S3 with spotplan.checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotplan.cli.main import app
+from tests.test_migrate_support import FaultProxy, journal_consistent, make_move, write_plan
+
+pytestmark = pytest.mark.timeout(60)
+
+REGION, ZONE, ITYPE = "us-east-1", "us-east-1a", "g5.xlarge"
+BUCKET = "ckpt-bucket"
+
+
+class Cloud:
+    """The moto server, the proxy in front of it, and clients straight to moto (the test's view)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.moto_url = f"http://{host}:{port}"
+        self.proxy = FaultProxy((host, port))
+        self.env = {
+            "AWS_ENDPOINT_URL": self.proxy.url,
+            "AWS_ENDPOINT_URL_S3": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+        }
+        import boto3
+
+        kw = {"region_name": REGION, "endpoint_url": self.moto_url, "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+        self.ec2 = boto3.client("ec2", **kw)
+        self.ssm = boto3.client("ssm", **kw)
+        self.s3 = boto3.client("s3", **kw)
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.image = self.ec2.describe_images()["Images"][0]["ImageId"]
+        # The simulated SSM agent: instance id -> checkpoint storage (None: never checkpoints).
+        self.agents: dict[str, str | None] = {}
+        self.handled: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._agent_loop, daemon=True)
+        self._thread.start()
+
+    def _agent_loop(self) -> None:
+        from spotplan.checkpoint import CheckpointStore
+
+        while not self._stop.wait(0.1):
+            try:
+                commands = self.ssm.list_commands()["Commands"]
+            except Exception:
+                continue
+            for cmd in commands:
+                if cmd["CommandId"] in self.handled:
+                    continue
+                self.handled.add(cmd["CommandId"])
+                for iid in cmd.get("InstanceIds", []):
+                    storage = self.agents.get(iid)
+                    if storage:
+                        store = CheckpointStore(storage, storage_options={"client_kwargs": {
+                            "endpoint_url": self.moto_url}})
+                        store.save(len(self.handled), {"model.bin": os.urandom(128)}, metadata={"by": iid})
+
+    def source(self, storage: str | None, count: int = 1) -> list[str]:
+        resp = self.ec2.run_instances(ImageId=self.image, InstanceType=ITYPE, MinCount=count, MaxCount=count,
+                                      Placement={"AvailabilityZone": ZONE})
+        ids = [i["InstanceId"] for i in resp["Instances"]]
+        for iid in ids:
+            self.agents[iid] = storage
+        return ids
+
+    def state(self, iid: str) -> str:
+        resp = self.ec2.describe_instances(InstanceIds=[iid])
+        return resp["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    def tagged(self, move_id: str) -> dict[str, dict[str, Any]]:
+        resp = self.ec2.describe_instances(Filters=[{"Name": "tag:spotplan-move", "Values": [move_id]}])
+        return {i["InstanceId"]: i for r in resp["Reservations"] for i in r["Instances"]}
+
+    def live_tagged(self, move_id: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.tagged(move_id).items()
+                if v["State"]["Name"] not in ("terminated", "shutting-down")}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.proxy.stop()
+        self.moto.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    c = Cloud()
+    yield c
+    c.close()
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in cloud.env.items():
+        monkeypatch.setenv(k, v)
+    cloud.proxy.clear()
+
+
+def new_move(cloud: Cloud, tmp_path: Path, agent: bool = True, **kw: Any) -> tuple[str, str, list[str], Path]:
+    move_id = f"m-{uuid.uuid4().hex[:8]}"
+    storage = f"s3://{BUCKET}/{move_id}"
+    src = cloud.source(storage if agent else None)
+    trigger = {"via": "ssm", "command": "pkill -USR1 -f train.py"}
+    move = make_move(move_id, "aws", REGION, ZONE, ITYPE, src, storage, cloud.image, trigger, **kw)
+    return move_id, storage, src, write_plan(tmp_path / f"{move_id}.json", [move])
+
+
+def journal_of(move_id: str) -> dict[str, Any]:
+    from spotplan.journal import Journal
+
+    return Journal().show(move_id)
+
+
+def assert_invariants(cloud: Cloud, move_id: str, src: list[str], expect_done: bool) -> None:
+    """No leaked instance; the source is stopped only with a verified checkpoint; journal consistent."""
+    j = journal_of(move_id)
+    journal_consistent(j["events"])
+    live = cloud.live_tagged(move_id)
+    source_states = {cloud.state(i) for i in src}
+    if expect_done:
+        assert j["status"] in ("done",), j
+        assert sorted(live) == sorted(j["state"]["target_ids"]), "live instances != the journaled targets"
+        assert source_states == {"stopped"}
+    else:
+        assert j["status"] == "rolled-back", j
+        assert live == {}, f"leaked instances {list(live)}"
+        assert source_states <= {"running", "pending"}, source_states
+    if "stopped" in source_states:
+        assert j["state"].get("checkpoint_verified") is True
+
+
+def test_dry_run_prints_exact_calls_and_mutates_nothing(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for step in ("preflight", "acquire", "trigger_checkpoint", "verify_checkpoint", "stop_source",
+                 "resume_target", "health_check", "record"):
+        assert step in out
+    assert "ec2.run_instances(" in out and "'MarketType': 'spot'" in out and "'MaxPrice': '1'" in out
+    assert "permission ok (DryRun)" in out
+    assert f"ec2.stop_instances(InstanceIds=['{src[0]}'])" in out
+    assert "ssm.send_command(" in out
+    assert cloud.tagged(move_id) == {}
+    assert cloud.state(src[0]) in ("running", "pending")
+    listed = runner.invoke(app, ["migrations", "list", "-o", "json"])
+    assert move_id not in listed.stdout
+    js = runner.invoke(app, ["migrate", str(plan), "--dry-run", "-o", "json"])
+    doc = json.loads(js.stdout)
+    acquire = next(s for s in doc["moves"][0]["steps"] if s["step"] == "acquire")
+    params = acquire["calls"][0]["params"]
+    assert params["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "1"
+    assert params["ClientToken"] and "RESUME_FROM_CHECKPOINT" in params["UserData"]
+
+
+def test_migrate_moves_on_demand_to_spot(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, storage, src, plan = new_move(cloud, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(cloud, move_id, src, expect_done=True)
+    (target_id, inst), = cloud.live_tagged(move_id).items()
+    assert inst["InstanceLifecycle"] == "spot" and inst["InstanceType"] == ITYPE
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    j = journal_of(move_id)
+    ckpt = j["state"]["checkpoint_uri"]
+    assert ckpt.startswith(storage) and tags["spotplan-resume-from"] == ckpt
+    user_data = base64.b64decode(
+        cloud.ec2.describe_instance_attribute(InstanceId=target_id, Attribute="userData")["UserData"]["Value"]
+    ).decode()
+    assert "python train.py --resume-from-latest" in user_data and "RESUME_FROM_CHECKPOINT" in user_data
+    # The checkpoint really is in S3 and newer than the trigger.
+    keys = [o["Key"] for o in cloud.s3.list_objects_v2(Bucket=BUCKET, Prefix=move_id)["Contents"]]
+    assert any(k.endswith("MANIFEST.json") for k in keys)
+    assert j["state"]["checkpoint_created_at"] > j["state"]["trigger_at"]
+    listed = runner.invoke(app, ["migrations", "list"])
+    assert move_id in listed.stdout and "done" in listed.stdout
+    shown = runner.invoke(app, ["migrations", "show", move_id])
+    assert "ec2.run_instances" in shown.stdout and target_id in shown.stdout
+    again = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert again.exit_code == 0 and "already-done" in again.stdout
+    assert len(cloud.tagged(move_id)) == 1
+
+
+def test_no_tty_without_yes_fails_with_hint(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    _, _, _, plan = new_move(cloud, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan)])
+    assert result.exit_code == 2 and "--yes" in result.stderr
+
+
+def test_never_bids_above_on_demand(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path, max_price=2.0, on_demand_price=1.0)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert result.exit_code == 2 and "above the on-demand price" in result.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
+
+
+def test_checkpoint_never_appears_keeps_source_running(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path, agent=False)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "1"])
+    assert result.exit_code == 1 and "no verified checkpoint" in result.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
+    assert len(cloud.tagged(move_id)) == 1  # the spot instance was created, then released
+
+
+def test_fallback_to_on_demand(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    spot_id = journal_of(move_id)["state"]["target_ids"][0]
+    result = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert result.exit_code == 0, result.output
+    j = journal_of(move_id)
+    assert j["kind"] == "fallback" and j["status"] == "done"
+    (od_id, inst), = cloud.live_tagged(move_id).items()
+    assert od_id != spot_id and "InstanceLifecycle" not in inst
+    assert cloud.state(spot_id) == "terminated"
+    assert {t["Key"]: t["Value"] for t in inst["Tags"]}["spotplan-resume-from"] == j["state"]["checkpoint_uri"]
+
+
+# ---- fault injection: every provider call fails once ---------------------------------------------
+
+FAULTS = [
+    # (action, skip, code, status, expect_done)
+    ("GetCallerIdentity", 0, "ExpiredToken", 403, False),
+    ("DescribeInstanceTypeOfferings", 0, "RequestLimitExceeded", 400, True),  # throttling: retried
+    ("DescribeInstanceTypeOfferings", 0, "UnauthorizedOperation", 403, False),
+    ("DescribeInstances", 0, "InternalError", 400, False),      # the acquire lookup
+    ("RunInstances", 0, "InsufficientInstanceCapacity", 400, False),
+    ("RunInstances", 0, "ServiceUnavailable", 503, True),        # transient: the SDK retries it
+    ("SendCommand", 0, "InvalidInstanceId", 400, False),
+    ("StopInstances", 0, "IncorrectInstanceState", 400, False),
+    ("CreateTags", 0, "InternalError", 400, False),
+    ("DescribeInstances", 1, "InternalError", 400, False),      # the health check
+    ("TerminateInstances", 0, "InternalError", 503, False),     # during the rollback: retried
+]
+
+
+@pytest.mark.parametrize("action,skip,code,status,expect_done", FAULTS,
+                         ids=[f"{a}-{s}-{c}" for a, s, c, _, _ in FAULTS])
+def test_each_call_fails_once(cloud: Cloud, runner: Any, tmp_path: Path, action: str, skip: int, code: str,
+                              status: int, expect_done: bool) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    if action == "TerminateInstances":
+        cloud.agents[src[0]] = None  # make verify fail so the rollback terminates the target
+    cloud.proxy.fail_next(action, code=code, status=status, skip=skip)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout",
+                                 "1" if action == "TerminateInstances" else "20"])
+    assert action not in cloud.proxy.faults, "the fault was never triggered"
+    if expect_done:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == (4 if code in ("ExpiredToken", "UnauthorizedOperation") else 1), result.output
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("error: move ")
+    assert_invariants(cloud, move_id, src, expect_done=expect_done)
+
+
+# ---- fault injection: SIGKILL at every step boundary, then --resume ------------------------------
+
+BOUNDARIES = [(s, w) for s in ("preflight", "acquire", "trigger_checkpoint", "verify_checkpoint", "stop_source",
+                               "resume_target", "health_check", "record") for w in ("before", "after")]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("step,when", BOUNDARIES, ids=[f"{s}:{w}" for s, w in BOUNDARIES])
+def test_sigkill_at_step_boundary_then_resume(cloud: Cloud, runner: Any, tmp_path: Path, step: str,
+                                              when: str) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    env = {**os.environ, "SPOTPLAN_TEST_CRASH_AT": f"{step}:{when}"}
+    proc = subprocess.run([sys.executable, "-m", "spotplan", "migrate", str(plan), "--yes",
+                           "--checkpoint-timeout", "20"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    j = journal_of(move_id)
+    assert j["status"] == "running"
+    journal_consistent(j["events"])
+    if cloud.state(src[0]) == "stopped":
+        assert j["state"].get("checkpoint_verified") is True
+    # A plain rerun refuses and points at --resume.
+    rerun = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert rerun.exit_code == 2 and f"--resume {move_id}" in rerun.stderr
+    result = runner.invoke(app, ["migrate", "--resume", move_id, "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(cloud, move_id, src, expect_done=True)
+    # Never double-created: one spot instance was ever tagged with this move.
+    assert len(cloud.tagged(move_id)) == 1
+
+
+def test_resume_unknown_move_is_a_usage_error(runner: Any) -> None:
+    result = runner.invoke(app, ["migrate", "--resume", "nope", "--yes"])
+    assert result.exit_code == 2 and "no move 'nope'" in result.stderr
+
+
+def test_subprocess_timing_note(cloud: Cloud, tmp_path: Path) -> None:
+    """`python -m spotplan migrate --dry-run` works as a subprocess (the crash tests rely on it)."""
+    _, _, _, plan = new_move(cloud, tmp_path)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "spotplan", "migrate", str(plan), "--dry-run"],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "ec2.run_instances" in proc.stdout and time.monotonic() - t0 < 30

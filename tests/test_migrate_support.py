@@ -1,0 +1,181 @@
+"""Helpers shared by the migrate test modules (no tests here): a fault-injecting proxy in front of
+moto, plan files written by hand, and the invariants checked after every run."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+
+class FaultProxy:
+    """An HTTP proxy to moto that fails the next call of a named action once.
+
+    AWS query actions (EC2, STS) are named by their `Action=` form field, JSON ones (SSM) by
+    `X-Amz-Target`; the injected error uses the envelope of that protocol, so botocore parses it as
+    a real ClientError.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.faults: dict[str, list[Any]] = {}
+        self.seen: list[str] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                target = self.headers.get("X-Amz-Target")
+                action = target.split(".")[-1] if target else (parse_qs(body.decode(errors="replace"))
+                                                               .get("Action", [""])[0])
+                with proxy.lock:
+                    proxy.seen.append(action)
+                    fault = proxy.faults.get(action)
+                    if fault is not None and fault[2] > 0:
+                        fault[2] -= 1
+                        fault = None
+                    elif fault is not None:
+                        del proxy.faults[action]
+                if fault is not None:
+                    status, code = fault[0], fault[1]
+                    if target:
+                        payload = json.dumps({"__type": code, "message": "injected fault"}).encode()
+                        ctype = "application/x-amz-json-1.1"
+                    else:
+                        payload = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected fault"
+                                   f"</Message></Error></Errors><RequestID>fault</RequestID></Response>").encode()
+                        ctype = "text/xml"
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def fail_next(self, action: str, code: str = "InternalError", status: int = 400, skip: int = 0) -> None:
+        """Fail the next call of `action` (after letting `skip` calls through) once."""
+        with self.lock:
+            self.faults[action] = [status, code, skip]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def write_plan(path: Path, moves: list[dict[str, Any]]) -> Path:
+    plan = {
+        "schema": "spotplan.plan/1",
+        "created_at": "2026-11-23T00:00:00Z",
+        "analysis": {"generated_at": "2026-11-23T00:00:00Z"},
+        "moves": moves,
+    }
+    path.write_text(json.dumps(plan, indent=2))
+    return path
+
+
+def make_move(
+    move_id: str,
+    provider: str,
+    region: str,
+    zone: str,
+    instance_type: str,
+    source_ids: list[str],
+    storage: str,
+    image: str,
+    trigger: dict[str, Any],
+    max_price: float = 1.0,
+    on_demand_price: float = 1.006,
+    **launch_extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": move_id,
+        "workload": f"wl-{move_id}",
+        "source": {"provider": provider, "region": region, "zone": zone, "instance_type": instance_type,
+                   "instance_ids": source_ids},
+        "target": {"provider": provider, "region": region, "zone": zone, "instance_type": instance_type,
+                   "market": "spot", "max_price": max_price},
+        "checkpoint": {"enabled": True, "interval_minutes": 30, "save_seconds": 60, "restore_seconds": 120,
+                       "storage": storage},
+        "launch": {"image": image, "resume_command": "python train.py --resume-from-latest",
+                   "checkpoint_trigger": trigger, **launch_extra},
+        "fallback": "on-demand",
+        "expected": {"savings": 10.0, "cost": 5.0},
+        "count": len(source_ids),
+        "on_demand_price": on_demand_price,
+    }
+
+
+def journal_consistent(events: list[dict[str, Any]]) -> None:
+    """Every `done` follows a `start` of the same step; a finished move has no dangling start."""
+    open_steps: dict[str, int] = {}
+    for ev in events:
+        if ev["phase"] == "start":
+            open_steps[ev["step"]] = open_steps.get(ev["step"], 0) + 1
+        elif ev["phase"] in ("done", "failed"):
+            assert open_steps.get(ev["step"]), f"{ev['phase']} of {ev['step']} without a start"
+            open_steps[ev["step"]] = 0
+
+
+TRAINER = """
+import os, sys
+from spotplan.checkpoint import CheckpointStore
+from spotplan.executor import storage_options_for
+uri = os.environ["SPOTPLAN_CHECKPOINT_STORAGE"]
+store = CheckpointStore(uri, storage_options=storage_options_for(uri))
+last = store.latest()
+step = (last.step + 1) if last else 1
+store.save(step, {"model.bin": os.urandom(64)}, metadata={"move": os.environ["SPOTPLAN_MOVE_ID"]})
+"""
+
+
+def trainer_script(tmp: Path) -> str:
+    """A `via: command` trigger: a tiny workload that writes a checkpoint when asked."""
+    script = tmp / "trainer_checkpoint.py"
+    script.write_text(TRAINER)
+    import sys
+
+    return f"{sys.executable} {script}"
+
+
+def ids_in(text: str, pattern: str = r"i-[0-9a-f]+") -> list[str]:
+    return re.findall(pattern, text)
