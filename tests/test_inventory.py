@@ -579,6 +579,41 @@ def test_cli_analyze_reports_csv_and_missing_file_with_exit_2(runner: Any, tmp_p
         assert result.stderr.strip().replace(str(tmp_path) + os.sep, "") == "error: " + expected
 
 
+@needs_analyze
+@pytest.mark.timeout(60)
+def test_cli_analyze_checks_instance_types_against_the_bundled_prices(runner: Any, tmp_path: Path) -> None:
+    from spotplan.cli.main import app
+
+    path = _write(tmp_path, "fleet.yaml", _yaml(_workload(id="llm-pretrain", instance_type="p4d.24xlarg")))
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {path}: workload 'llm-pretrain': instance_type: unknown instance type 'p4d.24xlarg' for aws "
+        "(did you mean 'p4d.24xlarge'?)"
+    )
+
+
+@needs_analyze
+@pytest.mark.timeout(60)
+def test_cli_analyze_gives_the_same_result_for_the_yaml_and_csv_fleet(runner: Any) -> None:
+    import json
+
+    from spotplan.cli.main import app
+
+    results = []
+    for name in ("fleet.yaml", "fleet.csv"):
+        result = runner.invoke(
+            app, ["analyze", str(FIXTURES / name), "-o", "json", "--now", "2026-11-01T00:00:00Z"]
+        )
+        assert result.exit_code == 0, result.output
+        results.append(json.loads(result.stdout))
+    assert [w["id"] for w in results[0]["workloads"]] == [
+        w.id for w in read_inventory(FIXTURES / "fleet.yaml")
+    ]
+    assert results[0]["workloads"] == results[1]["workloads"]
+    assert results[0]["totals"] == results[1]["totals"]
+
+
 # ---- properties: the reader never crashes ------------------------------------------------------
 
 _FIELD_NAMES = [*CSV_COLUMNS, "checkpoint", "launch", "checkpoint_trigger", "network", "workloads", "via"]

@@ -47,7 +47,9 @@ def _dtype(col: str) -> str:
 
 def normalize_band(value: object) -> str:
     """Map the band spellings seen in feeds ("<5%", "5-10 %", "5-10", ">20%") onto BANDS or ''."""
-    if value is None or (not isinstance(value, str) and value != value):
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
         return ""
     s = str(value).strip().replace(" ", "")
     if s in ("", "nan", "None", "NaN", "<NA>", "NaT"):

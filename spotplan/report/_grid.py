@@ -56,6 +56,16 @@ def _codes(style: str, color: bool) -> tuple[str, str]:
     return before, after
 
 
+def styled(text: str, style: str, *, color: bool) -> str:
+    before, after = _codes(style, color)
+    return f"{before}{text}{after}" if text else ""
+
+
+def longest_word(cells: Sequence[Cell]) -> int:
+    """The narrowest a wrapping column can get without folding a word."""
+    return max((cell_len(word) for cell in cells for text, _ in paras(cell) for word in text.split()), default=0)
+
+
 class Grid:
     """Columns of fixed widths, rendered to lines of text."""
 
@@ -79,9 +89,8 @@ class Grid:
             for col, width, column in zip(laid, self.widths, self.columns):
                 text, s = col[i] if i < len(col) else ("", "")
                 pad = " " * (width - cell_len(text))
-                before, after = _codes(s, self.color)
-                styled = f"{before}{text}{after}" if text else ""
-                parts.append(pad + styled if column.right else styled + pad)
+                cell = styled(text, s, color=self.color)
+                parts.append(pad + cell if column.right else cell + pad)
             out.append(self.sep.join(parts).rstrip())
         return out
 

@@ -12,7 +12,6 @@ carries no escape codes at all (NO_COLOR, pipes, golden files).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spotplan.models import AnalysisResult, WorkloadResult
@@ -31,7 +30,7 @@ from spotplan.report._format import (
     total_pct,
     usd,
 )
-from spotplan.report._grid import Cell, Column, Grid, Para, widest
+from spotplan.report._grid import Cell, Column, Grid, Para, longest_word, styled, widest
 
 STATUS_STYLES = {
     "recommended": "green",
@@ -104,19 +103,15 @@ def _row(w: WorkloadResult) -> _Row:
     )
 
 
-def _fit(columns: list[Column], cells: list[list[Cell]]) -> list[int]:
+_Layout = tuple[list[Column], list[list[Cell]], list[int]]
+
+
+def _natural(columns: list[Column], cells: list[list[Cell]]) -> list[int]:
     return [max(widest([c.header, c.footer]), widest(col)) for c, col in zip(columns, cells)]
 
 
-def _longest_word(cells: Sequence[Cell], *also: str) -> int:
-    words = [w for cell in cells for text, _ in ((cell, ""),) if isinstance(text, str) for w in text.split()]
-    words += [w for cell in cells if not isinstance(cell, str) for text, _ in cell for w in text.split()]
-    words += [w for text in also for w in text.split()]
-    return max(map(len, words), default=0)
-
-
-def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> Grid | None:
-    """The standard grid when it fits `width` with numbers whole and words unbroken."""
+def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> _Layout | None:
+    """The standard layout when it fits `width` with numbers whole and words unbroken."""
     columns = [
         Column("Workload", "TOTAL"),
         Column("Status"),
@@ -139,20 +134,20 @@ def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> Grid | N
         [r.intr for r in rows],
         [r.p90 for r in rows],
     ]
-    widths = _fit(columns, cells)
-    room = width - sum(widths[1:2] + widths[3:]) - GAP * (len(columns) - 1)
+    widths = _natural(columns, cells)
+    room = width - widths[1] - sum(widths[3:]) - GAP * (len(columns) - 1)
     ids = widest([r.w.id for r in rows] + ["Workload"])
     codes = widest([r.codes for r in rows])
-    move_min = max(_longest_word(cells[2], columns[2].header), widest([r.lead for r in rows]))
+    move_min = max(longest_word([*cells[2], columns[2].header]), widest([r.lead for r in rows]))
     if room < move_min + max(min(ids, WORKLOAD_MIN), codes):
         return None
     if widths[0] + widths[2] > room:
         widths[0] = min(widths[0], room - move_min)
         widths[2] = room - widths[0]
-    return Grid(columns, widths, color=False, gap=GAP), cells  # type: ignore[return-value]
+    return columns, cells, widths
 
 
-def _compact(rows: list[_Row], footers: dict[str, str], width: int) -> tuple[Grid, list[list[Cell]]]:
+def _compact(rows: list[_Row], footers: dict[str, str], width: int) -> _Layout:
     columns = [
         Column("Workload", "TOTAL"),
         Column("Status"),
@@ -167,11 +162,11 @@ def _compact(rows: list[_Row], footers: dict[str, str], width: int) -> tuple[Gri
         [r.savings for r in rows],
         [r.pct for r in rows],
     ]
-    widths = _fit(columns, cells)
+    widths = _natural(columns, cells)
     room = width - sum(widths[1:]) - GAP * (len(columns) - 1)
     if widths[0] > room:
         widths[0] = max(room, WORKLOAD_MIN)
-    return Grid(columns, widths, color=False, gap=GAP), cells
+    return columns, cells, widths
 
 
 def render_table(result: AnalysisResult, *, color: bool = False, width: int | None = None) -> str:
@@ -185,18 +180,16 @@ def render_table(result: AnalysisResult, *, color: bool = False, width: int | No
     }
     rows = [_row(w) for w in by_status(result)]
     standard = _standard(rows, footers, width) if width >= STANDARD_MIN_WIDTH else None
-    grid, cells = standard if standard is not None else _compact(rows, footers, width)
-    grid.color = color
-    lines = grid.render([list(row) for row in zip(*cells)])
+    columns, cells, widths = standard if standard is not None else _compact(rows, footers, width)
+    lines = Grid(columns, widths, color=color, gap=GAP).render(list(zip(*cells)))
 
     spot_note = (
         "* Spot $: projected cost on spot, one-time migration included."
         if standard is not None
         else "* Savings are net of the one-time migration."
     )
-    note = Grid([Column("")], [width], color=color)
-    for line in textwrap.wrap(f"{spot_note} {_assumptions.footnote(result)}.", width, break_on_hyphens=False):
-        lines += note._lines([[(line, "dim")]])
+    footnote = f"{spot_note} {_assumptions.footnote(result)}."
+    lines += [styled(line, "dim", color=color) for line in textwrap.wrap(footnote, width, break_on_hyphens=False)]
     # The coverage line is a contract ("12 workloads: ..."): never wrapped, always last.
     lines.append(coverage_line(result, status_counts(result)))
     return "\n".join(lines) + "\n"

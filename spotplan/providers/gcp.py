@@ -1,0 +1,346 @@
+"""GCP for `spotplan migrate`: Compute Engine instances (Spot insert, stop/start/delete, metadata)
+through google-cloud-compute over REST, imported lazily.
+
+`SPOTPLAN_GCP_COMPUTE_ENDPOINT` points every client at another address (anonymous credentials when
+none are configured). Operations are waited for through a zone-operations client built with the same
+endpoint: the SDK's own poller ignores client_options (providers.md B11). Instance ids are
+`projects/P/zones/Z/instances/NAME`; targets are created in the project of the source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+
+NAME = "gcp"
+
+RESUME_FETCH = (
+    "curl -sf -H 'Metadata-Flavor: Google' "
+    f"http://metadata.google.internal/computeMetadata/v1/instance/attributes/{RESUME_TAG}"
+)
+
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "compute.machine_types.get": ("compute.machineTypes.get",),
+    "compute.regions.get": ("compute.regions.get",),
+    "compute.instances.list": ("compute.instances.list",),
+    "compute.instances.get": ("compute.instances.get",),
+    "compute.instances.insert": (
+        "compute.instances.create",
+        "compute.instances.setLabels",
+        "compute.instances.setMetadata",
+        "compute.instances.setServiceAccount",
+        "compute.disks.create",
+        "compute.images.useReadOnly",
+        "compute.subnetworks.use",
+        "compute.subnetworks.useExternalIp",
+    ),
+    "compute.instances.stop": ("compute.instances.stop",),
+    "compute.instances.start": ("compute.instances.start",),
+    "compute.instances.delete": ("compute.instances.delete",),
+    "compute.instances.set_metadata": ("compute.instances.setMetadata",),
+    "compute.zone_operations.get": ("compute.zoneOperations.get",),
+}
+
+_ID = re.compile(r"^projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$")
+_STATE = {
+    "RUNNING": "running",
+    "PROVISIONING": "pending",
+    "STAGING": "pending",
+    "REPAIRING": "pending",
+    "STOPPING": "stopping",
+    "SUSPENDING": "stopping",
+    "PENDING_STOP": "stopping",
+    "STOPPED": "stopped",
+    "SUSPENDED": "stopped",
+    "TERMINATED": "stopped",  # GCP's TERMINATED is a stopped VM, not a deleted one
+    "DEPROVISIONING": "terminated",
+}
+
+
+def permission_document() -> dict[str, Any]:
+    perms = sorted({p for ps in PERMISSIONS.values() for p in ps})
+    return {
+        "title": "spotplan migrate",
+        "description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
+        "stage": "GA",
+        "includedPermissions": perms,
+    }
+
+
+def make(region: str) -> GcpProvider:
+    return GcpProvider(region)
+
+
+def parse_id(instance_id: str) -> tuple[str, str, str]:
+    m = _ID.match(instance_id)
+    if not m:
+        raise InputError(f"{instance_id!r} is not a GCP instance id (projects/P/zones/Z/instances/NAME)")
+    return m["project"], m["zone"], m["name"]
+
+
+def label_value(text: str) -> str:
+    """GCP labels: lowercase letters, digits, - and _, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def instance_name(move_id: str, token: str, index: int) -> str:
+    base = re.sub(r"[^a-z0-9-]", "-", move_id.lower()).strip("-")[:40] or "move"
+    return f"sp-{base}-{token[:8]}-{index}"
+
+
+@contextmanager
+def _translated(call: Call) -> Iterator[None]:
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as authexc
+
+    where = f"{call.service}.{call.method}"
+    try:
+        yield
+    except authexc.GoogleAuthError as exc:
+        raise CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login") from exc
+    except (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Forbidden) as exc:
+        raise CredentialsError(f"{where}: {exc.message}") from exc
+    except gexc.GoogleAPICallError as exc:
+        raise CloudError(f"{where}: {exc.code} {exc.message}") from exc
+    except gexc.GoogleAPIError as exc:
+        raise CloudError(f"{where}: {exc}") from exc
+
+
+class GcpProvider:
+    name = NAME
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._clients: dict[str, Any] = {}
+        self.seen: set[tuple[str, str]] = set()  # (project, zone) pairs this run touched
+
+    # ---- clients ---------------------------------------------------------------------------
+
+    def _client(self, kind: str) -> Any:
+        if kind not in self._clients:
+            require_extra("google.cloud.compute_v1", "gcp")
+            from google.api_core.client_options import ClientOptions
+            from google.cloud import compute_v1
+
+            endpoint = os.environ.get("SPOTPLAN_GCP_COMPUTE_ENDPOINT")
+            kwargs: dict[str, Any] = {"transport": "rest"}
+            if endpoint:
+                kwargs["client_options"] = ClientOptions(api_endpoint=endpoint)
+                if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+                    from google.auth.credentials import AnonymousCredentials
+
+                    kwargs["credentials"] = AnonymousCredentials()
+            factory = {
+                "instances": compute_v1.InstancesClient,
+                "machine_types": compute_v1.MachineTypesClient,
+                "regions": compute_v1.RegionsClient,
+                "zone_operations": compute_v1.ZoneOperationsClient,
+            }[kind]
+            try:
+                client = factory(**kwargs)
+            except Exception as exc:
+                from google.auth import exceptions as authexc
+
+                if isinstance(exc, authexc.GoogleAuthError):
+                    raise CredentialsError(f"GCP credentials: {exc}",
+                                           hint="gcloud auth application-default login") from exc
+                raise
+            if kind == "instances":
+                # The operation poller otherwise reaches compute.googleapis.com whatever the endpoint.
+                client._transport._extended_operations_services["zone_operations"] = self._client(
+                    "zone_operations")
+            self._clients[kind] = client
+        return self._clients[kind]
+
+    def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
+        return Call(NAME, f"compute.{service}", method, params, PERMISSIONS.get(f"compute.{service}.{method}", ()),
+                    note)
+
+    def _send(self, call: Call, wait: bool = False) -> Any:
+        from google.cloud import compute_v1
+
+        service = call.service.split(".", 1)[1]
+        params = dict(call.params)
+        if "instance_resource" in params:
+            params["instance_resource"] = compute_v1.Instance(params["instance_resource"])
+        if "metadata_resource" in params:
+            params["metadata_resource"] = compute_v1.Metadata(params["metadata_resource"])
+        with _translated(call):
+            result = getattr(self._client(service), call.method)(**params)
+            if wait:
+                result.result(timeout=600)
+                if result.error_code:
+                    raise CloudError(f"{call.service}.{call.method}: {result.error_code} {result.error_message}")
+        return result
+
+    def _op(self, call: Call, dry_run: bool) -> None:
+        call.run(dry_run, lambda: self._send(call, wait=True))
+
+    # ---- Provider protocol ------------------------------------------------------------------
+
+    def _project(self, spec: LaunchSpec) -> str:
+        if not spec.source_ids:
+            raise InputError(f"move {spec.move_id}: source.instance_ids is empty")
+        return parse_id(spec.source_ids[0])[0]
+
+    def _zone(self, spec: LaunchSpec) -> str:
+        if spec.zone:
+            return spec.zone
+        return parse_id(spec.source_ids[0])[1]
+
+    def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
+        if not spec.image:
+            raise InputError(f"move {spec.move_id}: launch.image (a GCP image) is required to start the target")
+        project, zone = self._project(spec), self._zone(spec)
+        mt = self._call("machine_types", "get", {"project": project, "zone": zone, "machine_type": spec.instance_type},
+                        note="credentials, and the target type exists in the zone")
+        try:
+            got = self._send(mt)
+        except CloudError as exc:
+            raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {zone} ({exc})") from exc
+        mt.outcome = "ok"
+        region = self._call("regions", "get", {"project": project, "region": spec.region}, note="quota")
+        reg = self._send(region)
+        region.outcome = "ok"
+        for quota in reg.quotas:
+            if quota.metric in ("INSTANCES", "PREEMPTIBLE_CPUS", "CPUS"):
+                need = spec.count * (got.guest_cpus if quota.metric != "INSTANCES" else 1)
+                if quota.limit - quota.usage < need:
+                    raise CloudError(f"move {spec.move_id}: quota {quota.metric} in {spec.region} has "
+                                     f"{quota.limit - quota.usage:g} left, {need} needed")
+        return [mt, region], {"project": project}
+
+    def _existing(self, project: str, zone: str, key: str, value: str) -> tuple[Call, list[str]]:
+        call = self._call("instances", "list",
+                          {"project": project, "zone": zone, "filter": f'labels.{key} = "{value}"'})
+        names = [i.name for i in self._send(call) if i.labels.get(key) == value
+                 and _STATE.get(i.status, "pending") != "terminated"]
+        call.outcome = "ok"
+        return call, sorted(f"projects/{project}/zones/{zone}/instances/{n}" for n in names)
+
+    def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
+        project, zone = self._project(spec), self._zone(spec)
+        self.seen.add((project, zone))
+        calls: list[Call] = []
+        existing: list[str] = []
+        if not dry_run:
+            lookup, existing = self._existing(project, zone, TOKEN_TAG, spec.token)
+            calls.append(lookup)
+        ids = []
+        for index in range(spec.count):
+            name = instance_name(spec.move_id, spec.token, index)
+            iid = f"projects/{project}/zones/{zone}/instances/{name}"
+            ids.append(iid)
+            if iid in existing:
+                calls[0].note = "reused: created by an interrupted run"
+                calls[0].ids.append(iid)
+                continue
+            scheduling: dict[str, Any] = {"automatic_restart": False, "on_host_maintenance": "TERMINATE"}
+            if spec.market == "spot":
+                # GCP Spot has no bid: max_price is only checked against on-demand in preflight.
+                scheduling.update(provisioning_model="SPOT", instance_termination_action="STOP")
+            else:
+                scheduling.update(provisioning_model="STANDARD")
+            network: dict[str, Any] = {"subnetwork": spec.network["subnet"]} if spec.network.get("subnet") else {
+                "network": "global/networks/default"}
+            resource = {
+                "name": name,
+                "machine_type": f"zones/{zone}/machineTypes/{spec.instance_type}",
+                "scheduling": scheduling,
+                "labels": {label_value(k): label_value(v) for k, v in
+                           {**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
+                            ROLE_TAG: spec.step.split("#")[0]}.items()},
+                "metadata": {"items": [{"key": "startup-script", "value": spec.user_data}]},
+                "disks": [{"boot": True, "auto_delete": True,
+                           "initialize_params": {"source_image": spec.image}}],
+                "network_interfaces": [network],
+            }
+            request_id = str(uuid.UUID(hex=(spec.token + f"{index:08x}")[-32:]))
+            call = self._call("instances", "insert",
+                              {"project": project, "zone": zone, "instance_resource": resource,
+                               "request_id": request_id})
+            call.ids = [iid]
+            self._op(call, dry_run)
+            calls.append(call)
+        return calls, ids
+
+    def trigger_checkpoint_ssm(
+        self, source_ids: Sequence[str], command: str, move_id: str, dry_run: bool
+    ) -> tuple[list[Call], dict[str, Any]]:
+        raise InputError("checkpoint_trigger via ssm is AWS-only; use via: command (e.g. gcloud compute ssh)")
+
+    def _each(self, method: str, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        calls = []
+        for iid in ids:
+            project, zone, name = parse_id(iid)
+            self.seen.add((project, zone))
+            call = self._call("instances", method, {"project": project, "zone": zone, "instance": name})
+            self._op(call, dry_run)
+            calls.append(call)
+        return calls
+
+    def stop(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("stop", ids, dry_run)
+
+    def start(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("start", ids, dry_run)
+
+    def release(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("delete", ids, dry_run)
+
+    def signal_resume(self, ids: Sequence[str], checkpoint_uri: str, dry_run: bool) -> list[Call]:
+        calls = []
+        for iid in ids:
+            project, zone, name = parse_id(iid) if not iid.startswith("<") else ("<project>", "<zone>", iid)
+            items: list[dict[str, Any]] = []
+            fingerprint = "<current fingerprint>"
+            if not dry_run:
+                get = self._call("instances", "get", {"project": project, "zone": zone, "instance": name})
+                inst = self._send(get)
+                get.outcome = "ok"
+                calls.append(get)
+                fingerprint = inst.metadata.fingerprint
+                items = [{"key": i.key, "value": i.value} for i in inst.metadata.items if i.key != RESUME_TAG]
+            items.append({"key": RESUME_TAG, "value": checkpoint_uri})
+            call = self._call("instances", "set_metadata",
+                              {"project": project, "zone": zone, "instance": name,
+                               "metadata_resource": {"fingerprint": fingerprint, "items": items}})
+            self._op(call, dry_run)
+            calls.append(call)
+        return calls
+
+    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+        from google.api_core import exceptions as gexc
+
+        calls, out = [], {}
+        for iid in ids:
+            project, zone, name = parse_id(iid)
+            call = self._call("instances", "get", {"project": project, "zone": zone, "instance": name})
+            calls.append(call)
+            try:
+                inst = self._send(call)
+            except CloudError as exc:
+                if isinstance(exc.__cause__, gexc.NotFound):
+                    out[iid] = "missing"
+                    continue
+                raise
+            call.outcome = "ok"
+            out[iid] = _STATE.get(inst.status, "pending")
+        return calls, out
+
+    def list_created(self, move_id: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for project, zone in sorted(self.seen):
+            call = self._call("instances", "list", {"project": project, "zone": zone,
+                                                    "filter": f'labels.{MOVE_TAG} = "{label_value(move_id)}"'})
+            for inst in self._send(call):
+                if inst.labels.get(MOVE_TAG) == label_value(move_id):
+                    out[f"projects/{project}/zones/{zone}/instances/{inst.name}"] = _STATE.get(inst.status, "pending")
+        return out
