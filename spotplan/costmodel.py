@@ -88,7 +88,9 @@ def restart_hours(provision_hours: ArrayLike, restore: ArrayLike) -> Array:
     return _f(provision_hours) + _f(restore)
 
 
-def expected_wall_hours(w0: ArrayLike, lam_job: ArrayLike, lost: ArrayLike, restart: ArrayLike) -> tuple[Array, Array]:
+def expected_wall_hours(
+    w0: ArrayLike, lam_job: ArrayLike, lost: ArrayLike, restart: ArrayLike
+) -> tuple[Array, NDArray[np.bool_]]:
     """§5.5: T = W0 / (1 − λ_job·(ℓ + r)) and whether the job progresses at all.
 
     Returns (T, progresses); T is +inf where λ_job·(ℓ + r) ≥ 1 (status NO_PROGRESS).

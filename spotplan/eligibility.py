@@ -18,6 +18,10 @@ class Finding:
 SHORT_JOB_HOURS = 0.5
 
 
+def _usd(x: float) -> str:
+    return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
+
+
 def serving(w: Workload) -> Finding | None:
     """Rule 1: production inference and real-time work must not be reclaimed."""
     if w.kind == "inference":
@@ -86,8 +90,8 @@ def below_threshold(savings: float, savings_pct: float, min_savings: float, min_
     if savings < min_savings or savings_pct < min_pct:
         return Finding(
             "SAVINGS_BELOW_THRESHOLD",
-            f"saves ${savings:,.2f} ({savings_pct:.1f}%), below the threshold "
-            f"(${min_savings:,.2f}, {min_pct:g}%)",
+            f"saves {_usd(savings)} ({savings_pct:.1f}%), below the threshold "
+            f"({_usd(min_savings)}, {min_pct:g}%)",
         )
     return None
 

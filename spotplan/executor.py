@@ -480,7 +480,8 @@ class MoveRun:
         created_key = "fallback_ids" if kind == "fallback" else "target_ids"
         created = set(self.state.get(created_key) or [])
         # An interrupted launch may have created instances that never reached the journal.
-        created |= set(self.target.list_created(self.move.id))
+        near = [*self._source_ids(), *(self.state.get("target_ids") or []), *(self.state.get("fallback_ids") or [])]
+        created |= set(self.target.list_created(self.move.id, near))
         if kind == "fallback":
             created -= set(self.state.get("target_ids") or [])
         else:

@@ -194,7 +194,7 @@ def analyze(
         live = priced[priced["progresses"]]
         # One conversion for all workloads: per-workload frame slicing is what made 10k slow.
         for rec_row in live.groupby("wi", sort=False).head(1 + MAX_ALTERNATIVES).to_dict("records"):
-            top_by_w.setdefault(int(rec_row["wi"]), []).append(rec_row)
+            top_by_w.setdefault(int(rec_row["wi"]), []).append({str(k): v for k, v in rec_row.items()})
 
     for row in cand_rows:
         wi = int(row["wi"])
@@ -541,7 +541,9 @@ def build_plan(
     )
 
 
-def on_demand_index(prices: pd.DataFrame, window_hours: float, now: datetime | None) -> dict[tuple[str, str, str], float]:
+def on_demand_index(
+    prices: pd.DataFrame, window_hours: float, now: datetime | None
+) -> dict[tuple[str, str, str], float]:
     """(provider, region, instance_type) → on-demand price (region-wide, else cheapest zone)."""
     from spotplan.pricing.history import summarize
 

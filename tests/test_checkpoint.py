@@ -258,6 +258,7 @@ def _kill_loop(uri: str, opts: dict, kills: int, max_delay: float, reader: Check
     finally:
         zygote.stdin.close()
         zygote.wait(10)
+    print(f"crash safety {uri}: {kills} kills, newest step {best}, {partial_seen} partial folders seen")
     return {"best": best, "partials": partial_seen}
 
 

@@ -49,7 +49,9 @@ def normalize_band(value: object) -> str:
     """Map the band spellings seen in feeds ("<5%", "5-10 %", "5-10", ">20%") onto BANDS or ''."""
     import pandas as pd
 
-    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+    if value is None:
+        return ""
+    if not isinstance(value, str) and bool(pd.isna(value)):  # type: ignore[call-overload]
         return ""
     s = str(value).strip().replace(" ", "")
     if s in ("", "nan", "None", "NaN", "<NA>", "NaT"):
@@ -140,7 +142,7 @@ def read_price_paths(paths: Iterable[Path]) -> pd.DataFrame:
     """Read files and folders (every *.csv / *.parquet inside, sorted) into one table."""
     import pandas as pd
 
-    frames = []
+    frames: list[pd.DataFrame] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():

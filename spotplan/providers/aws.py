@@ -277,7 +277,7 @@ class AwsProvider:
         }
         return [call], {i: found.get(i, "missing") for i in ids}
 
-    def list_created(self, move_id: str) -> dict[str, str]:
+    def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
         call = self._call("ec2", "describe_instances", {"Filters": [{"Name": f"tag:{MOVE_TAG}", "Values": [move_id]}]})
         resp = self._send(call)
         return {

@@ -29,9 +29,16 @@ def idempotency_token(move_id: str, step: str, length: int = 32) -> str:
     return digest[:length]
 
 
-def _short(value: Any, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() with long strings (user data, scripts) cut; structures are shown whole."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v, limit)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short(v, limit) for v in value) + "]"
+    if isinstance(value, str) and len(value) > limit:
+        first = value.splitlines()[0] if value.strip() else value
+        return repr(first[: limit - 10] + f"... ({len(value)} chars)")
+    return repr(value)
 
 
 @dataclass
@@ -136,8 +143,9 @@ class Provider(Protocol):
         """Normalised state per id: running, pending, stopping, stopped, terminated, missing."""
         ...
 
-    def list_created(self, move_id: str) -> dict[str, str]:
-        """Instances tagged spotplan-move=<move_id> and their normalised states."""
+    def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
+        """Instances tagged spotplan-move=<move_id> and their normalised states; `near` are known ids
+        (source, targets) that tell clouds with scoped listings (GCP zones) where to look."""
         ...
 
 

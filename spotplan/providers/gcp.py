@@ -335,8 +335,11 @@ class GcpProvider:
             out[iid] = _STATE.get(inst.status, "pending")
         return calls, out
 
-    def list_created(self, move_id: str) -> dict[str, str]:
+    def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
         out: dict[str, str] = {}
+        for iid in near:
+            if _ID.match(iid):
+                self.seen.add(parse_id(iid)[:2])
         for project, zone in sorted(self.seen):
             call = self._call("instances", "list", {"project": project, "zone": zone,
                                                     "filter": f'labels.{MOVE_TAG} = "{label_value(move_id)}"'})

@@ -63,7 +63,8 @@ def styled(text: str, style: str, *, color: bool) -> str:
 
 def longest_word(cells: Sequence[Cell]) -> int:
     """The narrowest a wrapping column can get without folding a word."""
-    return max((cell_len(word) for cell in cells for text, _ in paras(cell) for word in text.split()), default=0)
+    words = (word for cell in cells for text, _ in paras(cell) for word in text.split())
+    return max(map(cell_len, words), default=0)
 
 
 class Grid:

@@ -189,7 +189,8 @@ def render_table(result: AnalysisResult, *, color: bool = False, width: int | No
         else "* Savings are net of the one-time migration."
     )
     footnote = f"{spot_note} {_assumptions.footnote(result)}."
-    lines += [styled(line, "dim", color=color) for line in textwrap.wrap(footnote, width, break_on_hyphens=False)]
+    wrapped = textwrap.wrap(footnote, width, break_on_hyphens=False)
+    lines += [styled(line, "dim", color=color) for line in wrapped]
     # The coverage line is a contract ("12 workloads: ..."): never wrapped, always last.
     lines.append(coverage_line(result, status_counts(result)))
     return "\n".join(lines) + "\n"

@@ -1,0 +1,206 @@
+"""A local emulator of the Compute Engine REST paths `spotplan migrate` uses (providers.md B11):
+machineTypes.get, regions.get, instances insert/list/get/stop/start/delete/setMetadata and
+zoneOperations.get, with camelCase JSON bodies and operations returned already DONE.
+
+`fail_next(action)` makes the next call of one action answer with a Google error once, for the
+fault-injection tests. Binds 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+MACHINE_TYPES = {"a2-highgpu-1g": 12, "a2-highgpu-8g": 96, "g2-standard-8": 8, "n1-standard-8": 8}
+_P = r"/compute/v1/projects/(?P<project>[^/]+)"
+_Z = _P + r"/zones/(?P<zone>[^/]+)"
+ROUTES = [
+    ("GET", _Z + r"/machineTypes/(?P<name>[^/]+)$", "machineTypes.get"),
+    ("GET", _P + r"/regions/(?P<region>[^/]+)$", "regions.get"),
+    ("POST", _Z + r"/instances$", "instances.insert"),
+    ("GET", _Z + r"/instances$", "instances.list"),
+    ("GET", _Z + r"/instances/(?P<name>[^/]+)$", "instances.get"),
+    ("DELETE", _Z + r"/instances/(?P<name>[^/]+)$", "instances.delete"),
+    ("POST", _Z + r"/instances/(?P<name>[^/]+)/stop$", "instances.stop"),
+    ("POST", _Z + r"/instances/(?P<name>[^/]+)/start$", "instances.start"),
+    ("POST", _Z + r"/instances/(?P<name>[^/]+)/setMetadata$", "instances.setMetadata"),
+    ("GET", _Z + r"/operations/(?P<name>[^/]+)$", "zoneOperations.get"),
+]
+
+
+class GcpComputeEmulator:
+    def __init__(self, instance_quota: int = 24) -> None:
+        self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.request_ids: dict[str, str] = {}
+        self.calls: list[str] = []
+        self.faults: dict[str, list[Any]] = {}
+        self.instance_quota = instance_quota
+        self.lock = threading.RLock()
+        emu = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                for method, pattern, action in ROUTES:
+                    m = re.match(pattern, url.path)
+                    if m and method == self.command:
+                        status, payload = emu.dispatch(action, m.groupdict(), query, body)
+                        break
+                else:
+                    status, payload = 404, _error(404, f"no route {self.command} {url.path}", "notFound")
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail_next(self, action: str, status: int = 503, skip: int = 0) -> None:
+        with self.lock:
+            self.faults[action] = [status, skip]
+
+    # ---- state helpers used by tests --------------------------------------------------------
+
+    def add_instance(self, project: str, zone: str, name: str, machine_type: str, status: str = "RUNNING",
+                     **extra: Any) -> str:
+        with self.lock:
+            self.instances[(project, zone, name)] = {
+                "kind": "compute#instance", "id": str(uuid.uuid4().int)[:19], "name": name, "status": status,
+                "zone": f"{self.url}/compute/v1/projects/{project}/zones/{zone}",
+                "machineType": f"{self.url}/compute/v1/projects/{project}/zones/{zone}/machineTypes/{machine_type}",
+                "labels": {}, "metadata": {"kind": "compute#metadata", "fingerprint": _fp(), "items": []},
+                "scheduling": {"provisioningModel": "STANDARD"}, **extra,
+            }
+        return f"projects/{project}/zones/{zone}/instances/{name}"
+
+    def get(self, iid: str) -> dict[str, Any] | None:
+        parts = iid.split("/")
+        return self.instances.get((parts[1], parts[3], parts[5]))
+
+    def labelled(self, key: str, value: str) -> dict[str, dict[str, Any]]:
+        return {f"projects/{p}/zones/{z}/instances/{n}": i for (p, z, n), i in self.instances.items()
+                if i.get("labels", {}).get(key) == value}
+
+    # ---- the API ------------------------------------------------------------------------------
+
+    def dispatch(self, action: str, p: dict[str, str], query: dict[str, str], body: dict[str, Any]
+                 ) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.calls.append(action)
+            fault = self.faults.get(action)
+            if fault is not None:
+                if fault[1] > 0:
+                    fault[1] -= 1
+                else:
+                    del self.faults[action]
+                    return fault[0], _error(fault[0], "injected fault", "backendError")
+            key = (p.get("project", ""), p.get("zone", ""), p.get("name", ""))
+            if action == "machineTypes.get":
+                if p["name"] not in MACHINE_TYPES:
+                    return 404, _error(404, f"The resource 'projects/{key[0]}/zones/{key[1]}/machineTypes/"
+                                            f"{p['name']}' was not found", "notFound")
+                return 200, {"kind": "compute#machineType", "name": p["name"],
+                             "guestCpus": MACHINE_TYPES[p["name"]], "zone": p["zone"]}
+            if action == "regions.get":
+                used = sum(1 for (pr, _z, _n) in self.instances if pr == p["project"])
+                return 200, {"kind": "compute#region", "name": p["region"], "status": "UP",
+                             "quotas": [{"metric": "INSTANCES", "limit": self.instance_quota, "usage": used}]}
+            if action == "zoneOperations.get":
+                op = self.operations.get(p["name"])
+                return (200, op) if op else (404, _error(404, "operation not found", "notFound"))
+            if action == "instances.list":
+                items = [i for (pr, z, _n), i in self.instances.items() if (pr, z) == key[:2]]
+                m = re.match(r'labels\.([\w-]+)\s*=\s*"?([^"]*)"?', query.get("filter", ""))
+                if m:
+                    items = [i for i in items if i.get("labels", {}).get(m[1]) == m[2]]
+                return 200, {"kind": "compute#instanceList", "items": items}
+            if action == "instances.insert":
+                rid = query.get("requestId")
+                if rid and rid in self.request_ids:
+                    return 200, self.operations[self.request_ids[rid]]
+                name = body["name"]
+                if (key[0], key[1], name) in self.instances:
+                    return 409, _error(409, f"The resource 'projects/{key[0]}/zones/{key[1]}/instances/{name}'"
+                                            " already exists", "alreadyExists")
+                inst = {"kind": "compute#instance", "id": str(uuid.uuid4().int)[:19], "status": "RUNNING",
+                        "zone": f"projects/{key[0]}/zones/{key[1]}", **body}
+                inst.setdefault("labels", {})
+                inst.setdefault("metadata", {"items": []})
+                inst["metadata"]["fingerprint"] = _fp()
+                if inst.get("scheduling", {}).get("provisioningModel") == "SPOT":
+                    inst["scheduling"].setdefault("preemptible", True)
+                self.instances[(key[0], key[1], name)] = inst
+                op = self._op("insert", key[0], key[1], name)
+                if rid:
+                    self.request_ids[rid] = op["name"]
+                return 200, op
+            inst = self.instances.get(key)
+            if inst is None:
+                return 404, _error(404, f"The resource 'projects/{key[0]}/zones/{key[1]}/instances/{key[2]}'"
+                                        " was not found", "notFound")
+            if action == "instances.get":
+                return 200, inst
+            if action == "instances.delete":
+                del self.instances[key]
+                return 200, self._op("delete", *key)
+            if action == "instances.stop":
+                inst["status"] = "TERMINATED"
+                return 200, self._op("stop", *key)
+            if action == "instances.start":
+                inst["status"] = "RUNNING"
+                return 200, self._op("start", *key)
+            if action == "instances.setMetadata":
+                if body.get("fingerprint") != inst["metadata"].get("fingerprint"):
+                    return 412, _error(412, "Supplied fingerprint does not match current metadata fingerprint.",
+                                       "conditionNotMet")
+                inst["metadata"] = {"kind": "compute#metadata", "fingerprint": _fp(), "items": body.get("items", [])}
+                return 200, self._op("setMetadata", *key)
+        return 500, _error(500, "unhandled", "backendError")
+
+    def _op(self, kind: str, project: str, zone: str, name: str) -> dict[str, Any]:
+        op_name = f"operation-{uuid.uuid4().hex[:16]}"
+        op = {"kind": "compute#operation", "id": str(uuid.uuid4().int)[:19], "name": op_name,
+              "operationType": kind, "status": "DONE", "progress": 100,
+              "zone": f"projects/{project}/zones/{zone}",
+              "targetLink": f"projects/{project}/zones/{zone}/instances/{name}",
+              "selfLink": f"projects/{project}/zones/{zone}/operations/{op_name}"}
+        self.operations[op_name] = op
+        return op
+
+
+def _fp() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _error(code: int, message: str, reason: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message,
+                      "errors": [{"message": message, "domain": "global", "reason": reason}]}}

@@ -1,0 +1,149 @@
+"""`spotplan migrate` on GCP end to end: google-cloud-compute (REST, anonymous credentials) against
+the local Compute emulator; the checkpoint trigger is a `via: command` workload script that writes
+a real checkpoint with spotplan.checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotplan.cli.main import app
+from tests.emulators.gcp_compute import GcpComputeEmulator
+from tests.test_migrate_support import journal_consistent, make_move, trainer_script, write_plan
+
+pytestmark = pytest.mark.timeout(60)
+
+PROJECT, REGION, ZONE, MTYPE = "proj-1", "us-central1", "us-central1-a", "a2-highgpu-1g"
+
+
+@pytest.fixture(scope="module")
+def gcp() -> Iterator[GcpComputeEmulator]:
+    emu = GcpComputeEmulator()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def _gcp_env(gcp: GcpComputeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    gcp.faults.clear()
+
+
+def new_move(gcp: GcpComputeEmulator, tmp_path: Path, trigger_cmd: str | None = None,
+             **kw: Any) -> tuple[str, str, Path]:
+    move_id = f"g-{uuid.uuid4().hex[:8]}"
+    src = gcp.add_instance(PROJECT, ZONE, f"train-{move_id}", MTYPE)
+    storage = str(tmp_path / "ckpt" / move_id)
+    trigger = {"via": "command", "command": trigger_cmd or trainer_script(tmp_path)}
+    move = make_move(move_id, "gcp", REGION, ZONE, MTYPE, [src], storage,
+                     "projects/deeplearning-platform-release/global/images/family/common-cu121", trigger, **kw)
+    return move_id, src, write_plan(tmp_path / f"{move_id}.json", [move])
+
+
+def journal_of(move_id: str) -> dict[str, Any]:
+    from spotplan.journal import Journal
+
+    return Journal().show(move_id)
+
+
+def assert_invariants(gcp: GcpComputeEmulator, move_id: str, src: str, expect_done: bool) -> None:
+    j = journal_of(move_id)
+    journal_consistent(j["events"])
+    created = gcp.labelled("spotplan-move", move_id)
+    source_status = gcp.get(src)["status"]  # type: ignore[index]
+    if expect_done:
+        assert j["status"] == "done", j
+        assert sorted(created) == sorted(j["state"]["target_ids"])
+        assert source_status == "TERMINATED"
+    else:
+        assert j["status"] == "rolled-back", j
+        assert created == {}, f"leaked {list(created)}"
+        assert source_status == "RUNNING"
+    if source_status == "TERMINATED":
+        assert j["state"].get("checkpoint_verified") is True
+
+
+def test_dry_run_shows_spot_insert(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path) -> None:
+    move_id, src, plan = new_move(gcp, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "compute.instances.insert(" in result.stdout
+    assert "'provisioning_model': 'SPOT'" in result.stdout
+    assert "'instance_termination_action': 'STOP'" in result.stdout
+    assert "compute.instances.stop(" in result.stdout
+    assert gcp.labelled("spotplan-move", move_id) == {}
+    assert "instances.insert" not in gcp.calls[-5:]
+
+
+def test_migrate_end_to_end(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path) -> None:
+    move_id, src, plan = new_move(gcp, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(gcp, move_id, src, expect_done=True)
+    (tid, inst), = gcp.labelled("spotplan-move", move_id).items()
+    assert inst["scheduling"]["provisioningModel"] == "SPOT"
+    assert inst["scheduling"]["instanceTerminationAction"] == "STOP"
+    meta = {i["key"]: i["value"] for i in inst["metadata"]["items"]}
+    j = journal_of(move_id)
+    assert meta["spotplan-resume-from"] == j["state"]["checkpoint_uri"]
+    assert "RESUME_FROM_CHECKPOINT" in meta["startup-script"]
+    assert "python train.py --resume-from-latest" in meta["startup-script"]
+    listed = runner.invoke(app, ["migrations", "list"])
+    assert move_id in listed.stdout
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 0, fb.output
+    (od_id, od), = gcp.labelled("spotplan-move", move_id).items()
+    assert od_id != tid and od["scheduling"]["provisioningModel"] == "STANDARD"
+
+
+GCP_FAULTS = [
+    ("machineTypes.get", 0, 403, False),
+    ("instances.list", 0, 500, False),
+    ("instances.insert", 0, 503, False),
+    ("instances.stop", 0, 500, False),
+    ("instances.get", 0, 500, False),          # reading the metadata fingerprint before setMetadata
+    ("instances.setMetadata", 0, 412, False),
+    ("instances.get", 1, 500, False),          # the health check
+]
+
+
+@pytest.mark.parametrize("action,skip,status,expect_done", GCP_FAULTS,
+                         ids=[f"{a}-{s}-{c}" for a, s, c, _ in GCP_FAULTS])
+def test_each_call_fails_once(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path, action: str, skip: int,
+                              status: int, expect_done: bool) -> None:
+    move_id, src, plan = new_move(gcp, tmp_path)
+    gcp.fail_next(action, status=status, skip=skip)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert action not in gcp.faults, "the fault was never triggered"
+    assert result.exit_code == (4 if status == 403 else 1), result.output
+    assert "Traceback" not in result.stderr
+    assert_invariants(gcp, move_id, src, expect_done=expect_done)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("point", ["acquire:after", "stop_source:after"])
+def test_sigkill_then_resume(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path, point: str) -> None:
+    move_id, src, plan = new_move(gcp, tmp_path)
+    env = {**os.environ, "SPOTPLAN_TEST_CRASH_AT": point}
+    proc = subprocess.run([sys.executable, "-m", "spotplan", "migrate", str(plan), "--yes"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    result = runner.invoke(app, ["migrate", "--resume", move_id, "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(gcp, move_id, src, expect_done=True)
+    assert len(gcp.labelled("spotplan-move", move_id)) == 1
+
+
+def test_failing_trigger_command_rolls_back(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path) -> None:
+    move_id, src, plan = new_move(gcp, tmp_path, trigger_cmd="exit 7")
+    result = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert result.exit_code == 1 and "exited 7" in result.stderr
+    assert_invariants(gcp, move_id, src, expect_done=False)
