@@ -17,6 +17,7 @@ the manifest of an old checkpoint before its files for the same reason.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -204,7 +205,7 @@ class CheckpointStore:
         folders = self._folders()
         committed_name = committed.rsplit("/", 1)[-1]
         with_manifest = [f for f in folders if self._exists(f"{f}/{MANIFEST}")]
-        doomed: list[str] = []
+        doomed: builtins.list[str] = []
         if self.keep:
             doomed += with_manifest[: max(0, len(with_manifest) - self.keep)]
         # Folders without a manifest that sort before the one just committed are leftovers of
@@ -217,7 +218,7 @@ class CheckpointStore:
                 self.fs.rm(folder, recursive=True)
 
     # -- reading ------------------------------------------------------------------------------
-    def list(self) -> list[CheckpointInfo]:
+    def list(self) -> builtins.list[CheckpointInfo]:
         """Committed checkpoints (manifest present and readable), oldest first; not checksum-verified."""
         out = []
         for folder in self._folders():
@@ -289,7 +290,7 @@ class CheckpointStore:
         return copied
 
     # -- internals ----------------------------------------------------------------------------
-    def _folders(self) -> list[str]:
+    def _folders(self) -> builtins.list[str]:
         """Checkpoint folders under the root, oldest first (the names sort by step, then time)."""
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache(self.root)
@@ -297,9 +298,7 @@ class CheckpointStore:
             entries = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
             return []
-        names = sorted(
-            str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries if _FOLDER_RE.match(str(e).rstrip("/").rsplit("/", 1)[-1])
-        )
+        names = sorted(n for n in (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries) if _FOLDER_RE.match(n))
         return [f"{self.root}/{n}" for n in names]
 
     def _read(self, folder: str) -> tuple[CheckpointInfo, dict[str, Any]] | None:

@@ -441,7 +441,13 @@ class MoveRun:
                 self.journal.step_start(self.move.id, step)
             _crash_point(step, "before")
             try:
-                calls, data = getattr(self, f"step_{step}")()
+                try:
+                    calls, data = getattr(self, f"step_{step}")()
+                except SpotplanError:
+                    raise
+                except Exception as unexpected:
+                    # Still roll back: an unknown error must not leave capacity running unaccounted for.
+                    raise CloudError(f"{type(unexpected).__name__}: {unexpected}") from unexpected
             except SpotplanError as exc:
                 report.steps.append(StepReport(step, status="failed", error=str(exc)))
                 if self.dry:

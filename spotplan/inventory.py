@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import io
 import re
 import types
 import typing
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -78,6 +79,15 @@ def _leaf_annotation(path: tuple[str, ...]) -> Any:
 _LIST_COLUMNS = frozenset(c for c, p in CSV_COLUMNS.items() if typing.get_origin(_leaf_annotation(p)) is list)
 _MAP_COLUMNS = frozenset(c for c, p in CSV_COLUMNS.items() if typing.get_origin(_leaf_annotation(p)) is dict)
 
+# A checkpoint trigger carries free-form settings that migrate reads (ssh host, docker container,
+# signal/pid/process); YAML can say them directly, so CSV gets a column for each.
+CSV_COLUMNS.update(
+    {
+        f"launch_checkpoint_trigger_{name}": ("launch", "checkpoint_trigger", name)
+        for name in ("host", "container", "signal", "pid", "process")
+    }
+)
+
 
 # ---- public API ------------------------------------------------------------------------------
 
@@ -96,40 +106,41 @@ def read_inventories(
     a workload whose provider is in it must name one of them (a near miss gets a "did you mean").
     Providers absent from the mapping are not checked.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [Path(paths)]
     if not paths:
         raise InputError("no inventory file given")
+    return _collect((_Source.from_path(Path(p)) for p in paths), known_instance_types)
+
+
+def parse_inventory_text(
+    text: str,
+    *,
+    origin: str = "<inventory>",
+    fmt: Format | None = None,
+    known_instance_types: Mapping[str, Collection[str]] | None = None,
+) -> list[Workload]:
+    """Parse an inventory given as text (e.g. from stdin); `origin` names it in error messages."""
+    return _collect([_Source(origin, text, fmt or _sniff(text))], known_instance_types)
+
+
+def _collect(sources: Iterable[_Source], known_instance_types: Mapping[str, Collection[str]] | None) -> list[Workload]:
     checker = _TypeChecker(known_instance_types) if known_instance_types is not None else None
-    seen: dict[str, str] = {}
+    first_seen: dict[str, str] = {}
     out: list[Workload] = []
-    for path in paths:
-        source = _Source.from_path(Path(path))
+    for source in sources:
         for workload, subject, item in source.workloads():
-            first = seen.get(workload.id)
+            first = first_seen.get(workload.id)
             if first is not None:
                 raise InputError(
                     f"{source.origin}: {subject}: id: duplicate id {workload.id!r} (first defined in {first})"
                 )
-            seen[workload.id] = source.origin + (f" line {item.line}" if source.fmt == "csv" else "")
+            first_seen[workload.id] = source.origin + (f" line {item.line}" if source.fmt == "csv" else "")
             if checker is not None:
                 problem = checker.problem(workload)
                 if problem:
                     raise InputError(f"{source.origin}: {subject}: instance_type: {problem}")
             out.append(workload)
-    return out
-
-
-def parse_inventory_text(
-    text: str, *, origin: str = "<inventory>", fmt: Format | None = None
-) -> list[Workload]:
-    """Parse an inventory given as text (e.g. from stdin); `origin` names it in error messages."""
-    source = _Source(origin, text, fmt or _sniff(text))
-    seen: set[str] = set()
-    out = []
-    for workload, subject, _ in source.workloads():
-        if workload.id in seen:
-            raise InputError(f"{origin}: {subject}: id: duplicate id {workload.id!r}")
-        seen.add(workload.id)
-        out.append(workload)
     return out
 
 
@@ -153,6 +164,8 @@ class _FieldError(Exception):
 
 
 class _Source:
+    """One inventory's text and format, and how to name its items in messages."""
+
     def __init__(self, origin: str, text: str, fmt: Format) -> None:
         self.origin = origin
         self.text = text
@@ -175,8 +188,7 @@ class _Source:
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
             raise InputError(
-                f"{origin}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                "expected a YAML or CSV inventory"
+                f"{origin}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); expected a YAML or CSV inventory"
             ) from None
         suffix = path.suffix.lower()
         fmt: Format
@@ -238,6 +250,7 @@ def _sniff(text: str) -> Format:
 # ---- YAML ------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _yaml_loader() -> type:
     import yaml
 
@@ -263,21 +276,6 @@ def _yaml_loader() -> type:
                     seen.add(key_node.value)
             return super().construct_mapping(node, deep=deep)
 
-        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-            # PyYAML resolves every plain scalar with a regex scan in Python, even under the C
-            # parser; keys and enum values repeat in every item, so a memo halves a 10k-item load.
-            if kind is not yaml.ScalarNode or not implicit[0]:
-                return super().resolve(kind, value, implicit)
-            key = (value, implicit[1])
-            tag = self._tags.get(key)
-            if tag is None:
-                tag = self._tags[key] = super().resolve(kind, value, implicit)
-            return tag
-
-        def __init__(self, stream: Any) -> None:
-            super().__init__(stream)
-            self._tags: dict[tuple[str, bool], str] = {}
-
     return Loader
 
 
@@ -285,7 +283,7 @@ def _yaml_load(text: str, origin: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader: never builds arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -317,8 +315,7 @@ def _yaml_items(source: _Source) -> list[_Item]:
             raise InputError(f"{origin}: workloads: expected a list of workloads, got {_show(doc)}")
     elif doc is not None and not isinstance(doc, list):
         raise InputError(
-            f"{origin}: expected a mapping with a 'workloads:' list (or a list of workloads), "
-            f"got {_show(doc)}"
+            f"{origin}: expected a mapping with a 'workloads:' list (or a list of workloads), got {_show(doc)}"
         )
     if not doc:
         raise InputError(f"{origin}: no workloads (expected a 'workloads:' list with at least one item)")
@@ -326,8 +323,7 @@ def _yaml_items(source: _Source) -> list[_Item]:
     for item in items:
         if not isinstance(item.data, dict):
             raise InputError(
-                f"{origin}: {source.subject(item)}: expected a mapping of workload fields, "
-                f"got {_show(item.data)}"
+                f"{origin}: {source.subject(item)}: expected a mapping of workload fields, got {_show(item.data)}"
             )
     return items
 
@@ -376,9 +372,7 @@ def _csv_items(source: _Source) -> list[_Item]:
     items = []
     for index, (line, row) in enumerate(rows[1:], start=1):
         if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns) :]):
-            raise InputError(
-                f"{origin}: line {line}: {len(row)} values but the header has {len(columns)} columns"
-            )
+            raise InputError(f"{origin}: line {line}: {len(row)} values but the header has {len(columns)} columns")
         data: dict[str, str] = {}
         for column, cell in zip(columns, row):
             value = cell.strip()
@@ -399,9 +393,10 @@ def _csv_header(header: list[str], where: str) -> list[str | None]:
             continue
         key = _column_key(cell)
         if key not in CSV_COLUMNS:
-            raise InputError(
-                f"{where}: unknown column {cell.strip()!r}{_did_you_mean(key, list(CSV_COLUMNS))}"
-            )
+            hint = _did_you_mean(key, list(CSV_COLUMNS))
+            if not hint and len(header) == 1 and (";" in cell or "\t" in cell):
+                hint = " (the header looks ';'- or tab-separated; expected commas)"
+            raise InputError(f"{where}: unknown column {_show(cell.strip())}{hint}")
         if key in columns:
             raise InputError(f"{where}: column {cell.strip()!r} appears twice")
         columns.append(key)

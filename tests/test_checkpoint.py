@@ -211,7 +211,8 @@ ZYGOTE = textwrap.dedent(
             rng = random.Random(os.getpid())
             while True:
                 step += 1
-                files = {f"f{i}.bin": payload(step, f"f{i}.bin", rng.randint(0, 96_000)) for i in range(rng.randint(1, 3))}
+                names = [f"f{i}.bin" for i in range(rng.randint(1, 3))]
+                files = {n: payload(step, n, rng.randint(0, 96_000)) for n in names}
                 store.save(step, files, {"writer": os.getpid()})
         print(pid, flush=True)
         _, status = os.waitpid(pid, 0)

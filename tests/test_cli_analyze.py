@@ -54,7 +54,7 @@ def test_json_validates_and_recomputes(runner) -> None:  # type: ignore[no-untyp
         assert b.cost == pytest.approx(c.count * b.price_per_hour * b.wall_hours)
         assert b.wall_hours_p90 >= c.hours
     t = parsed.totals
-    assert (t.workloads, t.recommended, t.conditional) == (13, 4, 2)
+    assert (t.workloads, t.recommended, t.conditional) == (13, 3, 2)
 
 
 def test_prices_option_uses_only_that_table(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -99,10 +99,7 @@ def test_yaml_and_csv_of_the_same_fleet_give_equal_workloads() -> None:
     embed = from_csv[1]
     assert embed.gang is False and not embed.is_gang and embed.zone == "us-central1-a"
     assert embed.checkpoint.durable is True and embed.checkpoint.is_durable
-    assert (
-        embed.launch is not None
-        and embed.launch.readiness_command == "curl -sf http://localhost:8080/healthz"
-    )
+    assert embed.launch is not None and embed.launch.readiness_command == "curl -sf http://localhost:8080/healthz"
 
     notebook = from_csv[2]  # every optional cell empty: the model's defaults, not empty strings
     assert notebook.count == 1 and notebook.market == "on-demand" and notebook.gang is None
@@ -180,6 +177,35 @@ def test_yaml_scalars_that_look_like_other_types_stay_what_the_field_needs(tmp_p
     )
     (w,) = read_inventory(path)
     assert w.id == "42" and w.deadline == datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def test_checkpoint_trigger_settings_for_migrate_have_csv_columns(tmp_path: Path) -> None:
+    trigger = {"via": "docker", "command": "kill -USR1 1", "container": "trainer"}
+    from_yaml = read_inventory(_write(tmp_path, "f.yaml", _yaml(_workload(launch={"checkpoint_trigger": trigger}))))
+    content = (
+        "id,kind,provider,region,instance_type,remaining_hours,launch.checkpoint_trigger.via,"
+        "launch_checkpoint_trigger_command,launch_checkpoint_trigger_container\n"
+        "a,batch,aws,us-east-1,p4d.24xlarge,3,docker,kill -USR1 1,trainer\n"
+    )
+    from_csv = read_inventory(_write(tmp_path, "f.csv", content))
+    assert from_csv == from_yaml
+    launch = from_csv[0].launch
+    assert launch is not None and launch.checkpoint_trigger is not None
+    assert launch.checkpoint_trigger.model_extra == {"container": "trainer"}
+
+
+def test_yaml_anchors_and_merge_keys_share_settings(tmp_path: Path) -> None:
+    content = (
+        "workloads:\n"
+        "  - &base {id: a, kind: batch, provider: aws, region: us-east-1, instance_type: g5.xlarge,"
+        " remaining_hours: 4, labels: {team: ml}}\n"
+        "  - <<: *base\n"
+        "    id: b\n"
+        "    remaining_hours: 8\n"
+    )
+    a, b = read_inventory(_write(tmp_path, "f.yaml", content))
+    assert (b.id, b.instance_type, b.remaining_hours, b.labels) == ("b", "g5.xlarge", 8.0, {"team": "ml"})
+    assert a.remaining_hours == 4.0
 
 
 # ---- errors: one line naming file, workload and field ------------------------------------------
@@ -291,8 +317,7 @@ YAML_ERRORS = [
     ),
     (
         "infinite hours",
-        "workloads:\n  - {id: a, kind: batch, provider: aws, region: r, instance_type: x,"
-        " remaining_hours: .inf}\n",
+        "workloads:\n  - {id: a, kind: batch, provider: aws, region: r, instance_type: x, remaining_hours: .inf}\n",
         "f.yaml: workload 'a': remaining_hours: expected a number >= 0, got inf",
     ),
     (
@@ -313,11 +338,7 @@ YAML_ERRORS = [
     ),
     (
         "zero checkpoint interval",
-        _yaml(
-            _workload(
-                checkpoint={"enabled": True, "interval_minutes": 0, "save_seconds": 1, "restore_seconds": 1}
-            )
-        ),
+        _yaml(_workload(checkpoint={"enabled": True, "interval_minutes": 0, "save_seconds": 1, "restore_seconds": 1})),
         "f.yaml: workload 'a': checkpoint.interval_minutes: expected a number > 0, got 0",
     ),
     (
@@ -355,12 +376,8 @@ YAML_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"), [c[1:] for c in YAML_ERRORS], ids=[c[0] for c in YAML_ERRORS]
-)
-def test_yaml_errors_are_one_line_naming_file_workload_and_field(
-    tmp_path: Path, content: str, expected: str
-) -> None:
+@pytest.mark.parametrize(("content", "expected"), [c[1:] for c in YAML_ERRORS], ids=[c[0] for c in YAML_ERRORS])
+def test_yaml_errors_are_one_line_naming_file_workload_and_field(tmp_path: Path, content: str, expected: str) -> None:
     path = _write(tmp_path, "f.yaml", content)
     message = _error([path])
     assert message.startswith(f"{tmp_path / 'f.yaml'}:")
@@ -378,6 +395,12 @@ CSV_ERRORS = [
         "id,kind,provider,region,instance_type\na,batch,aws,r,x\n",
         "f.csv: line 1: missing column 'remaining_hours' (required columns: id, kind, provider, region, "
         "instance_type, remaining_hours)",
+    ),
+    (
+        "semicolon separated",
+        "id;kind;provider;region;instance_type;remaining_hours\n",
+        "f.csv: line 1: unknown column 'id;kind;provider;region;instance_type...' "
+        "(the header looks ';'- or tab-separated; expected commas)",
     ),
     ("column twice", f"{HEADER},ID\n", "f.csv: line 1: column 'ID' appears twice"),
     ("header only", f"{HEADER}\n", "f.csv: no workloads (the CSV has a header but no rows)"),
@@ -428,8 +451,7 @@ CSV_ERRORS = [
     (
         "checkpoint without its numbers",
         f"{HEADER},checkpoint_enabled,checkpoint_interval_minutes\n{ROW},1,30\n",
-        "f.csv: workload 'train-a' (line 2): "
-        "checkpoint.save_seconds: required when checkpoint.enabled is true",
+        "f.csv: workload 'train-a' (line 2): checkpoint.save_seconds: required when checkpoint.enabled is true",
     ),
     (
         "not-a-number",
@@ -455,9 +477,7 @@ CSV_ERRORS = [
 
 
 @pytest.mark.parametrize(("content", "expected"), [c[1:] for c in CSV_ERRORS], ids=[c[0] for c in CSV_ERRORS])
-def test_csv_errors_are_one_line_naming_file_row_and_field(
-    tmp_path: Path, content: str, expected: str
-) -> None:
+def test_csv_errors_are_one_line_naming_file_row_and_field(tmp_path: Path, content: str, expected: str) -> None:
     message = _error([_write(tmp_path, "f.csv", content)])
     assert message.replace(str(tmp_path) + os.sep, "").startswith(expected), message
 
@@ -474,10 +494,10 @@ def test_duplicate_id_across_files_names_both(tmp_path: Path) -> None:
 def test_missing_file_directory_and_binary_content(tmp_path: Path) -> None:
     assert _error([tmp_path / "nope.yaml"]) == f"{tmp_path / 'nope.yaml'}: no such file"
     assert _error([tmp_path]) == f"{tmp_path}: is a directory, expected a YAML or CSV inventory file"
+    under_a_file = _write(tmp_path, "plain", "x") / "f.yaml"
+    assert _error([under_a_file]) == f"{under_a_file}: cannot read: Not a directory"
     binary = _write(tmp_path, "f.csv", f"{HEADER}\n".encode() + b"\xff\xfe\x00\x01\n")
-    assert (
-        _error([binary]) == f"{binary}: line 2: not UTF-8 text (byte 0xff); expected a YAML or CSV inventory"
-    )
+    assert _error([binary]) == f"{binary}: line 2: not UTF-8 text (byte 0xff); expected a YAML or CSV inventory"
     with pytest.raises(InputError, match="no inventory file given"):
         read_inventories([])
 
@@ -501,9 +521,7 @@ def test_unknown_instance_type_for_its_provider_gets_a_hint(tmp_path: Path) -> N
         "line 2): instance_type: unknown instance type 'n1-standard-4' for gcp (not in the price table)"
     )
     # Providers the table does not cover are not checked; known types pass.
-    ok = _write(
-        tmp_path, "ok.yaml", _yaml(_workload(id="b"), _workload(id="c", provider="azure", instance_type="S"))
-    )
+    ok = _write(tmp_path, "ok.yaml", _yaml(_workload(id="b"), _workload(id="c", provider="azure", instance_type="S")))
     assert [w.id for w in read_inventories([ok], known)] == ["b", "c"]
 
 
@@ -531,9 +549,7 @@ def _analyze_implemented() -> bool:
     return result.exit_code == 0 and "not implemented" not in text
 
 
-needs_analyze = pytest.mark.skipif(
-    not _analyze_implemented(), reason="`spotplan analyze` is not implemented yet"
-)
+needs_analyze = pytest.mark.skipif(not _analyze_implemented(), reason="`spotplan analyze` is not implemented yet")
 
 CLI_CASES = [
     YAML_ERRORS[0],
@@ -602,14 +618,10 @@ def test_cli_analyze_gives_the_same_result_for_the_yaml_and_csv_fleet(runner: An
 
     results = []
     for name in ("fleet.yaml", "fleet.csv"):
-        result = runner.invoke(
-            app, ["analyze", str(FIXTURES / name), "-o", "json", "--now", "2026-11-01T00:00:00Z"]
-        )
+        result = runner.invoke(app, ["analyze", str(FIXTURES / name), "-o", "json", "--now", "2026-11-01T00:00:00Z"])
         assert result.exit_code == 0, result.output
         results.append(json.loads(result.stdout))
-    assert [w["id"] for w in results[0]["workloads"]] == [
-        w.id for w in read_inventory(FIXTURES / "fleet.yaml")
-    ]
+    assert [w["id"] for w in results[0]["workloads"]] == [w.id for w in read_inventory(FIXTURES / "fleet.yaml")]
     assert results[0]["workloads"] == results[1]["workloads"]
     assert results[0]["totals"] == results[1]["totals"]
 
@@ -680,9 +692,7 @@ def test_property_arbitrary_bytes_in_a_file(scratch: Path, content: bytes, suffi
 @pytest.mark.timeout(60)
 @_bounded
 @given(records=st.lists(_records, min_size=0, max_size=3), bare=st.booleans())
-def test_property_arbitrary_field_dicts_as_yaml(
-    scratch: Path, records: list[dict[str, Any]], bare: bool
-) -> None:
+def test_property_arbitrary_field_dicts_as_yaml(scratch: Path, records: list[dict[str, Any]], bare: bool) -> None:
     document = records if bare else {"workloads": records}
     path = scratch / "d.yaml"
     path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
@@ -711,9 +721,7 @@ def test_property_arbitrary_csv_cells(scratch: Path, columns: list[str], rows: l
 # Valid workloads written both ways must read back identical: the CSV flattening loses nothing.
 _word = st.text(string.ascii_letters + string.digits + "-_./:", min_size=1, max_size=12)
 _command = (
-    st.text(string.ascii_letters + string.digits + " -_./'\",", min_size=1, max_size=20)
-    .map(str.strip)
-    .filter(bool)
+    st.text(string.ascii_letters + string.digits + " -_./'\",", min_size=1, max_size=20).map(str.strip).filter(bool)
 )
 _number = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 _valid = st.fixed_dictionaries(
@@ -755,14 +763,10 @@ _valid = st.fixed_dictionaries(
                     {"via": st.sampled_from(["ssm", "ssh", "docker", "signal", "command"])},
                     optional={"command": _command},
                 ),
-                "network": st.fixed_dictionaries(
-                    {"subnet": _word, "security_groups": st.lists(_word, min_size=1)}
-                ),
+                "network": st.fixed_dictionaries({"subnet": _word, "security_groups": st.lists(_word, min_size=1)}),
             },
         ),
-        "labels": st.dictionaries(
-            st.text(string.ascii_lowercase + "-", min_size=1, max_size=6), _word, max_size=3
-        ),
+        "labels": st.dictionaries(st.text(string.ascii_lowercase + "-", min_size=1, max_size=6), _word, max_size=3),
     },
 )
 
@@ -786,9 +790,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, str]:
 @pytest.mark.timeout(60)
 @settings(max_examples=100, deadline=None)
 @given(records=st.lists(_valid, min_size=1, max_size=3))
-def test_property_valid_workloads_read_the_same_from_yaml_and_csv(
-    scratch: Path, records: list[dict[str, Any]]
-) -> None:
+def test_property_valid_workloads_read_the_same_from_yaml_and_csv(scratch: Path, records: list[dict[str, Any]]) -> None:
     records = [{"id": f"w{i}", **r} for i, r in enumerate(records)]
     yaml_path = scratch / "v.yaml"
     yaml_path.write_text(_yaml(*records), encoding="utf-8")

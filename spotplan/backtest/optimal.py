@@ -94,13 +94,11 @@ def _solve(
     ring = np.full((R, 3, S, W + pad), inf)
     ring[T % R, :, :, :W] = 0.0
     rod = np.zeros((R, 3, S, W + pad)) if track else None
-    rsp = np.zeros((R, 3, S, W + pad)) if track else None
 
     tmp_v = np.empty((3, S, W))
     tmp_o = np.empty((3, S, W)) if track else None
-    tmp_s = np.empty((3, S, W)) if track else None
 
-    def take(dst: int, v: np.ndarray, o: np.ndarray | None, s_: np.ndarray | None) -> None:
+    def take(dst: int, v: np.ndarray, o: np.ndarray | None) -> None:
         """dst := min(dst, v) elementwise, carrying the tracked grains of the winner."""
         if not track:
             np.minimum(tmp_v[dst], v, out=tmp_v[dst])
@@ -108,7 +106,6 @@ def _solve(
         better = v < tmp_v[dst]
         np.copyto(tmp_v[dst], v, where=better)
         np.copyto(tmp_o[dst], o, where=better)  # type: ignore[index,arg-type]
-        np.copyto(tmp_s[dst], s_, where=better)  # type: ignore[index,arg-type]
 
     for t in range(T - 1, -1, -1):
         nxt = ring[(t + 1) % R]
@@ -118,7 +115,6 @@ def _solve(
         # idle: "none" at t+1, lag + m
         idle_v = nxt[0, :, m : m + W]
         idle_o = rod[(t + 1) % R, 0, :, m : m + W] if track else None  # type: ignore[index]
-        idle_s = rsp[(t + 1) % R, 0, :, m : m + W] if track else None  # type: ignore[index]
 
         # keep running (changeover already paid)
         p_t = sp[:, t : t + 1]
@@ -126,27 +122,23 @@ def _solve(
         run_od_v = od * m + nxt[2, :, :W]
         if track:
             run_sp_o = rod[(t + 1) % R, 1, :, :W].copy()  # type: ignore[index]
-            run_sp_s = rsp[(t + 1) % R, 1, :, :W] + m  # type: ignore[index]
             run_od_o = rod[(t + 1) % R, 2, :, :W] + m  # type: ignore[index]
-            run_od_s = rsp[(t + 1) % R, 2, :, :W].copy()  # type: ignore[index]
         else:
-            run_sp_o = run_sp_s = run_od_o = run_od_s = None
+            run_sp_o = run_od_o = None
         if need[0] <= m:
             fin = np.broadcast_to((need <= m)[None, :], run_sp_v.shape)
             np.copyto(run_sp_v, p_t * needc, where=fin)
             np.copyto(run_od_v, od * needc, where=fin)
             if track:
                 np.copyto(run_sp_o, 0.0, where=fin)  # type: ignore[arg-type]
-                np.copyto(run_sp_s, np.broadcast_to(needc, fin.shape), where=fin)  # type: ignore[arg-type]
                 np.copyto(run_od_o, np.broadcast_to(needc, fin.shape), where=fin)  # type: ignore[arg-type]
-                np.copyto(run_od_s, 0.0, where=fin)  # type: ignore[arg-type]
         run_sp_v[~spot_now] = inf
 
         # a changeover into X at t: j overhead ticks, then tick t+j with f overhead grains
-        sw: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        sw: list[tuple[np.ndarray, np.ndarray | None]] = []
         for x in (1, 2):
             if t + j > T - 1:
-                sw.append((np.full((S, W), inf), np.zeros((S, W)), np.zeros((S, W))))
+                sw.append((np.full((S, W), inf), np.zeros((S, W))))
                 continue
             if x == 1:
                 pre = (csum[:, t + j] - csum[:, t])[:, None]
@@ -156,55 +148,51 @@ def _solve(
                 last = np.full((S, 1), od)
             land = (t + j + 1) % R
             v = (pre + last * m) + ring[land, x, :, D : D + W]
-            o = s_ = None
+            o = None
             if track:
-                billed = j * m + m
-                o = rod[land, x, :, D : D + W] + (billed if x == 2 else 0)  # type: ignore[index]
-                s_ = rsp[land, x, :, D : D + W] + (billed if x == 1 else 0)  # type: ignore[index]
+                o = rod[land, x, :, D : D + W] + (j * m + m if x == 2 else 0)  # type: ignore[index]
             if need[0] <= m - f:
                 fin = np.broadcast_to((need <= m - f)[None, :], v.shape)
                 np.copyto(v, pre + last * (f + needc), where=fin)
                 if track:
                     billed_fin = np.broadcast_to(j * m + f + needc, fin.shape)
                     np.copyto(o, billed_fin if x == 2 else 0.0, where=fin)  # type: ignore[arg-type]
-                    np.copyto(s_, billed_fin if x == 1 else 0.0, where=fin)  # type: ignore[arg-type]
             if x == 1:
                 v[run[:, t] < j + 1] = inf
-            sw.append((v, o, s_))
+            sw.append((v, o))
 
         # none: idle, or a changeover into spot or on-demand
         tmp_v[0] = idle_v
         if track:
             tmp_o[0] = idle_o  # type: ignore[index]
-            tmp_s[0] = idle_s  # type: ignore[index]
         take(0, *sw[0])
         take(0, *sw[1])
         # spot: keep running, idle, or change over to on-demand; preempted means "none"
         tmp_v[1] = run_sp_v
         if track:
             tmp_o[1] = run_sp_o  # type: ignore[index]
-            tmp_s[1] = run_sp_s  # type: ignore[index]
-        take(1, idle_v, idle_o, idle_s)
+        take(1, idle_v, idle_o)
         take(1, *sw[1])
         gone = ~spot_now
         tmp_v[1][gone] = tmp_v[0][gone]
         if track:
             tmp_o[1][gone] = tmp_o[0][gone]  # type: ignore[index]
-            tmp_s[1][gone] = tmp_s[0][gone]  # type: ignore[index]
         # on-demand: keep running, idle, or change over to spot
         tmp_v[2] = run_od_v
         if track:
             tmp_o[2] = run_od_o  # type: ignore[index]
-            tmp_s[2] = run_od_s  # type: ignore[index]
-        take(2, idle_v, idle_o, idle_s)
+        take(2, idle_v, idle_o)
         take(2, *sw[0])
 
         cur = t % R
         ring[cur, :, :, :W] = tmp_v
         if track:
             rod[cur, :, :, :W] = tmp_o  # type: ignore[index]
-            rsp[cur, :, :, :W] = tmp_s  # type: ignore[index]
     v0 = ring[0, 0, :, 0].copy()
     if track:
-        return v0, rsp[0, 0, :, 0].copy(), rod[0, 0, :, 0].copy()  # type: ignore[index]
+        od_grains = rod[0, 0, :, 0].copy()  # type: ignore[index]
+        # spot grains from the spot spend: exact for a flat spot price, else at the window's mean
+        mean_price = np.maximum(sp[:, :T].mean(axis=1), 1e-12)
+        spot_grains = np.maximum(v0 - od * od_grains, 0.0) / mean_price
+        return v0, spot_grains, od_grains
     return v0, np.full(S, np.nan), np.full(S, np.nan)

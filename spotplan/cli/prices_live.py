@@ -1,3 +1,319 @@
-"""`spotplan prices pull|import|history|alerts` (to be written)."""
+"""`spotplan prices pull|import|history|alerts`: live pulls into the local store, imports of public
+formats, history charts and the spot-near-on-demand alert. Parses options, calls
+`spotplan.pricing.{sources,store,importers,history,charts,alerts}`, renders."""
 
 from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from spotplan.cli.common import (
+    OutPathOpt,
+    OutputFormat,
+    OutputOpt,
+    VerboseOpt,
+    emit,
+    handle_errors,
+    stderr_console,
+    stdout_console,
+)
+from spotplan.cli.prices import app
+from spotplan.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class PullProvider(str, Enum):
+    aws = "aws"
+    gcp = "gcp"
+    azure = "azure"
+    all = "all"
+
+
+class ImportFormat(str, Enum):
+    auto = "auto"
+    aws_spot_history = "aws-spot-history"
+    ec2instances = "ec2instances"
+    spot_advisor = "spot-advisor"
+    skypilot = "skypilot"
+    azure_retail = "azure-retail"
+    gcp_pricing = "gcp-pricing"
+    price_table = "price-table"
+
+
+NowOpt = Annotated[
+    str | None,
+    typer.Option("--now", metavar="ISO8601", help="Treat this instant as now (reproducible reports).", hidden=True),
+]
+
+
+def _now(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc)
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--now is {value!r}, expected an ISO-8601 time such as 2026-11-01T00:00:00Z") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[str, Any], floats: int = 4) -> str:
+    """Small tables of these commands: rich table, CSV, markdown or JSON (`rows` + `meta`)."""
+    if output == OutputFormat.json:
+        records = json.loads(df.to_json(orient="records"))
+        return json.dumps({**meta, "rows": records}, indent=2)
+    if output == OutputFormat.csv:
+        return str(df.to_csv(index=False, float_format=f"%.{floats}f"))
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.{floats}f}"
+        return str(v)
+
+    if output == OutputFormat.markdown:
+        head = "| " + " | ".join(df.columns) + " |"
+        sep = "|" + "|".join("---" for _ in df.columns) + "|"
+        body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+        return "\n".join([f"**{title}**", "", head, sep, *body])
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for col in df.columns:
+        numeric = str(df[col].dtype).startswith(("float", "int"))
+        table.add_column(col, justify="right" if numeric else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*(cell(v) for v in row))
+    console = stdout_console(width=200)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()
+
+
+class _Bars:
+    """Rich progress bars on stderr, one per provider/region, fed by the sources' callback."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("pages"), console=stderr_console(), transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, key: str, advance: int, total: int | None) -> None:
+        with self.lock:
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(key, total=None)
+            task = self.tasks[key]
+            if advance:
+                self.progress.advance(task, advance)
+            if advance == 0 or total is not None:
+                done = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].completed
+                self.progress.update(task, total=max(done, 1), completed=max(done, 1))
+
+
+@app.command("pull")
+def pull(
+    provider: Annotated[
+        PullProvider, typer.Option("--provider", help="aws, gcp, azure or all.", case_sensitive=False)
+    ],
+    region: Annotated[
+        list[str] | None, typer.Option("--region", metavar="R", help="Region (repeatable); default: all.")
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=365, help="Spot history to fetch, in days.")] = 90,
+    gpu: Annotated[str | None, typer.Option("--gpu", metavar="MODEL", help="Only this GPU model, e.g. A100-80GB.")] = None,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pull live spot/on-demand prices and bands into the local store (credentials needed).
+
+    Concurrent across regions, retried with backoff when throttled; a failure leaves the store as it
+    was. A second pull adds only new observations.
+
+    Example: spotplan prices pull --provider aws --region us-east-1 --days 30 --gpu H100
+    """
+    with handle_errors(verbose):
+        import logging
+
+        from spotplan.paths import price_store_dir
+        from spotplan.pricing import store
+        from spotplan.pricing.sources import PullRequest, pull_all
+
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s: %(message)s")
+        providers = ["aws", "gcp", "azure"] if provider == PullProvider.all else [provider.value]
+        req = PullRequest(regions=list(region or []), days=days, gpu=gpu)
+        bars = _Bars()
+        with bars.progress:
+            rows = pull_all(providers, req, bars)
+        result = store.merge_into_store(rows)
+        as_of = store.store_as_of()
+        import pandas as pd
+
+        pulled = rows.groupby("provider").size() if not rows.empty else pd.Series(dtype=int)
+        summary = pd.DataFrame([
+            {"provider": p, "pulled": int(pulled.get(p, 0)), "new": result.added.get(p, 0),
+             "stored": result.total.get(p, 0), "newest": as_of.get(p, "")}
+            for p in providers
+        ])
+        emit(_render(summary, output, title=f"price store: {price_store_dir()}",
+                     meta={"schema": "spotplan.pull/1", "store": str(price_store_dir())}), out)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to import (JSON, CSV, TSV, parquet, .gz).")],
+    fmt: Annotated[
+        ImportFormat, typer.Option("--format", help="Format; auto detects it from the content.", case_sensitive=False)
+    ] = ImportFormat.auto,
+    observed_at: Annotated[
+        str | None,
+        typer.Option("--observed-at", metavar="ISO8601",
+                     help="Time stamp for formats without one (default: the file's modification time)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Parse and report; do not touch the store.")] = False,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Import a public price file into the local store, auto-detecting its format.
+
+    Formats: aws ec2 describe-spot-price-history JSON (or the TSV capture), ec2instances.info JSON,
+    the AWS spot advisor JSON, SkyPilot vms.csv, Azure retail prices JSON, Cyclenerd GCP CSVs, the
+    price table itself.
+
+    Example: spotplan prices import spot-advisor-data.json
+    """
+    with handle_errors(verbose):
+        import pandas as pd
+
+        from spotplan.pricing import store
+        from spotplan.pricing.importers import import_file
+
+        if observed_at:
+            _now(observed_at)  # validates
+        result = import_file(file, fmt.value, observed_at=observed_at)
+        for note in result.notes:
+            sys.stderr.write(f"note: {note}\n")
+        rows = result.rows
+        merged = None if dry_run else store.merge_into_store(rows)
+        summary = pd.DataFrame([
+            {"provider": p, "rows": int((rows["provider"] == p).sum()),
+             "spot": int(((rows["provider"] == p) & (rows["market"] == "spot")).sum()),
+             "on_demand": int(((rows["provider"] == p) & (rows["market"] == "on-demand")).sum()),
+             "gpu_models": ", ".join(sorted({str(g) for g in rows.loc[rows["provider"] == p, "gpu_model"] if g})[:8]),
+             "new": "dry run" if merged is None else merged.added.get(p, 0)}
+            for p in sorted(rows["provider"].unique())
+        ])
+        emit(_render(summary, output, title=f"{file} ({result.format})",
+                     meta={"schema": "spotplan.import/1", "file": str(file), "format": result.format,
+                           "dry_run": dry_run}), out)
+
+
+@app.command("history")
+def history(
+    instance_type: Annotated[str, typer.Argument(metavar="INSTANCE_TYPE", help="e.g. p4d.24xlarge")],
+    provider: Annotated[str, typer.Option("--provider", metavar="P", help="aws, gcp or azure.")],
+    region: Annotated[str, typer.Option("--region", metavar="R", help="Region, e.g. us-east-1.")],
+    days: Annotated[float, typer.Option("--days", min=0.01, help="Window to chart, in days.")] = 90,
+    png: Annotated[Path | None, typer.Option("--png", metavar="PATH", help="Also write a PNG chart here.", dir_okay=False)] = None,
+    now: NowOpt = None,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Chart one instance type's spot (per zone) and on-demand prices from the local store, with the
+    time-weighted mean, p95 and number of price changes.
+
+    Example: spotplan prices history p3.2xlarge --provider aws --region us-east-1 --days 30 --png p3.png
+    """
+    with handle_errors(verbose):
+        import pandas as pd
+
+        from spotplan.pricing.charts import terminal_chart, write_png
+        from spotplan.pricing.history import history_stats, select_history
+        from spotplan.pricing.snapshot import load_snapshot
+        from spotplan.pricing.store import read_store
+
+        if provider not in ("aws", "gcp", "azure"):
+            raise InputError(f"--provider is {provider!r}, expected aws, gcp or azure")
+        t_now = _now(now)
+        stored = read_store()
+        snap = load_snapshot()
+        table = snap if stored is None else stored
+        rows = select_history(table, provider, region, instance_type, days, t_now)
+        if stored is not None and not (rows["market"] == "on-demand").any():
+            # The store has no on-demand price of this pool: the snapshot's is the reference line.
+            od = select_history(snap[snap["market"] == "on-demand"], provider, region, instance_type, 36500, t_now)
+            rows = pd.concat([rows, od], ignore_index=True).sort_values("_t", kind="stable")
+        if rows.empty:
+            raise InputError(
+                f"no price history for {instance_type} in {provider} {region} in the last {days:g} days",
+                hint=f"run `spotplan prices pull --provider {provider} --region {region}` or `spotplan prices import`",
+            )
+        window_h = days * 24
+        stats = history_stats(rows.drop(columns="_t"), window_h, t_now)
+        start = t_now - pd.Timedelta(days=days).to_pytimedelta()
+        title = f"{instance_type} {provider} {region}: spot vs on-demand, last {days:g} days"
+        if png is not None:
+            write_png(rows, stats, png, title=title, start=start, now=t_now)
+            sys.stderr.write(f"wrote {png}\n")
+        if output == OutputFormat.table:
+            emit(terminal_chart(rows, stats, title=title, start=start, now=t_now), out)
+            return
+        cols = ["zone", "market", "price", "price_p95", "latest_price", "changes", "observations", "as_of"]
+        view = stats[cols].rename(columns={"price": "mean"})
+        emit(_render(view, output, title=title,
+                     meta={"schema": "spotplan.history/1", "instance_type": instance_type, "provider": provider,
+                           "region": region, "days": days, "now": t_now.strftime("%Y-%m-%dT%H:%M:%SZ")}), out)
+
+
+@app.command("alerts")
+def alerts(
+    ratio: Annotated[float, typer.Option("--ratio", help="Alert when spot > ratio × on-demand.")] = 0.8,
+    provider: Annotated[str | None, typer.Option("--provider", metavar="P", help="Only aws, gcp or azure.")] = None,
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", metavar="URL", help="POST a Slack-compatible JSON message here.")
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List spot pools whose current price exceeds ratio × on-demand (latest observation of each
+    pool, from the local store over the bundled snapshot).
+
+    Example: spotplan prices alerts --ratio 0.7 --webhook https://hooks.slack.com/services/...
+    """
+    with handle_errors(verbose):
+        import pandas as pd
+
+        from spotplan.pricing.alerts import find_alerts, post_webhook, slack_payload
+        from spotplan.pricing.snapshot import load_snapshot
+        from spotplan.pricing.store import read_store
+
+        stored = read_store()
+        table = load_snapshot()
+        if stored is not None:
+            table = pd.concat([table, stored], ignore_index=True)
+        if provider:
+            table = table[table["provider"] == provider]
+        hits = find_alerts(table, ratio)
+        if webhook:
+            post_webhook(webhook, slack_payload(hits, ratio))
+            sys.stderr.write(f"posted {len(hits)} alert(s) to the webhook\n")
+        if hits.empty:
+            sys.stderr.write(f"no spot pool above {ratio:g}× on-demand\n")
+        emit(_render(hits, output, title=f"spot pools above {ratio:g}× on-demand",
+                     meta={"schema": "spotplan.alerts/1", "ratio": ratio}), out)

@@ -59,11 +59,12 @@ def watch(
         str | None, typer.Option(help="Send the signal to processes with this name (or script name).")
     ] = None,
     docker: Annotated[
-        str | None, typer.Option(help="Container to `docker kill -s SIG` (or `docker stop`, see below).")
+        str | None,
+        typer.Option(help="Container to `docker kill -s SIG` (`docker stop -t N` with --docker-stop-timeout)."),
     ] = None,
     docker_stop_timeout: Annotated[
         int | None,
-        typer.Option("--docker-stop-timeout", min=0, help="Use `docker stop --time N` instead of `docker kill`."),
+        typer.Option("--docker-stop-timeout", min=0, help="Use `docker stop -t N` instead of `docker kill`."),
     ] = None,
     command: Annotated[
         str | None, typer.Option(help="Shell command to run on a notice (gets SPOTPLAN_NOTICE_* env vars).")
@@ -101,8 +102,8 @@ def watch(
     Example: spotplan watch --signal SIGUSR1 --process train.py --checkpoint-uri /ckpt --upload-to s3://b/run
     """
     with handle_errors(verbose):
-        from spotplan.watch.agent import Agent, WatchConfig
         from spotplan.watch.actions import signal_number
+        from spotplan.watch.agent import Agent, WatchConfig
         from spotplan.watch.sources import MetadataError
 
         if pid is not None and process:

@@ -137,3 +137,30 @@ def history_stats(table: pd.DataFrame, window_hours: float, now: datetime | None
     idx = out.set_index(list(POOL_KEY)).index
     out["changes"] = changes.reindex(idx).fillna(0).astype(int).to_numpy()
     return out
+
+
+def select_history(
+    table: pd.DataFrame, provider: str, region: str, instance_type: str, days: float, now: datetime | None = None
+) -> pd.DataFrame:
+    """The rows of one instance type in one region (every zone, both markets) that matter for the
+    last `days`: those inside the window plus, per pool, the last one before it (the price in force
+    when the window opens). Adds a parsed `_t` column; sorted by time."""
+    import pandas as pd
+
+    if now is None:
+        now = datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    sel = table[
+        (table["provider"] == provider) & (table["region"] == region) & (table["instance_type"] == instance_type)
+    ].copy()
+    if sel.empty:
+        return sel.assign(_t=pd.Series(dtype="datetime64[ns, UTC]"))
+    sel["zone"] = sel["zone"].fillna("")
+    sel["_t"] = parse_times(sel["observed_at"])
+    sel = sel[sel["_t"].notna() & (sel["_t"] <= pd.Timestamp(now))]
+    start = pd.Timestamp(now) - pd.Timedelta(days=float(days))
+    sel = sel.sort_values([*POOL_KEY, "_t"], kind="stable").drop_duplicates([*POOL_KEY, "_t"], keep="last")
+    inside = sel["_t"] > start
+    last_before = (~inside) & ~(~inside).groupby([sel[k] for k in POOL_KEY]).shift(-1, fill_value=False)
+    return sel[inside | last_before].sort_values("_t", kind="stable").reset_index(drop=True)

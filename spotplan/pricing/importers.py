@@ -232,12 +232,23 @@ def _aws_spot_row(itype: str, region: str, zone: str, price: float | None, ts: s
 
 
 def _time(value: Any, ctx: _Ctx, where: str) -> str:
-    import pandas as pd
+    text = str(value).strip() if value is not None else ""
+    cached = _TIME_CACHE.get(text)
+    if cached is not None:
+        return cached
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ctx.bad(where, f"timestamp is {value!r}") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    out = ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(_TIME_CACHE) < 100_000:  # history files repeat each snapshot time on many rows
+        _TIME_CACHE[text] = out
+    return out
 
-    ts = pd.to_datetime(str(value), utc=True, errors="coerce")
-    if value is None or pd.isna(ts):
-        raise ctx.bad(where, f"timestamp is {value!r}")
-    return str(ts.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+_TIME_CACHE: dict[str, str] = {}
 
 
 def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:

@@ -149,7 +149,11 @@ class Provider(Protocol):
         ...
 
 
-PROVIDER_MODULES = {"aws": "spotplan.providers.aws", "gcp": "spotplan.providers.gcp", "azure": "spotplan.providers.azure"}
+PROVIDER_MODULES = {
+    "aws": "spotplan.providers.aws",
+    "gcp": "spotplan.providers.gcp",
+    "azure": "spotplan.providers.azure",
+}
 
 
 def provider_module(name: str):  # type: ignore[no-untyped-def]

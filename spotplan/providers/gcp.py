@@ -144,7 +144,7 @@ class GcpProvider:
                 "zone_operations": compute_v1.ZoneOperationsClient,
             }[kind]
             try:
-                client = factory(**kwargs)
+                client: Any = factory(**kwargs)
             except Exception as exc:
                 from google.auth import exceptions as authexc
 
@@ -164,14 +164,9 @@ class GcpProvider:
                     note)
 
     def _send(self, call: Call, wait: bool = False) -> Any:
-        from google.cloud import compute_v1
-
         service = call.service.split(".", 1)[1]
-        params = dict(call.params)
-        if "instance_resource" in params:
-            params["instance_resource"] = compute_v1.Instance(params["instance_resource"])
-        if "metadata_resource" in params:
-            params["metadata_resource"] = compute_v1.Metadata(params["metadata_resource"])
+        # The whole request message (not the flattened arguments): request_id and filter are only there.
+        params = {"request": dict(call.params)}
         with _translated(call):
             result = getattr(self._client(service), call.method)(**params)
             if wait:

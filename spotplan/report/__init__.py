@@ -16,7 +16,8 @@ FORMATS: tuple[str, ...] = ("table", "csv", "markdown", "json")
 def render(result: AnalysisResult, fmt: str, *, color: bool = False, width: int | None = None) -> str:
     """Render `result` as `fmt` (table, csv, markdown or json); the text ends with a newline.
 
-    `color` and `width` only affect the table. An OutputFormat enum member works as `fmt` too.
+    `color` and `width` only affect the table; `width=None` means the terminal's width (COLUMNS),
+    else 120. An OutputFormat enum member works as `fmt` too.
     """
     name = str(getattr(fmt, "value", fmt)).lower()
     if name == "json":

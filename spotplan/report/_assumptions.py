@@ -1,9 +1,10 @@
-"""Reading the result's `assumptions` for people: the one-line footnote of the table and the full
-list of the markdown report.
+"""Reading the result's `assumptions` (and `prices`) for people: the one-line footnote of the table
+and the full list of the markdown report.
 
-The planner owns the keys; this module only knows a few spellings of the ones a footnote must
-name (price window, MTBF table, Monte Carlo runs and seed) and prints everything else generically,
-so a new assumption shows up in the markdown list without a change here.
+The planner owns the keys; this module knows the few that a footnote must name (price window,
+MTBF table, Monte Carlo runs and seed, overhead model), under the spellings the planner uses and a
+few plain alternatives, and prints everything else generically, so a new assumption shows up in the
+markdown list without a change here.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Any
 
 from spotplan.models import AnalysisResult
 
-_WINDOW_KEYS = ("window", "price_window", "window_days")
-_MTBF_KEYS = ("mtbf_hours", "mtbf_hours_by_band", "mtbf_by_band", "mtbf")
-_SAMPLES_KEYS = ("samples", "monte_carlo_samples", "p90_samples")
-_SEED_KEYS = ("seed", "monte_carlo_seed")
-_OVERHEAD_KEYS = ("overhead_model",)
+_MTBF_KEYS = ("mtbf_hours_by_band", "mtbf_hours", "mtbf_by_band")
+_P90_KEYS = ("p90", "monte_carlo")
 
 
 def _pick(a: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -42,38 +40,70 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def prices_text(result: AnalysisResult) -> str:
-    as_of = result.prices.as_of or "an unknown date"
-    return f"{result.prices.source}, as of {as_of}"
+def when(stamp: str) -> str:
+    """A timestamp at midnight UTC reads as its date."""
+    for midnight in ("T00:00:00Z", "T00:00:00+00:00"):
+        if stamp.endswith(midnight):
+            return stamp[: -len(midnight)]
+    return stamp
+
+
+def _hours_text(hours: float) -> str:
+    return f"{hours / 24:g}d" if hours % 24 == 0 else f"{hours:g}h"
+
+
+def window_text(a: Mapping[str, Any]) -> str | None:
+    """The price window as '30d' / '12h', from whichever key the result carries."""
+    if isinstance(a.get("window"), str):
+        return str(a["window"])
+    for key, per_hour in (("window_hours", 1.0), ("window_days", 24.0)):
+        value = a.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return _hours_text(float(value) * per_hour)
+    return None
+
+
+def as_of_text(result: AnalysisResult) -> str:
+    """'2026-11-01', or per provider when their snapshots differ: 'aws 2025-11-30, gcp 2026-07-30'."""
+    extra = result.prices.model_extra or {}
+    by_provider = extra.get("as_of_by_provider")
+    if isinstance(by_provider, Mapping) and len({str(v) for v in by_provider.values()}) > 1:
+        return ", ".join(f"{p} {when(str(t))}" for p, t in by_provider.items())
+    return when(result.prices.as_of) if result.prices.as_of else "an unknown date"
 
 
 def footnote(result: AnalysisResult) -> str:
     """'Spot prices: time-weighted mean over 30d of <source>, as of <date>; MTBF by band: ...; ...'."""
     a = result.assumptions
-    window = _pick(a, _WINDOW_KEYS)
-    if window is not None:
-        span = f"{window}d" if isinstance(window, (int, float)) and not isinstance(window, bool) else window
-        parts = [f"Spot prices: time-weighted mean over {span} of {prices_text(result)}"]
-    else:
-        parts = [f"Spot prices: {prices_text(result)}"]
+    source = f"{result.prices.source}, as of {as_of_text(result)}"
+    window = window_text(a)
+    parts = [f"Spot prices: time-weighted mean over {window} of {source}" if window else f"Spot prices: {source}"]
     mtbf = _pick(a, _MTBF_KEYS)
     if isinstance(mtbf, Mapping) and mtbf:
         parts.append("MTBF by band: " + ", ".join(f"{k} {value_text(v)} h" for k, v in mtbf.items()))
-    samples, seed = _pick(a, _SAMPLES_KEYS), _pick(a, _SEED_KEYS)
+    p90 = _pick(a, _P90_KEYS)
+    p90 = p90 if isinstance(p90, Mapping) else a
+    samples, seed = p90.get("samples"), p90.get("seed")
     if samples is not None:
-        parts.append(f"Monte Carlo P90 over {value_text(samples)} runs" + (
-            f", seed {value_text(seed)}" if seed is not None else ""
-        ))
-    overhead = _pick(a, _OVERHEAD_KEYS)
+        seeded = f", seed {value_text(seed)}" if seed is not None else ""
+        parts.append(f"Monte Carlo P90 over {value_text(samples)} runs{seeded}")
+    overhead = a.get("overhead_model")
     if overhead is not None and overhead != "explicit":
         parts.append(f"overhead model: {value_text(overhead)}")
     return "; ".join(parts)
 
 
 def items(result: AnalysisResult) -> list[tuple[str, str]]:
-    """Every assumption as (key, text), in the planner's order, after the prices source and date."""
-    rows = [("prices", result.prices.source), ("prices as of", result.prices.as_of or "unknown")]
-    extra = result.prices.model_extra or {}
-    rows += [(f"prices {k}", value_text(v)) for k, v in extra.items()]
+    """Every assumption as (key, text) in the planner's order, after the prices' source, date and
+    any staleness warnings."""
+    prices = result.prices
+    rows = [("prices", prices.source), ("prices as of", when(prices.as_of) if prices.as_of else "unknown")]
+    for key, value in (prices.model_extra or {}).items():
+        if key == "warnings" and isinstance(value, (list, tuple)):
+            rows += [("prices warning", str(w)) for w in value]
+        elif key == "as_of_by_provider" and isinstance(value, Mapping):
+            rows.append(("prices as of, by provider", ", ".join(f"{p}: {when(str(t))}" for p, t in value.items())))
+        else:
+            rows.append((f"prices {key}", value_text(value)))
     rows += [(str(k), value_text(v)) for k, v in result.assumptions.items()]
     return rows

@@ -1,15 +1,15 @@
 """How numbers and shared phrases read in the human renderings (table, markdown, csv).
 
 Money is rounded to cents half-up from the shortest decimal form of the float (so 1.005 reads
-1.01, as a person expects); the JSON document keeps the unrounded floats. Hourly prices keep four
-decimals, because providers publish them that finely and cents would hide real differences.
+1.01, as a person expects); the JSON document keeps the unrounded floats. (The CSV keeps hourly
+prices to four decimals: providers publish them that finely and cents would hide real differences.)
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from spotplan.models import AnalysisResult, OfferResult, WorkloadResult
 
@@ -26,7 +26,10 @@ def fixed(value: float | None, places: int = 2) -> str:
         return ""
     if not math.isfinite(value):
         return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    text = str(Decimal(repr(value)).quantize(_QUANTA[places], rounding=ROUND_HALF_UP))
+    try:
+        text = str(Decimal(repr(value)).quantize(_QUANTA[places], rounding=ROUND_HALF_UP))
+    except InvalidOperation:  # beyond Decimal's 28 digits: nothing left to round anyway
+        text = f"{value:.{places}f}"
     # Rounding a tiny negative must not print "-0.00".
     if text.startswith("-") and not text.strip("-0."):
         text = text[1:]
@@ -48,11 +51,6 @@ def usd(value: float | None, *, missing: str = "-") -> str:
     negative = text.startswith("-")
     whole, _, frac = text.lstrip("-").partition(".")
     return f"{'-' if negative else ''}${int(whole):,}.{frac}"
-
-
-def rate(value: float | None, *, missing: str = "-") -> str:
-    """An hourly price for people: '$0.3951/h'."""
-    return missing if value is None else f"${fixed(value, 4)}/h"
 
 
 def number(value: float | None, places: int = 1, *, missing: str = "-") -> str:
@@ -101,10 +99,6 @@ def target_label(best: OfferResult | None, *, missing: str = "-") -> str:
     if best is None:
         return missing
     return f"{place(best.provider, best.region, best.zone)} {best.instance_type}"
-
-
-def codes(reasons: list) -> str:  # type: ignore[type-arg]
-    return ", ".join(r.code for r in reasons)
 
 
 def status_counts(result: AnalysisResult) -> Counter[str]:

@@ -33,19 +33,22 @@ def paras(cell: Cell) -> Sequence[Para]:
     return ((cell, ""),) if isinstance(cell, str) else cell
 
 
+def text_width(text: str) -> int:
+    """Terminal cells `text` takes (ASCII without the lookup: most cells are ASCII)."""
+    return len(text) if text.isascii() else cell_len(text)
+
+
 def widest(cells: Sequence[Cell]) -> int:
     """The width a column needs to show every paragraph of `cells` on one line."""
-    return max((cell_len(text) for cell in cells for text, _ in paras(cell)), default=0)
+    return max((text_width(text) for cell in cells for text, _ in paras(cell)), default=0)
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    if cell_len(text) <= width:
-        return [text]
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 @lru_cache(maxsize=64)
-def _codes(style: str, color: bool) -> tuple[str, str]:
+def _escapes(style: str, color: bool) -> tuple[str, str]:
     """The escape codes before and after text in `style` ("" and "" without colour)."""
     if not color or not style:
         return "", ""
@@ -57,14 +60,14 @@ def _codes(style: str, color: bool) -> tuple[str, str]:
 
 
 def styled(text: str, style: str, *, color: bool) -> str:
-    before, after = _codes(style, color)
+    before, after = _escapes(style, color)
     return f"{before}{text}{after}" if text else ""
 
 
 def longest_word(cells: Sequence[Cell]) -> int:
     """The narrowest a wrapping column can get without folding a word."""
     words = (word for cell in cells for text, _ in paras(cell) for word in text.split())
-    return max(map(cell_len, words), default=0)
+    return max(map(text_width, words), default=0)
 
 
 class Grid:
@@ -73,25 +76,34 @@ class Grid:
     def __init__(self, columns: Sequence[Column], widths: Sequence[int], *, color: bool, gap: int = 2):
         self.columns = list(columns)
         self.widths = [max(1, w) for w in widths]
+        self.right = [c.right for c in self.columns]
         self.color = color
         self.sep = " " * gap
 
     def _lines(self, cells: Sequence[Cell], *, style: str = "", bottom: bool = False) -> list[str]:
         """One grid row (each cell wrapped to its column) as text lines."""
-        laid: list[list[tuple[str, str]]] = []
+        laid: list[list[tuple[str, str, int]]] = []
         for cell, width in zip(cells, self.widths):
-            laid.append([(line, s or style) for text, s in paras(cell) for line in _wrap(text, width)])
+            col: list[tuple[str, str, int]] = []
+            for text, s in paras(cell):
+                n = text_width(text)
+                if n <= width:
+                    col.append((text, s or style, n))
+                else:
+                    col += [(line, s or style, text_width(line)) for line in _wrap(text, width)]
+            laid.append(col)
         height = max(map(len, laid), default=0)
         if bottom:  # headers sit on the rule, like rich's
-            laid = [[("", "")] * (height - len(col)) + col for col in laid]
+            laid = [[("", "", 0)] * (height - len(col)) + col for col in laid]
         out = []
         for i in range(height):
             parts = []
-            for col, width, column in zip(laid, self.widths, self.columns):
-                text, s = col[i] if i < len(col) else ("", "")
-                pad = " " * (width - cell_len(text))
-                cell = styled(text, s, color=self.color)
-                parts.append(pad + cell if column.right else cell + pad)
+            for col, width, right in zip(laid, self.widths, self.right):
+                text, s, n = col[i] if i < len(col) else ("", "", 0)
+                if self.color and s and text:
+                    text = styled(text, s, color=True)
+                pad = " " * (width - n)
+                parts.append(pad + text if right else text + pad)
             out.append(self.sep.join(parts).rstrip())
         return out
 

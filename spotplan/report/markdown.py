@@ -22,14 +22,17 @@ from spotplan.report._format import (
 TITLE = "# Spot savings report"
 
 _CANDIDATE_HEAD = (
-    "| Workload | Status | Current → best target | Current cost | Projected cost | Savings | Savings % "
-    "| P90 wall h | Interruptions | Checkpoint every | Warnings |\n"
+    "| Workload | Status | Current → best target | Current cost | Projected cost incl. migration | Savings | Savings % "
+    "| P90 wall h | Interruptions | Checkpoint every | Conditions, warnings |\n"
     "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|"
 )
 _REST_HEAD = (
     "| Workload | Status | Current | Best savings | Reasons |\n"
     "|---|---|---|--:|---|"
 )
+
+#: What a row without a reason says, when its status explains itself.
+_NO_REASON = {"already-spot": "already runs on spot capacity"}
 
 
 def _cell(text: str) -> str:
@@ -63,14 +66,14 @@ def _candidate_row(w: WorkloadResult) -> str:
             number(best.wall_hours_p90, 1),
             number(best.expected_interruptions, 1),
             "-" if minutes is None else f"{number(minutes, 0)} min",
-            _codes(w.warnings),
+            _codes([*w.reasons, *w.warnings]),
         ]
     move = f"{current_label(w)} → {target_label(best)}"
     return "| " + " | ".join(_cell(c) for c in [w.id, w.status, move, *cells]) + " |"
 
 
 def _rest_row(w: WorkloadResult) -> str:
-    reasons = _explained(w.reasons) or "-"
+    reasons = _explained(w.reasons) or _NO_REASON.get(w.status, "-")
     if w.warnings:
         reasons += "; warnings: " + _codes(w.warnings)
     savings = usd(w.best.savings) if w.best is not None else "-"
@@ -98,11 +101,11 @@ def render_markdown(result: AnalysisResult) -> str:
     if candidates:
         out.append(_CANDIDATE_HEAD)
         out.extend(_candidate_row(w) for w in candidates)
-        warned = [w for w in candidates if w.warnings]
+        warned = [w for w in candidates if w.reasons or w.warnings]
         if warned:
-            out += ["", "Warnings:", ""]
+            out += ["", "Conditions and warnings:", ""]
             for w in warned:
-                out.extend(f"- **{_cell(w.id)}**: {_explained([r])}" for r in w.warnings)
+                out.extend(f"- **{_cell(w.id)}**: {_explained([r])}" for r in [*w.reasons, *w.warnings])
     else:
         out.append("No workload is a spot candidate.")
 

@@ -1,16 +1,18 @@
 """The terminal table: one row per workload grouped by status, a TOTAL footer, then the
 assumptions footnote and the coverage line.
 
-Two layouts, picked by the width. "standard" (when it fits, e.g. at 120 columns): workload with its
-reason/warning codes under it, status, current → best target, current $, spot $ (migration
+Two layouts, picked by the width. "standard" (when it fits, e.g. at 120 columns): workload, status,
+current → best target with the reason/warning codes under it, current $, spot $ (migration
 included), savings $ and %, expected interruptions and P90 wall hours. "compact" (e.g. at 80): the
-target goes under the workload id too, and only current $, savings $ and % stay. Numbers never
-wrap or get cropped; only the workload and target columns wrap. With `color=False` the text
-carries no escape codes at all (NO_COLOR, pipes, golden files).
+target and the codes go under the workload id, and only current $, savings $ and % stay. The codes
+share the widest text column of each layout, which is what lets the standard one fit 120 columns.
+Numbers never wrap or get cropped; only the workload and target columns wrap. With `color=False`
+the text carries no escape codes at all (NO_COLOR, pipes, golden files).
 """
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from dataclasses import dataclass
 
@@ -53,7 +55,7 @@ class _Row:
     """The cells of one workload, computed once and shared by both layouts."""
 
     w: WorkloadResult
-    move: list[Para]  # current, then "→ target"
+    move: list[Para]  # current, then "→ target", then the codes
     target: list[Para]  # "→ target", or nothing
     codes: list[Para]
     lead: str  # "→ provider/zone", which must not be split from its arrow; "" without a target
@@ -67,9 +69,7 @@ class _Row:
 
 
 def _codes(w: WorkloadResult) -> list[str]:
-    """Warnings for a candidate; for the rest, why it is not moved (then any warnings)."""
-    if w.status in CANDIDATE_STATUSES:
-        return [r.code for r in w.warnings]
+    """Why it has its status (a conditional's conditions, why the rest are not moved), then warnings."""
     return [r.code for r in w.reasons] + [r.code for r in w.warnings]
 
 
@@ -79,6 +79,7 @@ def _row(w: WorkloadResult) -> _Row:
     savings: list[Para] = [("-", "")]
     target: list[Para] = []
     lead = ""
+    codes: list[Para] = [(code, "dim") for code in _codes(w)]
     if best is not None:
         spot, pct = usd(projected(best)), percent(best.savings_pct)
         intr, p90 = number(best.expected_interruptions, 1), number(best.wall_hours_p90, 1)
@@ -89,9 +90,9 @@ def _row(w: WorkloadResult) -> _Row:
         lead = ARROW + place(best.provider, best.region, best.zone)
     return _Row(
         w=w,
-        move=[(current_label(w), ""), *target],
+        move=[(current_label(w), ""), *target, *codes],
         target=target,
-        codes=[(code, "dim") for code in _codes(w)],
+        codes=codes,
         lead=lead,
         status=[(w.status, STATUS_STYLES.get(w.status, ""))],
         cost=usd(w.current.cost),
@@ -124,7 +125,7 @@ def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> _Layout 
         Column("P90 h", right=True),
     ]
     cells: list[list[Cell]] = [
-        [[(r.w.id, ""), *r.codes] for r in rows],
+        [r.w.id for r in rows],
         [r.status for r in rows],
         [r.move for r in rows],
         [r.cost for r in rows],
@@ -136,10 +137,8 @@ def _standard(rows: list[_Row], footers: dict[str, str], width: int) -> _Layout 
     ]
     widths = _natural(columns, cells)
     room = width - widths[1] - sum(widths[3:]) - GAP * (len(columns) - 1)
-    ids = widest([r.w.id for r in rows] + ["Workload"])
-    codes = widest([r.codes for r in rows])
     move_min = max(longest_word([*cells[2], columns[2].header]), widest([r.lead for r in rows]))
-    if room < move_min + max(min(ids, WORKLOAD_MIN), codes):
+    if room < move_min + min(widths[0], WORKLOAD_MIN):
         return None
     if widths[0] + widths[2] > room:
         widths[0] = min(widths[0], room - move_min)
@@ -170,7 +169,8 @@ def _compact(rows: list[_Row], footers: dict[str, str], width: int) -> _Layout:
 
 
 def render_table(result: AnalysisResult, *, color: bool = False, width: int | None = None) -> str:
-    width = width or DEFAULT_WIDTH
+    """The table at `width` columns; None means the terminal's width (COLUMNS), else 120."""
+    width = width or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
     t = result.totals
     footers = {
         "current": usd(t.current_cost),

@@ -63,7 +63,9 @@ def send_signal(sig: int, pid: int | None = None, process: str | None = None) ->
     return {"signal": signal.Signals(sig).name, "pids": sent, "failed": failed, "target": process or pid}
 
 
-def start_docker(container: str, sig: int | None, stop_timeout: int | None) -> tuple[list[str], subprocess.Popen[bytes]]:
+def start_docker(
+    container: str, sig: int | None, stop_timeout: int | None
+) -> tuple[list[str], subprocess.Popen[bytes]]:
     """`docker kill -s SIG` (or `docker stop -t N` when a stop timeout is given), started, not awaited."""
     if stop_timeout is not None:
         argv = ["docker", "stop", "-t", str(stop_timeout)]  # -t: --time/--timeout differ by version

@@ -242,7 +242,9 @@ class Agent:
         result.checkpoint = info
         self.log("checkpoint_ready", uri=info.uri, step=info.step, created_at=info.to_dict()["created_at"],
                  age_after_notice=round((info.created_at - notice.detected_at).total_seconds(), 3))
-        if cfg.upload_to and store.local and actions.is_remote(cfg.upload_to):
+        if cfg.upload_to and not (store.local and actions.is_remote(cfg.upload_to)):
+            self.log("upload_skipped", reason="only a local checkpoint is copied to a remote store")
+        elif cfg.upload_to:
             try:
                 remote = CheckpointStore(cfg.upload_to, keep=0, storage_options=cfg.storage_options)
                 result.uploaded = store.copy_to(info, remote)

@@ -194,7 +194,7 @@ class AwsImds(Source):
         return self._token
 
     def get(self, path: str) -> Response:
-        for attempt in range(2):
+        for _attempt in range(2):
             resp = self._request("GET", path, headers={"X-aws-ec2-metadata-token": self._token_now()})
             if resp.status != 401:
                 self._set_expiry(resp)

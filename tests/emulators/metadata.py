@@ -11,6 +11,7 @@ thread and is stopped by `stop()` / the context manager. The notice appears when
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -103,10 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD" and data:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
                 self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a timeout test)
-                pass
         self.close_connection = True
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _serve
@@ -292,7 +291,7 @@ class AwsImdsEmulator(Emulator):
             when = rfc3339(self.notice_wall + timedelta(seconds=self.notice_lead))
             if key == "spot/termination-time":
                 return Reply(200, when, headers) if self.action == "terminate" else _html(404, "Not Found")
-            body = '{\n\t"action": "%s",\n\t"time": "%s"\n}' % (self.action, when)
+            body = f'{{\n\t"action": "{self.action}",\n\t"time": "{when}"\n}}'
             return Reply(200, body, headers, "application/json")
         if key == "events/recommendations/rebalance" and self.rebalance_at and time.monotonic() >= self.rebalance_at:
             assert self.rebalance_wall is not None

@@ -77,7 +77,7 @@ class PricingData:
         self.throttle: dict[str, int] = defaultdict(int)
         self.fail_page: dict[str, int] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.page_size = {"ec2": 200, "pricing": 100, "gcp_billing": 50, "gcp_compute": 10, "azure": 100}
+        self.page_size = {"ec2": 200, "pricing": 100, "gcp_billing": 300, "gcp_compute": 40, "azure": 100}
         if shared_data is not None:
             self._load(shared_data)
 
@@ -536,25 +536,36 @@ def _odata_match(flt: str, item: dict[str, Any]) -> bool:
     return True
 
 
+_CA: list[Any] = []
+
+
+def _test_ca() -> tuple[Any, Any]:
+    """One test CA per process: generating keys is the slow part of starting an emulator."""
+    import trustme
+
+    if not _CA:
+        ca = trustme.CA()
+        _CA.extend([ca, ca.issue_cert("127.0.0.1", "localhost")])
+    return _CA[0], _CA[1]
+
+
 class PricingEmulator:
     """Two servers on 127.0.0.1 sharing one PricingData: plain HTTP (AWS, GCP, Azure retail) and
     HTTPS with a trustme CA (Azure Resource Graph: azure-core refuses bearer tokens over http)."""
 
     def __init__(self, data: PricingData, ca_dir: Path) -> None:
-        import trustme
-
         self.data = data
         handler = _make_handler(data)
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.https = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        ca, cert = _test_ca()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(ctx)
         self.https.socket = ctx.wrap_socket(self.https.socket, server_side=True)
         self.ca_path = ca_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
-        self._threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.http, self.https)]
+        self._threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+                         for s in (self.http, self.https)]
 
     @property
     def url(self) -> str:

@@ -55,11 +55,11 @@ def retry_attempts() -> int:
 def with_retries(fn: Callable[[], T], is_retryable: Callable[[BaseException], bool]) -> T:
     """Call `fn`, retrying throttling/transient errors with exponential backoff and jitter."""
     from tenacity import (
+        Retrying,
         retry_if_exception,
         stop_after_attempt,
         wait_random_exponential,
     )
-    from tenacity import Retrying
 
     base = retry_base_seconds()
     retrying = Retrying(
@@ -98,3 +98,49 @@ def first(mapping: dict[str, Any], *keys: str) -> Any:
         if k in mapping and mapping[k] not in (None, ""):
             return mapping[k]
     return None
+
+
+def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_progress) -> Any:
+    """Pull every provider in turn and return all rows as one price table (nothing is stored here:
+    the caller merges into the store only when every provider succeeded, so a failure changes
+    nothing). Spot histories resume from the store's newest point per region."""
+    import dataclasses
+
+    import pandas as pd
+
+    from spotplan.pricing import store
+    from spotplan.pricing.sources import aws, azure, gcp
+    from spotplan.pricing.table import empty_table
+
+    modules = {"aws": aws, "gcp": gcp, "azure": azure}
+    unknown = [r for r in req.regions if not any(region_belongs(p, r) for p in modules)]
+    if unknown:
+        from spotplan.errors import InputError
+
+        raise InputError(f"--region {unknown[0]!r} is not an AWS, GCP or Azure region name")
+    frames = []
+    for provider in providers:
+        regions = [r for r in req.regions if region_belongs(provider, r)]
+        if req.regions and not regions:
+            continue  # regions were given, none of them this provider's
+        def resume(region: str, p: str = provider) -> datetime | None:
+            return store.newest_observation(p, region, "spot")
+
+        sub = dataclasses.replace(req, regions=regions, resume_from=resume)
+        frames.append(modules[provider].pull(sub, progress))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else empty_table()
+
+
+_REGION_PATTERNS = {
+    "aws": r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+",  # us-east-1, us-gov-west-1
+    "gcp": r"[a-z]+-[a-z]+\d+",  # us-central1, europe-west4
+    "azure": r"[a-z]+\d*",  # eastus, westus2, southcentralus
+}
+
+
+def region_belongs(provider: str, region: str) -> bool:
+    """Does a region name have the shape of this provider's names? (They don't overlap.)"""
+    import re
+
+    return re.fullmatch(_REGION_PATTERNS[provider], region) is not None

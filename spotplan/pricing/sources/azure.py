@@ -185,6 +185,7 @@ def _retail(region: str | None, progress: Progress) -> list[dict[str, Any]]:
         progress(key, 1, None)
         # NextPageLink already carries the filter: follow it verbatim, send no params again.
         url, params = page.get("NextPageLink"), None
+    progress(key, 0, None)
     return out
 
 
@@ -257,6 +258,7 @@ def _resource_graph(
     try:
         evictions = run(queries["evictions"])
         prices = run(queries["prices"])
+        progress("azure resource graph", 0, None)
     except ClientAuthenticationError as exc:
         raise CredentialsError(f"Azure rejected the credentials for Resource Graph: {exc.message}", hint=_FIX) from exc
     except HttpResponseError as exc:

@@ -64,7 +64,8 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
                 "interruption_band": "", "observed_at": pulled_at,
                 "source": "gcp cloudbilling catalog + compute machineTypes",
             })
-        progress(f"gcp {region}", 1, None)
+    progress("gcp catalog", 0, None)
+    progress("gcp machine types", 0, None)
     return pd.DataFrame(rows) if rows else empty_table()
 
 

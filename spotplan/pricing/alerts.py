@@ -1,0 +1,73 @@
+"""The seed's alert rule: a spot pool whose current price exceeds ratio × the on-demand price of the
+same instance type in the same region. Finds such pools and sends them to a Slack-compatible webhook
+(JSON POST with a `text` field, which Slack, Mattermost, Rocket.Chat and Teams workflows accept)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spotplan.errors import CloudError, InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ALERT_COLUMNS = (
+    "provider", "region", "zone", "instance_type", "gpu_model", "spot_price", "on_demand_price",
+    "spot_to_on_demand", "observed_at",
+)
+
+
+def find_alerts(table: pd.DataFrame, ratio: float = 0.8) -> pd.DataFrame:
+    """Pools whose latest spot price is above `ratio` × the latest on-demand price, worst first."""
+    import pandas as pd
+
+    from spotplan.pricing.table import latest_rows
+
+    if ratio <= 0:
+        raise InputError(f"--ratio is {ratio}, expected a positive number (e.g. 0.8)")
+    if table.empty:
+        return pd.DataFrame(columns=list(ALERT_COLUMNS))
+    latest = latest_rows(table)
+    od = latest[latest["market"] == "on-demand"]
+    # Region-wide on-demand rows first, so a zone-specific one only fills gaps.
+    od = od.assign(_z=od["zone"].fillna("") != "").sort_values("_z", kind="stable")
+    od = od.drop_duplicates(["provider", "region", "instance_type"])[
+        ["provider", "region", "instance_type", "price_per_hour"]
+    ].rename(columns={"price_per_hour": "on_demand_price"})
+    spot = latest[latest["market"] == "spot"].rename(columns={"price_per_hour": "spot_price"})
+    joined = spot.merge(od, on=["provider", "region", "instance_type"], how="inner")
+    joined = joined[joined["on_demand_price"] > 0]
+    joined["spot_to_on_demand"] = joined["spot_price"] / joined["on_demand_price"]
+    hits = joined[joined["spot_price"] > ratio * joined["on_demand_price"]]
+    hits = hits.sort_values(["spot_to_on_demand", "provider", "region", "zone"], ascending=[False, True, True, True])
+    return hits[list(ALERT_COLUMNS)].reset_index(drop=True)
+
+
+def slack_payload(alerts: pd.DataFrame, ratio: float) -> dict[str, Any]:
+    """One message: a headline and one line per pool (Slack caps a message; keep the first 40)."""
+    n = len(alerts)
+    head = (f"spotplan: {n} spot pool{'s' if n != 1 else ''} above {ratio:g}× on-demand"
+            if n else f"spotplan: no spot pool above {ratio:g}× on-demand")
+    lines = [
+        f"• {r.provider} {r.region} {r.zone or '(region)'} {r.instance_type}: spot ${r.spot_price:.4f}/h = "
+        f"{r.spot_to_on_demand:.0%} of on-demand ${r.on_demand_price:.4f}/h (as of {r.observed_at})"
+        for r in alerts.head(40).itertuples()
+    ]
+    if n > 40:
+        lines.append(f"… and {n - 40} more")
+    return {"text": "\n".join([head, *lines])}
+
+
+def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    import requests
+
+    from spotplan.pricing.sources import http_retryable, with_retries
+
+    def send() -> None:
+        resp = requests.post(url, json=payload, timeout=15)
+        resp.raise_for_status()
+
+    try:
+        with_retries(send, http_retryable)
+    except requests.RequestException as exc:
+        raise CloudError(f"webhook {url}: {exc}") from exc

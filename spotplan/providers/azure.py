@@ -1,0 +1,350 @@
+"""Azure for `spotplan migrate`: virtual machines (Spot create, deallocate/start/delete, tags) through
+azure-mgmt-compute, imported lazily.
+
+`SPOTPLAN_AZURE_ARM_ENDPOINT` replaces https://management.azure.com, `SPOTPLAN_AZURE_TOKEN` is a
+static bearer token (otherwise azure-identity's DefaultAzureCredential), and `REQUESTS_CA_BUNDLE`
+trusts a private CA. Instance ids are full ARM ids; targets are created in the subscription and
+resource group of the source. VM names are derived from the move and step, so a resumed
+create_or_update (a PUT) cannot create a second VM.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+
+NAME = "azure"
+
+RESUME_FETCH = (
+    "curl -sf -H Metadata:true 'http://169.254.169.254/metadata/instance/compute/tagsList?api-version=2021-02-01'"
+    " | python3 -c \"import json,sys; print(next((t['value'] for t in json.load(sys.stdin)"
+    f" if t['name'] == '{RESUME_TAG}'), ''))\""
+)
+
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "compute.virtual_machine_sizes.list": ("Microsoft.Compute/locations/vmSizes/read",),
+    "compute.usage.list": ("Microsoft.Compute/locations/usages/read",),
+    "compute.virtual_machines.get": ("Microsoft.Compute/virtualMachines/read",),
+    "compute.virtual_machines.list": ("Microsoft.Compute/virtualMachines/read",),
+    "compute.virtual_machines.instance_view": ("Microsoft.Compute/virtualMachines/instanceView/read",),
+    "compute.virtual_machines.begin_create_or_update": (
+        "Microsoft.Compute/virtualMachines/write",
+        "Microsoft.Compute/disks/write",
+        "Microsoft.Network/virtualNetworks/subnets/join/action",
+        "Microsoft.Network/networkInterfaces/write",
+        "Microsoft.Network/networkInterfaces/join/action",
+    ),
+    "compute.virtual_machines.begin_update": ("Microsoft.Compute/virtualMachines/write",),
+    "compute.virtual_machines.begin_deallocate": ("Microsoft.Compute/virtualMachines/deallocate/action",),
+    "compute.virtual_machines.begin_start": ("Microsoft.Compute/virtualMachines/start/action",),
+    "compute.virtual_machines.begin_delete": (
+        "Microsoft.Compute/virtualMachines/delete",
+        "Microsoft.Network/networkInterfaces/delete",
+        "Microsoft.Compute/disks/delete",
+    ),
+}
+
+_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
+    r"virtualMachines/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+_POWER = {
+    "running": "running",
+    "starting": "pending",
+    "stopping": "stopping",
+    "deallocating": "stopping",
+    "stopped": "stopped",
+    "deallocated": "stopped",
+}
+
+
+def permission_document() -> dict[str, Any]:
+    actions = sorted({a for acts in PERMISSIONS.values() for a in acts})
+    return {
+        "Name": "spotplan migrate",
+        "IsCustom": True,
+        "Description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
+        "Actions": actions,
+        "NotActions": [],
+        "AssignableScopes": ["/subscriptions/<subscription-id>"],
+    }
+
+
+def make(region: str) -> AzureProvider:
+    return AzureProvider(region)
+
+
+def parse_id(instance_id: str) -> tuple[str, str, str]:
+    m = _ID.match(instance_id)
+    if not m:
+        raise InputError(f"{instance_id!r} is not an Azure VM resource id "
+                         "(/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/NAME)")
+    return m["sub"], m["rg"], m["name"]
+
+
+def vm_name(move_id: str, token: str, index: int) -> str:
+    base = re.sub(r"[^A-Za-z0-9-]", "-", move_id).strip("-")[:40] or "move"
+    return f"sp-{base}-{token[:8]}-{index}"
+
+
+def image_reference(image: str) -> dict[str, Any]:
+    """An image URN publisher:offer:sku:version, or a full image resource id."""
+    if image.startswith("/"):
+        return {"id": image}
+    parts = image.split(":")
+    if len(parts) != 4:
+        raise InputError(f"launch.image {image!r}: expected an Azure image URN publisher:offer:sku:version")
+    return dict(zip(("publisher", "offer", "sku", "version"), parts))
+
+
+class _StaticToken:
+    """A TokenCredential for SPOTPLAN_AZURE_TOKEN (never printed)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, 4102444800)
+
+
+@contextmanager
+def _translated(call: Call) -> Iterator[None]:
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+
+    where = f"{call.service}.{call.method}"
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        first = (exc.message or "authentication failed").strip().splitlines()[0]
+        raise CredentialsError(f"{where}: {first}", hint="az login, or set SPOTPLAN_AZURE_TOKEN") from exc
+    except HttpResponseError as exc:
+        code = getattr(exc.error, "code", None) or exc.reason
+        if exc.status_code in (401, 403):
+            raise CredentialsError(f"{where}: {exc.status_code} {code}") from exc
+        raise CloudError(f"{where}: {exc.status_code} {code}: {(exc.message or '').splitlines()[0]}") from exc
+    except AzureError as exc:
+        raise CloudError(f"{where}: {exc}") from exc
+
+
+class AzureProvider:
+    name = NAME
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._clients: dict[str, Any] = {}
+        self.seen: set[tuple[str, str]] = set()
+
+    def _client(self, subscription: str) -> Any:
+        if subscription not in self._clients:
+            require_extra("azure.mgmt.compute", "azure")
+            from azure.mgmt.compute import ComputeManagementClient
+
+            token = os.environ.get("SPOTPLAN_AZURE_TOKEN")
+            if token:
+                credential: Any = _StaticToken(token)
+            else:
+                require_extra("azure.identity", "azure")
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            kwargs: dict[str, Any] = {}
+            endpoint = os.environ.get("SPOTPLAN_AZURE_ARM_ENDPOINT")
+            if endpoint:
+                kwargs["base_url"] = endpoint
+                kwargs["credential_scopes"] = ["https://management.azure.com/.default"]
+            self._clients[subscription] = ComputeManagementClient(credential, subscription, **kwargs)
+        return self._clients[subscription]
+
+    def _call(self, service: str, method: str, params: dict[str, Any], sub: str, note: str = "") -> Call:
+        call = Call(NAME, f"compute.{service}", method, params,
+                    PERMISSIONS.get(f"compute.{service}.{method}", ()), note)
+        call.ids = []
+        return call
+
+    def _send(self, call: Call, sub: str) -> Any:
+        service = call.service.split(".", 1)[1]
+        with _translated(call):
+            result = getattr(getattr(self._client(sub), service), call.method)(**call.params)
+            if call.method.startswith("begin_"):
+                return result.result()
+            if call.method == "list":
+                return list(result)
+            return result
+
+    def _spec_scope(self, spec: LaunchSpec) -> tuple[str, str]:
+        if not spec.source_ids:
+            raise InputError(f"move {spec.move_id}: source.instance_ids is empty")
+        sub, rg, _ = parse_id(spec.source_ids[0])
+        self.seen.add((sub, rg))
+        return sub, rg
+
+    # ---- Provider protocol ------------------------------------------------------------------
+
+    def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
+        if not spec.image:
+            raise InputError(f"move {spec.move_id}: launch.image (an image URN) is required to start the target")
+        image_reference(spec.image)
+        sub, _rg = self._spec_scope(spec)
+        sizes = self._call("virtual_machine_sizes", "list", {"location": spec.region}, sub,
+                           note="credentials, and the target size exists in the region")
+        found = [s for s in self._send(sizes, sub) if s.name.lower() == spec.instance_type.lower()]
+        sizes.outcome = "ok"
+        if not found:
+            raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {spec.region}")
+        usage = self._call("usage", "list", {"location": spec.region}, sub, note="Spot vCPU quota")
+        need = spec.count * (found[0].number_of_cores or 0)
+        for item in self._send(usage, sub):
+            if item.name.value == "lowPriorityCores" and item.limit - item.current_value < need:
+                raise CloudError(f"move {spec.move_id}: Spot vCPU quota in {spec.region} has "
+                                 f"{item.limit - item.current_value} left, {need} needed")
+        usage.outcome = "ok"
+        return [sizes, usage], {"subscription": sub}
+
+    def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
+        sub, rg = self._spec_scope(spec)
+        calls: list[Call] = []
+        ids: list[str] = []
+        from_network = spec.network.get("subnet")
+        for index in range(spec.count):
+            name = vm_name(spec.move_id, spec.token, index)
+            iid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+            ids.append(iid)
+            if not dry_run:
+                existing = self._get(sub, rg, name, calls)
+                if existing is not None and (existing.tags or {}).get(TOKEN_TAG) == spec.token:
+                    calls[-1].note = "reused: created by an interrupted run"
+                    calls[-1].ids = [iid]
+                    continue
+            props: dict[str, Any] = {
+                "hardwareProfile": {"vmSize": spec.instance_type},
+                "storageProfile": {"imageReference": image_reference(spec.image or ""),
+                                   "osDisk": {"createOption": "FromImage", "deleteOption": "Delete"}},
+                "osProfile": {"computerName": name[:15], "adminUsername": "spotplan",
+                              "customData": base64.b64encode(spec.user_data.encode()).decode()},
+            }
+            if spec.market == "spot":
+                props.update(priority="Spot", evictionPolicy="Deallocate",
+                             billingProfile={"maxPrice": spec.max_price if spec.max_price is not None else -1})
+            else:
+                props["priority"] = "Regular"
+            if from_network:
+                props["networkProfile"] = {
+                    "networkApiVersion": "2020-11-01",
+                    "networkInterfaceConfigurations": [{
+                        "name": f"{name}-nic", "properties": {
+                            "primary": True, "deleteOption": "Delete",
+                            "ipConfigurations": [{"name": "ipconfig1",
+                                                  "properties": {"subnet": {"id": from_network}}}]}}],
+                }
+            body = {"location": spec.region,
+                    "tags": {**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
+                             ROLE_TAG: spec.step.split("#")[0]},
+                    "properties": props}
+            call = self._call("virtual_machines", "begin_create_or_update",
+                              {"resource_group_name": rg, "vm_name": name, "parameters": body}, sub)
+            call.ids = [iid]
+            call.run(dry_run, partial(self._send, call, sub))
+            calls.append(call)
+        return calls, ids
+
+    def _get(self, sub: str, rg: str, name: str, calls: list[Call]) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        call = self._call("virtual_machines", "get", {"resource_group_name": rg, "vm_name": name}, sub)
+        calls.append(call)
+        try:
+            vm = self._send(call, sub)
+        except CloudError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                call.outcome = "not found"
+                return None
+            raise
+        call.outcome = "ok"
+        return vm
+
+    def trigger_checkpoint_ssm(
+        self, source_ids: Sequence[str], command: str, move_id: str, dry_run: bool
+    ) -> tuple[list[Call], dict[str, Any]]:
+        raise InputError("checkpoint_trigger via ssm is AWS-only; use via: command (e.g. az vm run-command)")
+
+    def _each(self, method: str, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        calls = []
+        for iid in ids:
+            sub, rg, name = parse_id(iid)
+            self.seen.add((sub, rg))
+            call = self._call("virtual_machines", method, {"resource_group_name": rg, "vm_name": name}, sub)
+            call.run(dry_run, partial(self._send, call, sub))
+            calls.append(call)
+        return calls
+
+    def stop(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("begin_deallocate", ids, dry_run)
+
+    def start(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("begin_start", ids, dry_run)
+
+    def release(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
+        return self._each("begin_delete", ids, dry_run)
+
+    def signal_resume(self, ids: Sequence[str], checkpoint_uri: str, dry_run: bool) -> list[Call]:
+        calls: list[Call] = []
+        for iid in ids:
+            if iid.startswith("<"):
+                sub, rg, name = "<subscription>", "<resource-group>", iid
+                tags: dict[str, str] = {}
+            else:
+                sub, rg, name = parse_id(iid)
+                tags = {}
+                if not dry_run:
+                    vm = self._get(sub, rg, name, calls)
+                    tags = dict((vm.tags if vm is not None else None) or {})
+            tags[RESUME_TAG] = checkpoint_uri
+            call = self._call("virtual_machines", "begin_update",
+                              {"resource_group_name": rg, "vm_name": name, "parameters": {"tags": tags}}, sub)
+            call.run(dry_run, partial(self._send, call, sub))
+            calls.append(call)
+        return calls
+
+    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        calls, out = [], {}
+        for iid in ids:
+            sub, rg, name = parse_id(iid)
+            call = self._call("virtual_machines", "instance_view", {"resource_group_name": rg, "vm_name": name}, sub)
+            calls.append(call)
+            try:
+                view = self._send(call, sub)
+            except CloudError as exc:
+                if isinstance(exc.__cause__, ResourceNotFoundError):
+                    out[iid] = "missing"
+                    continue
+                raise
+            call.outcome = "ok"
+            power = [s.code.split("/", 1)[1] for s in (view.statuses or []) if s.code.startswith("PowerState/")]
+            out[iid] = _POWER.get(power[0], "pending") if power else "pending"
+        return calls, out
+
+    def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
+        for iid in near:
+            if _ID.match(iid):
+                self.seen.add(parse_id(iid)[:2])
+        found: list[str] = []
+        for sub, rg in sorted(self.seen):
+            call = self._call("virtual_machines", "list", {"resource_group_name": rg}, sub)
+            for vm in self._send(call, sub):
+                if (vm.tags or {}).get(MOVE_TAG) == move_id:
+                    found.append(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+                                 f"virtualMachines/{vm.name}")
+        return self.states(found, False)[1] if found else {}

@@ -1,0 +1,204 @@
+"""A local HTTPS emulator of the Azure Resource Manager compute paths `spotplan migrate` uses
+(providers.md B10): vmSizes and usages per location, and virtual machines PUT/GET/PATCH/DELETE,
+deallocate/start, instanceView and list per resource group. Long-running operations finish at
+once (200 with provisioningState Succeeded), as ARM allows.
+
+It serves TLS with a trustme test CA (azure-core refuses bearer tokens over http); `ca_file` is the
+PEM to put in REQUESTS_CA_BUNDLE. It checks the bearer token, and `fail_next(action, status, code)`
+fails the next call of one action once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import tempfile
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+SIZES = {"Standard_NC24ads_A100_v4": 24, "Standard_ND96isr_H100_v5": 96, "Standard_NC4as_T4_v3": 4}
+_S = r"/subscriptions/(?P<sub>[^/]+)"
+_VM = _S + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/virtualMachines"
+ROUTES = [
+    ("GET", _S + r"/providers/Microsoft\.Compute/locations/(?P<loc>[^/]+)/vmSizes$", "vmSizes.list"),
+    ("GET", _S + r"/providers/Microsoft\.Compute/locations/(?P<loc>[^/]+)/usages$", "usages.list"),
+    ("GET", _VM + r"$", "virtualMachines.list"),
+    ("PUT", _VM + r"/(?P<name>[^/]+)$", "virtualMachines.createOrUpdate"),
+    ("GET", _VM + r"/(?P<name>[^/]+)$", "virtualMachines.get"),
+    ("PATCH", _VM + r"/(?P<name>[^/]+)$", "virtualMachines.update"),
+    ("DELETE", _VM + r"/(?P<name>[^/]+)$", "virtualMachines.delete"),
+    ("POST", _VM + r"/(?P<name>[^/]+)/deallocate$", "virtualMachines.deallocate"),
+    ("POST", _VM + r"/(?P<name>[^/]+)/start$", "virtualMachines.start"),
+    ("POST", _VM + r"/(?P<name>[^/]+)/powerOff$", "virtualMachines.powerOff"),
+    ("GET", _VM + r"/(?P<name>[^/]+)/instanceView$", "virtualMachines.instanceView"),
+]
+
+
+class AzureArmEmulator:
+    def __init__(self, token: str = "test-token", spot_core_limit: int = 1000) -> None:
+        import trustme
+
+        self.token = token
+        self.spot_core_limit = spot_core_limit
+        self.vms: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.faults: dict[str, list[Any]] = {}
+        self.lock = threading.RLock()
+        self._dir = tempfile.TemporaryDirectory(prefix="azure-arm-")
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = str(Path(self._dir.name) / "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_file)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        emu = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else {}
+                if self.headers.get("Authorization") != f"Bearer {emu.token}":
+                    status, payload = 401, _error("InvalidAuthenticationToken", "The access token is invalid.")
+                else:
+                    for method, pattern, action in ROUTES:
+                        m = re.match(pattern, url.path, re.IGNORECASE)
+                        if m and method == self.command:
+                            status, payload = emu.dispatch(action, m.groupdict(), body)
+                            break
+                    else:
+                        status, payload = 404, _error("NotFound", f"no route {self.command} {url.path}")
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("x-ms-request-id", str(uuid.uuid4()))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._dir.cleanup()
+
+    def fail_next(self, action: str, status: int = 409, code: str = "OperationNotAllowed", skip: int = 0) -> None:
+        with self.lock:
+            self.faults[action] = [status, code, skip]
+
+    # ---- test helpers ---------------------------------------------------------------------------
+
+    def add_vm(self, sub: str, rg: str, name: str, size: str, location: str = "eastus") -> str:
+        vid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+        with self.lock:
+            self.vms[(sub, rg.lower(), name.lower())] = {
+                "id": vid, "name": name, "type": "Microsoft.Compute/virtualMachines", "location": location,
+                "tags": {}, "properties": {"hardwareProfile": {"vmSize": size}, "priority": "Regular",
+                                           "provisioningState": "Succeeded"},
+                "_power": "running",
+            }
+        return vid
+
+    def get(self, vid: str) -> dict[str, Any] | None:
+        parts = vid.split("/")
+        return self.vms.get((parts[2], parts[4].lower(), parts[8].lower()))
+
+    def tagged(self, key: str, value: str) -> dict[str, dict[str, Any]]:
+        return {vm["id"]: vm for vm in self.vms.values() if vm.get("tags", {}).get(key) == value}
+
+    # ---- the API ------------------------------------------------------------------------------
+
+    def dispatch(self, action: str, p: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
+            self.calls.append(action)
+            fault = self.faults.get(action)
+            if fault is not None:
+                if fault[2] > 0:
+                    fault[2] -= 1
+                else:
+                    del self.faults[action]
+                    return fault[0], _error(fault[1], "injected fault")
+            if action == "vmSizes.list":
+                return 200, {"value": [{"name": n, "numberOfCores": c, "memoryInMB": c * 8192,
+                                        "maxDataDiskCount": 8, "osDiskSizeInMB": 1047552,
+                                        "resourceDiskSizeInMB": 65536} for n, c in SIZES.items()]}
+            if action == "usages.list":
+                used = sum(SIZES.get(vm["properties"]["hardwareProfile"]["vmSize"], 0) for vm in self.vms.values()
+                           if vm["properties"].get("priority") == "Spot")
+                return 200, {"value": [{"unit": "Count", "currentValue": used, "limit": self.spot_core_limit,
+                                        "name": {"value": "lowPriorityCores",
+                                                 "localizedValue": "Total Regional Low-priority vCPUs"}}]}
+            if action == "virtualMachines.list":
+                items = [_public(vm) for (s, rg, _n), vm in self.vms.items() if (s, rg) == (p["sub"], p["rg"].lower())]
+                return 200, {"value": items}
+            key = (p["sub"], p["rg"].lower(), p["name"].lower())
+            if action == "virtualMachines.createOrUpdate":
+                vm = self.vms.get(key)
+                vid = (f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/Microsoft.Compute/"
+                       f"virtualMachines/{p['name']}")
+                props = dict(body.get("properties", {}))
+                props["provisioningState"] = "Succeeded"
+                props.setdefault("vmId", str(uuid.uuid4()))
+                new = {"id": vid, "name": p["name"], "type": "Microsoft.Compute/virtualMachines",
+                       "location": body.get("location"), "tags": body.get("tags", {}), "properties": props,
+                       "_power": vm["_power"] if vm else "running"}
+                self.vms[key] = new
+                return (200 if vm else 201), _public(new)
+            vm = self.vms.get(key)
+            if vm is None:
+                return 404, _error("ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/"
+                                                       f"{p['name']}' under resource group '{p['rg']}' was not found.")
+            if action == "virtualMachines.get":
+                return 200, _public(vm)
+            if action == "virtualMachines.update":
+                if "tags" in body:
+                    vm["tags"] = body["tags"]
+                return 200, _public(vm)
+            if action == "virtualMachines.delete":
+                del self.vms[key]
+                return 200, None
+            if action == "virtualMachines.deallocate":
+                vm["_power"] = "deallocated"
+                return 200, None
+            if action == "virtualMachines.powerOff":
+                vm["_power"] = "stopped"
+                return 200, None
+            if action == "virtualMachines.start":
+                vm["_power"] = "running"
+                return 200, None
+            if action == "virtualMachines.instanceView":
+                return 200, {"statuses": [
+                    {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+                    {"code": f"PowerState/{vm['_power']}", "level": "Info",
+                     "displayStatus": f"VM {vm['_power']}"}]}
+        return 500, _error("InternalServerError", "unhandled")
+
+
+def _public(vm: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in vm.items() if not k.startswith("_")}
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
