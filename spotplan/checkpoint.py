@@ -144,6 +144,8 @@ class CheckpointStore:
     ) -> CheckpointInfo:
         if step < 0:
             raise InputError("step must be >= 0")
+        if created_at.tzinfo is None:  # naive means UTC, as in latest(newer_than=...)
+            created_at = created_at.replace(tzinfo=timezone.utc)
         created_at = created_at.astimezone(timezone.utc)
         stamp = created_at.strftime("%Y%m%dT%H%M%S%f") + "Z"
         folder = f"{self.root}/step-{step:012d}-{stamp}-{secrets.token_hex(4)}"
@@ -434,12 +436,14 @@ class PreemptionGuard:
         self.trigger(signal.Signals(signum).name)
 
     def __enter__(self) -> PreemptionGuard:
-        for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._handle)
+        src: Any = None
         if self.source:
             from spotplan.watch.sources import make_source
 
-            src = make_source(self.source, self.endpoint)
+            src = make_source(self.source, self.endpoint)  # before any handler, so a failure leaves none behind
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        if src is not None:
             self._thread = threading.Thread(target=self._poll, args=(src,), name="preemption-guard", daemon=True)
             self._thread.start()
         return self
@@ -460,6 +464,8 @@ class PreemptionGuard:
             if notice is not None and notice.actionable:
                 self.notice = notice
                 self.trigger(f"{notice.source}:{notice.kind}")
+            elif not src.long_poll:
+                self._stop_polling.wait(self.interval)
 
 
 def _signum(value: int | str) -> int:

@@ -458,6 +458,10 @@ class MoveRun:
                     self.journal.step_failed(self.move.id, step, [], str(exc))
                 self._rollback(step, kind, report)
                 report.error = f"{step}: {exc}"
+                if report.status == "rollback-incomplete":
+                    left = "; ".join(s.error or "" for s in report.steps if s.step.startswith("rollback_")
+                                     and s.status == "failed")
+                    report.error += f"; ROLLBACK INCOMPLETE ({left}): see spotplan migrations show {self.move.id}"
                 report.exit_code = exc.exit_code
                 status = "failed" if report.status == "rollback-incomplete" else "rolled-back"
                 report.status = status
@@ -479,7 +483,9 @@ class MoveRun:
     def _rollback(self, failed: str, kind: str, report: MoveReport) -> None:
         """Undo what this move created; restart the source if it may have been stopped."""
         assert self.journal is not None
-        started = {e["step"] for e in self.journal.events(self.move.id) if e["phase"] == "start"}
+        events = self.journal.events(self.move.id)
+        last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
+        started = {e["step"] for e in events[last_begin:] if e["phase"] == "start"}
         actions: list[tuple[str, Callable[[], list[Call]]]] = []
         if kind == "migrate" and SOURCE_STOP_STEP in started:
             actions.append(("rollback_start_source", lambda: self.source.start(self._source_ids(), False)))
@@ -487,7 +493,14 @@ class MoveRun:
         created = set(self.state.get(created_key) or [])
         # An interrupted launch may have created instances that never reached the journal.
         near = [*self._source_ids(), *(self.state.get("target_ids") or []), *(self.state.get("fallback_ids") or [])]
-        created |= set(self.target.list_created(self.move.id, near))
+        try:
+            created |= set(self.target.list_created(self.move.id, near))
+        except SpotplanError as exc:
+            # Release what the journal knows; say loudly that the tag search could not run.
+            self.journal.step_start(self.move.id, "rollback_find_created")
+            self.journal.step_failed(self.move.id, "rollback_find_created", [], str(exc))
+            report.steps.append(StepReport("rollback_find_created", status="failed", error=str(exc)))
+            report.status = "rollback-incomplete"
         if kind == "fallback":
             created -= set(self.state.get("target_ids") or [])
         else:
@@ -625,6 +638,8 @@ def fallback_move(
     move = Move.model_validate(prior["move"])
     if move.fallback != "on-demand":
         raise InputError(f"move {move_id} has fallback {move.fallback!r}, not 'on-demand'")
+    if prior["kind"] == "migrate" and prior["status"] != "done":
+        raise InputError(f"move {move_id} is {prior['status']}, not migrated: there is nothing to fall back from")
     if prior["kind"] == "fallback" and prior["status"] == "running":
         raise InputError(f"the fallback of {move_id} was interrupted; continue it with --resume {move_id}")
     state = dict(prior["state"])

@@ -102,9 +102,15 @@ class Journal:
             )
 
     def set_kind(self, move_id: str, kind: str) -> None:
+        """Start a new run (a retry, or a fallback) of a recorded move: a fresh `begin` event."""
+        now = utcnow_iso()
         with self._tx() as db:
             db.execute("UPDATE moves SET kind = ?, status = 'running', error = NULL, updated_at = ?"
-                       " WHERE move_id = ?", (kind, utcnow_iso(), move_id))
+                       " WHERE move_id = ?", (kind, now, move_id))
+            db.execute(
+                "INSERT INTO events (move_id, step, phase, data, at) VALUES (?, 'begin', 'info', ?, ?)",
+                (move_id, json.dumps({"kind": kind}), now),
+            )
 
     def finish(self, move_id: str, status: str, error: str | None = None) -> None:
         now = utcnow_iso()

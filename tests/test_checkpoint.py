@@ -286,7 +286,7 @@ def test_kill_9_during_save_on_s3(moto_s3) -> None:
         folders = reader._folders()
         return sum(1 for f in folders if not reader._exists(f"{f}/{MANIFEST}"))
 
-    stats = _kill_loop("s3://ckpt/crash", moto_s3[1], kills, 0.6, reader, partials)
+    stats = _kill_loop("s3://ckpt/crash", moto_s3[1], kills, 0.4, reader, partials)
     assert stats["best"] > 0
     assert stats["partials"] > 0
 
@@ -313,3 +313,16 @@ def test_guard_polls_a_metadata_source() -> None:
         emu.schedule_notice(0.1)
         assert guard.wait(5), "the metadata notice never reached the guard"
         assert guard.reason == "gcp:preempt" and guard.notice.kind == "preempt"
+
+
+@pytest.mark.timeout(30)
+def test_guard_with_a_polled_source_waits_between_polls() -> None:
+    from tests.emulators.metadata import AwsImdsEmulator
+
+    with AwsImdsEmulator() as emu, PreemptionGuard(signals=(), source="aws", endpoint=emu.endpoint,
+                                                   interval=0.2) as guard:
+        time.sleep(1.0)
+        polls = emu.count("GET", "/latest/meta-data/spot/instance-action")
+        assert 3 <= polls <= 7, f"{polls} polls in 1 s at a 0.2 s interval"
+        emu.schedule_notice(0)
+        assert guard.wait(3) and guard.reason == "aws:terminate"

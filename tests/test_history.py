@@ -71,6 +71,11 @@ def test_count_changes_counts_only_changes_inside_window() -> None:
     assert count_changes(df, 40, NOW).iloc[0] == 4
 
 
+def test_rounding_differences_are_not_changes() -> None:
+    df = pd.DataFrame([_row("a", 10, 50.6095408219178), _row("a", 5, 50.609541), _row("a", 2, 50.7)])
+    assert count_changes(df, 24, NOW).iloc[0] == 1
+
+
 def test_history_stats_adds_changes_column() -> None:
     df = pd.DataFrame([_row("a", 10, 1.0), _row("a", 4, 2.0), _row("b", 3, 5.0)])
     out = history_stats(df, 8, NOW).set_index("zone")

@@ -332,3 +332,100 @@ def test_subprocess_timing_note(cloud: Cloud, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert "ec2.run_instances" in proc.stdout and time.monotonic() - t0 < 30
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_from_outside_while_waiting_for_the_checkpoint(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """Kill the executor when the journal shows it waiting for the checkpoint; the source must still run."""
+    from spotplan.checkpoint import CheckpointStore
+    from spotplan.journal import Journal
+
+    move_id, storage, src, plan = new_move(cloud, tmp_path, agent=False)
+    proc = subprocess.Popen([sys.executable, "-m", "spotplan", "migrate", str(plan), "--yes",
+                             "--checkpoint-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            move = Journal().get_move(move_id)
+            if move is not None and any(e["step"] == "verify_checkpoint" and e["phase"] == "start"
+                                        for e in Journal().events(move_id)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the executor never reached verify_checkpoint")
+        proc.send_signal(9)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -9
+    assert cloud.state(src[0]) in ("running", "pending")
+    assert len(cloud.live_tagged(move_id)) == 1  # the held spot capacity, journaled
+    # The workload's save lands late; the resumed run finds it (it is newer than the trigger).
+    CheckpointStore(storage, storage_options={"client_kwargs": {"endpoint_url": cloud.moto_url}}).save(
+        7, {"model.bin": b"late"})
+    result = runner.invoke(app, ["migrate", "--resume", move_id, "--yes", "--checkpoint-timeout", "10"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(cloud, move_id, src, expect_done=True)
+    assert journal_of(move_id)["state"]["checkpoint_step"] == 7
+
+
+def test_rolled_back_move_can_be_retried_with_fresh_tokens(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next("RunInstances", code="InsufficientInstanceCapacity")
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 1
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 2 and "nothing to fall back from" in fb.stderr
+    again = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert again.exit_code == 0, again.output
+    assert_invariants(cloud, move_id, src, expect_done=True)
+    j = journal_of(move_id)
+    assert j["state"]["attempt"] == 2 and [e["step"] for e in j["events"]].count("begin") == 2
+
+
+def test_gang_of_two_with_signal_trigger(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """count=2 launches two spot instances in one call; a `via: signal` trigger goes through SSM."""
+    move_id = f"m-{uuid.uuid4().hex[:8]}"
+    storage = f"s3://{BUCKET}/{move_id}"
+    src = cloud.source(storage, count=2)
+    trigger = {"via": "signal", "signal": "SIGUSR1", "process": "train.py"}
+    plan = write_plan(tmp_path / "p.json", [make_move(move_id, "aws", REGION, ZONE, ITYPE, src, storage,
+                                                      cloud.image, trigger)])
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    assert_invariants(cloud, move_id, src, expect_done=True)
+    assert len(cloud.live_tagged(move_id)) == 2
+    sent = [c for c in cloud.ssm.list_commands()["Commands"] if move_id in c.get("Comment", "")]
+    assert len(sent) == 1 and set(src) <= set(sent[0]["InstanceIds"])
+    trigger_done = next(e for e in journal_of(move_id)["events"]
+                        if e["step"] == "trigger_checkpoint" and e["phase"] == "done")
+    assert sorted(trigger_done["calls"][0]["params"]["InstanceIds"]) == sorted(src)
+    assert sent[0]["Parameters"]["commands"] == ["pkill -USR1 -f train.py"]
+
+
+def test_rollback_that_cannot_finish_is_reported_failed(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """Acquire fails, then the rollback's terminate fails for good: status `failed`, named ids."""
+    move_id, _, src, plan = new_move(cloud, tmp_path, agent=False)
+    cloud.proxy.fail_next("TerminateInstances", code="UnauthorizedOperation", status=403)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "0.5"])
+    assert result.exit_code == 1, result.output
+    j = journal_of(move_id)
+    assert j["status"] == "failed"
+    assert "ROLLBACK INCOMPLETE" in result.stderr and "terminate_instances" in result.stderr
+    failed = [e for e in j["events"] if e["phase"] == "failed"]
+    assert [e["step"] for e in failed] == ["verify_checkpoint", "rollback_release_target"]
+    # What is left running is exactly what the journal names, and the source was never stopped.
+    assert sorted(cloud.live_tagged(move_id)) == sorted(j["state"]["target_ids"])
+    assert cloud.state(src[0]) in ("running", "pending")
+    listed = runner.invoke(app, ["migrations", "list"])
+    assert move_id in listed.stdout and "failed" in listed.stdout
+
+
+def test_dry_run_reports_a_denied_permission(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next("StopInstances", code="UnauthorizedOperation", status=403)
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    stop_line = next(line for line in result.stdout.splitlines() if "ec2.stop_instances(" in line)
+    assert stop_line.endswith("[denied (UnauthorizedOperation)]")
+    assert "StopInstances" in cloud.proxy.seen and cloud.tagged(move_id) == {}

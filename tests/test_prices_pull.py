@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_second_pull_adds_only_new_points(runner, emu: PricingEmulator) -> None:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     emu.data.add_spot_point("us-east-1", "us-east-1b", "p3.2xlarge", "0.701000", now - timedelta(minutes=20))
     emu.data.add_spot_point("us-east-1", "us-east-1b", "g5.xlarge", "0.455500", now - timedelta(minutes=10))
+    # Observations are stamped to the second: two pulls within one second are one observation.
+    while datetime.now(timezone.utc).replace(microsecond=0) <= now:
+        time.sleep(0.05)
     res = _pull(runner, "--provider", "aws", "--region", "us-east-1")
     assert res.exit_code == 0, res.output
     second = read_store()
@@ -251,3 +255,56 @@ def test_pull_all_then_analyze_prices_pool_by_time_weighted_mean(runner, emu: Pr
     assert offers[0]["price_per_hour"] == pytest.approx(expected, rel=1e-9)
     assert expected != pytest.approx(0.7) and expected < 0.918  # a mean, not the latest quote
     assert "local price store" in out["prices"]["source"]
+
+
+def test_missing_google_credentials_exit_4(runner, emu: PricingEmulator, monkeypatch, tmp_path: Path) -> None:
+    # Without a local endpoint spotplan uses Google's ADC; a credentials file that isn't there fails
+    # before anything is sent (and never probes the metadata server).
+    monkeypatch.delenv("SPOTPLAN_GCP_BILLING_ENDPOINT")
+    monkeypatch.delenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    res = _pull(runner, "--provider", "gcp")
+    assert res.exit_code == 4
+    assert res.output.startswith("error: Google credentials not found") and "gcloud auth" in res.output
+
+
+def test_unknown_region_is_exit_2(runner, emu: PricingEmulator) -> None:
+    res = _pull(runner, "--provider", "all", "--region", "Mars-1")
+    assert res.exit_code == 2 and "Mars-1" in res.output
+
+
+def test_aws_every_region_one_gpu(runner, emu: PricingEmulator) -> None:
+    res = _pull(runner, "--provider", "aws", "--gpu", "V100")
+    assert res.exit_code == 0, res.output
+    df = read_store()
+    assert df is not None
+    assert set(df["gpu_model"]) == {"V100"}
+    assert {t.split(".")[0] for t in df["instance_type"]} == {"p3"}
+    spot_regions = set(df.loc[df["market"] == "spot", "region"])
+    want = {r["region"] for r in emu.data.spot if r["type"].startswith("p3.") and r["product"] == "Linux/UNIX"}
+    assert spot_regions == want and len(want) >= 5  # every region DescribeRegions listed, concurrently
+
+
+def test_azure_without_subscription_keeps_retail_prices(runner, emu: PricingEmulator, monkeypatch) -> None:
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID")
+    res = _pull(runner, "--provider", "azure", "--region", "westus2")
+    assert res.exit_code == 0, res.output
+    assert "AZURE_SUBSCRIPTION_ID not set" in res.output
+    df = read_store()
+    assert df is not None and set(df["source"]) == {"azure retail prices"}
+    assert set(df["interruption_band"]) == {""}
+    assert emu.data.count("arg") == 0
+
+
+def test_missing_sdk_extra_gives_install_hint(runner, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *a, **k):  # type: ignore[no-untyped-def]
+        return None if name == "boto3" else real(name, *a, **k)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    res = _pull(runner, "--provider", "aws", "--region", "us-east-1")
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: boto3 is not installed (pip install 'spotplan[aws]')"

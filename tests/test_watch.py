@@ -174,7 +174,9 @@ def test_gcp_notice_with_upload_to_s3(tmp_path: Path, runner, monkeypatch) -> No
                        "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
     import boto3
+    import s3fs
 
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached filesystem may still point at an older endpoint
     boto3.client("s3").create_bucket(Bucket="durable")
     ckpt, log = tmp_path / "ckpt", tmp_path / "w.jsonl"
     trainer = Trainer(ckpt)
@@ -263,10 +265,12 @@ def test_once_without_notice(tmp_path: Path, runner) -> None:
     log = tmp_path / "w.jsonl"
     with AzureScheduledEventsEmulator() as emu:
         result = runner.invoke(app, ["watch", "--source", "azure", "--endpoint", emu.endpoint, "--once",
-                                     "--log", str(log)])
+                                     "--log", str(log), "-v"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["notice"] is None
     assert events(log) == ["started", "no_notice"]
+    # -v mirrors the same JSON lines on stderr; stdout keeps only the verdict.
+    assert [json.loads(line)["event"] for line in result.stderr.splitlines()] == ["started", "no_notice"]
 
 
 def test_once_with_unreachable_metadata_is_one_line_exit_1(runner) -> None:
@@ -302,3 +306,15 @@ def test_watch_modules_stay_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.strip() == "[]"
+
+
+def test_trainer_alone_saves_on_a_metadata_notice(tmp_path: Path) -> None:
+    """Without the agent: the trainer's own PreemptionGuard polls the notice URL and saves."""
+    ckpt = tmp_path / "ckpt"
+    with NoticeUrlEmulator() as emu:
+        trainer = Trainer(ckpt, "--guard-source", "url", "--guard-endpoint", emu.url)
+        notice_at = emu.schedule_notice(0.2)
+        code, err = trainer.finish(timeout=15)
+    assert code == 0 and "preempted (url:terminate)" in err
+    fresh = CheckpointStore(str(ckpt)).latest(newer_than=notice_at)
+    assert fresh is not None and fresh.metadata["reason"] == "url:terminate"

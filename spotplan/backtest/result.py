@@ -193,13 +193,14 @@ def to_table(result: BacktestResult) -> str:
 
     from spotplan.cli.common import stdout_console
 
-    table = Table(title=_headline(result), title_justify="left", show_edge=False)
+    table = Table(show_edge=False)
     for key, label in _COLUMNS:
         table.add_column(label, justify="left" if key == "policy" else "right")
     for row in _policy_rows(result):
         table.add_row(*[row[k] for k, _ in _COLUMNS])
     console = stdout_console(width=200)
     with console.capture() as cap:
+        console.print(_headline(result), highlight=False)
         console.print(table)
         if result.calibration is not None:
             console.print(_calibration_table(result))

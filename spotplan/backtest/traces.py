@@ -70,6 +70,23 @@ class Trace:
         return lengths[first], lengths[~first]
 
 
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for the trace files in it (sorted, non-recursive)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in (".json", ".csv", ".txt")
+            )
+            if not found:
+                raise InputError(f"{p}: no trace files (.json, .csv, .txt) in this folder")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
 def load_traces(paths: list[Path], fmt: str = "auto") -> list[Trace]:
     return [load_trace(p, fmt) for p in paths]
 

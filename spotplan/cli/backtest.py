@@ -1,10 +1,109 @@
-"""`spotplan backtest` (to be written)."""
+"""`spotplan backtest`: parse options, replay the traces through the policies, render the result."""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
 
-def backtest() -> None:
-    """Replay spot traces (not implemented yet)."""
-    raise typer.Exit(1)
+
+class TraceFormat(str, Enum):
+    auto = "auto"
+    json = "json"
+    events = "events"
+    counts = "counts"
+
+
+class PolicyName(str, Enum):
+    on_demand = "on-demand"
+    greedy = "greedy"
+    uniform_progress = "uniform-progress"
+    optimal = "optimal"
+    spotplan = "spotplan"
+
+
+def backtest(
+    trace: Annotated[
+        list[Path],
+        typer.Option(
+            "--trace",
+            help="Spot trace file (Can't-Be-Late/SpotHedge JSON, Bamboo events CSV, count CSV/TXT), "
+            "or a folder of them. Repeatable: one per zone.",
+            show_default=False,
+        ),
+    ],
+    job_hours: Annotated[float, typer.Option("--job-hours", help="Compute hours C the job needs.", show_default=False)],
+    deadline_hours: Annotated[
+        float, typer.Option("--deadline-hours", help="Hours R from the start to the deadline.", show_default=False)
+    ],
+    fmt: Annotated[TraceFormat, typer.Option("--format", help="Trace format; auto detects it.")] = TraceFormat.auto,
+    changeover_hours: Annotated[
+        float, typer.Option("--changeover-hours", help="Changeover delay d paid on every switch into spot or on-demand.")
+    ] = 0.2,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Gang size n: spot needs n available.")] = 1,
+    policy: Annotated[
+        list[PolicyName] | None,
+        typer.Option("--policy", help="Policy to replay (repeatable; default: all five)."),
+    ] = None,
+    starts: Annotated[int, typer.Option("--starts", min=1, help="Random start points per trace.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the start points.")] = 0,
+    spot_price: Annotated[
+        float, typer.Option("--spot-price", help="Spot $/h per instance when the trace has no prices.")
+    ] = 0.9731,
+    on_demand_price: Annotated[float, typer.Option("--on-demand-price", help="On-demand $/h per instance.")] = 3.06,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            help="Calibrate analyze: replay this inventory's recommended workloads through the traces "
+            "and compare predicted and replayed costs.",
+        ),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Write a chart: cost vs optimal per policy and one timeline.")
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+    out: OutPathOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Replay real spot traces: each policy's cost and deadline misses against the omniscient optimum.
+
+    Example: spotplan backtest --trace ../shared/data/skypilot-spot-traces/availability/1-node/aws-10-26-2022
+    --job-hours 48 --deadline-hours 52 --changeover-hours 0.2 -o markdown
+    """
+    with handle_errors(verbose):
+        from spotplan.backtest.replay import run_backtest
+        from spotplan.backtest.result import render
+        from spotplan.backtest.simulator import Job
+        from spotplan.backtest.traces import expand_paths, load_traces
+
+        def progress(msg: str) -> None:
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
+
+        traces = load_traces(expand_paths(trace), fmt.value)
+        job = Job(
+            compute_hours=job_hours,
+            deadline_hours=deadline_hours,
+            changeover_hours=changeover_hours,
+            instances=instances,
+            spot_price=spot_price,
+            on_demand_price=on_demand_price,
+        )
+        names = [p.value for p in policy] if policy else [p.value for p in PolicyName]
+        result = run_backtest(traces, job, names, starts=starts, seed=seed, progress=progress)
+        if inventory is not None:
+            from spotplan.backtest.calibrate import calibrate
+
+            result.calibration = calibrate(inventory, traces, seed=seed, starts=starts, progress=progress)
+        if png is not None:
+            from spotplan.backtest.plot import write_png
+
+            write_png(result, png)
+            progress(f"wrote {png}")
+        emit(render(result, output.value), out)

@@ -110,16 +110,27 @@ class _Bars:
         import threading
 
         self.lock = threading.Lock()
+        self.started = False
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
 
     def __call__(self, key: str, advance: int, total: int | None) -> None:
         with self.lock:
+            if not self.started:  # started on the first report, so an early failure prints one line only
+                self.progress.start()
+                self.started = True
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(key, total=None)
             task = self.tasks[key]
             if advance:
                 self.progress.advance(task, advance)
             if advance == 0 or total is not None:
-                done = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].completed
+                done = next(t.completed for t in self.progress.tasks if t.id == task)
                 self.progress.update(task, total=max(done, 1), completed=max(done, 1))
 
 
@@ -132,7 +143,9 @@ def pull(
         list[str] | None, typer.Option("--region", metavar="R", help="Region (repeatable); default: all.")
     ] = None,
     days: Annotated[int, typer.Option("--days", min=1, max=365, help="Spot history to fetch, in days.")] = 90,
-    gpu: Annotated[str | None, typer.Option("--gpu", metavar="MODEL", help="Only this GPU model, e.g. A100-80GB.")] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", metavar="MODEL", help="Only this GPU model, e.g. A100-80GB.")
+    ] = None,
     output: OutputOpt = OutputFormat.table,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
@@ -145,19 +158,16 @@ def pull(
     Example: spotplan prices pull --provider aws --region us-east-1 --days 30 --gpu H100
     """
     with handle_errors(verbose):
-        import logging
-
         from spotplan.paths import price_store_dir
         from spotplan.pricing import store
         from spotplan.pricing.sources import PullRequest, pull_all
 
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                            format="%(levelname)s: %(message)s")
         providers = ["aws", "gcp", "azure"] if provider == PullProvider.all else [provider.value]
         req = PullRequest(regions=list(region or []), days=days, gpu=gpu)
-        bars = _Bars()
-        with bars.progress:
+        with _Bars() as bars:
             rows = pull_all(providers, req, bars)
+        for note in req.notes:
+            sys.stderr.write(f"note: {note}\n")
         result = store.merge_into_store(rows)
         as_of = store.store_as_of()
         import pandas as pd
@@ -228,7 +238,9 @@ def history(
     provider: Annotated[str, typer.Option("--provider", metavar="P", help="aws, gcp or azure.")],
     region: Annotated[str, typer.Option("--region", metavar="R", help="Region, e.g. us-east-1.")],
     days: Annotated[float, typer.Option("--days", min=0.01, help="Window to chart, in days.")] = 90,
-    png: Annotated[Path | None, typer.Option("--png", metavar="PATH", help="Also write a PNG chart here.", dir_okay=False)] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", metavar="PATH", help="Also write a PNG chart here.", dir_okay=False)
+    ] = None,
     now: NowOpt = None,
     output: OutputOpt = OutputFormat.table,
     out: OutPathOpt = None,
@@ -251,13 +263,9 @@ def history(
             raise InputError(f"--provider is {provider!r}, expected aws, gcp or azure")
         t_now = _now(now)
         stored = read_store()
-        snap = load_snapshot()
-        table = snap if stored is None else stored
+        # The snapshot's rows are observations too (and often the only on-demand price known).
+        table = load_snapshot() if stored is None else pd.concat([load_snapshot(), stored], ignore_index=True)
         rows = select_history(table, provider, region, instance_type, days, t_now)
-        if stored is not None and not (rows["market"] == "on-demand").any():
-            # The store has no on-demand price of this pool: the snapshot's is the reference line.
-            od = select_history(snap[snap["market"] == "on-demand"], provider, region, instance_type, 36500, t_now)
-            rows = pd.concat([rows, od], ignore_index=True).sort_values("_t", kind="stable")
         if rows.empty:
             raise InputError(
                 f"no price history for {instance_type} in {provider} {region} in the last {days:g} days",

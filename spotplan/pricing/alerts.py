@@ -48,11 +48,13 @@ def slack_payload(alerts: pd.DataFrame, ratio: float) -> dict[str, Any]:
     n = len(alerts)
     head = (f"spotplan: {n} spot pool{'s' if n != 1 else ''} above {ratio:g}× on-demand"
             if n else f"spotplan: no spot pool above {ratio:g}× on-demand")
-    lines = [
-        f"• {r.provider} {r.region} {r.zone or '(region)'} {r.instance_type}: spot ${r.spot_price:.4f}/h = "
-        f"{r.spot_to_on_demand:.0%} of on-demand ${r.on_demand_price:.4f}/h (as of {r.observed_at})"
-        for r in alerts.head(40).itertuples()
-    ]
+    lines = []
+    for r in alerts.head(40).to_dict("records"):
+        zone = r["zone"] or "(region)"
+        lines.append(
+            f"• {r['provider']} {r['region']} {zone} {r['instance_type']}: spot ${r['spot_price']:.4f}/h = "
+            f"{r['spot_to_on_demand']:.0%} of on-demand ${r['on_demand_price']:.4f}/h (as of {r['observed_at']})"
+        )
     if n > 40:
         lines.append(f"… and {n - 40} more")
     return {"text": "\n".join([head, *lines])}

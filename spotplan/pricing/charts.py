@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +71,7 @@ def terminal_chart(
                 level = 0 if span == 0 else int(round((v - lo) / span * (len(_BLOCKS) - 1)))
                 chars.append(_BLOCKS[level])
         st = stat_by.get((zone, market))
-        tail = (f"{st.price:9.4f} {st.price_p95:9.4f} {st.latest_price:9.4f} {int(st.changes):7d}"
+        tail = (f"{st.price:9.4f} {st.price_p95:9.4f} {st.latest_price:9.4f} {st.changes:7d}"
                 if st is not None else "")
         lines.append(f"{_label(zone, market):{name_w}}  {''.join(chars)}  {tail}")
     return "\n".join(lines) + "\n"
@@ -113,10 +113,12 @@ def write_png(
             st = stat_by.get((zone, market))
             label = _label(zone, market)
             if st is not None:
-                label += f"  mean {st.price:.4f}  p95 {st.price_p95:.4f}  changes {int(st.changes)}"
-            style = {"linestyle": "--", "color": "black", "linewidth": 1.4} if market == "on-demand" else {"linewidth": 1.6}
+                label += f"  mean {st.price:.4f}  p95 {st.price_p95:.4f}  changes {st.changes}"
+            style: dict[str, Any] = {"linewidth": 1.6}
+            if market == "on-demand":
+                style = {"linestyle": "--", "color": "black", "linewidth": 1.4}
             ax.step([t.to_pydatetime() for t in times], prices, where="post", label=label, **style)
-        ax.set_xlim(t0.to_pydatetime(), t1.to_pydatetime())
+        ax.set_xlim(t0.to_pydatetime(), t1.to_pydatetime())  # type: ignore[arg-type]
         ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.set_ylabel("USD per instance-hour")

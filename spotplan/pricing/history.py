@@ -103,9 +103,9 @@ def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = N
 def count_changes(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.Series:
     """Per pool, how many times its price changed inside (now − window, now].
 
-    A change is an observation whose price differs from the pool's previous observation (which may
-    lie before the window: it is the price in force when the window opens). Repeated quotes of the
-    same price are not changes.
+    A change is an observation whose price differs (by more than 1e-6 relative) from the pool's
+    previous observation, which may lie before the window: it is the price in force when the window
+    opens. Repeated quotes of the same price are not changes.
     """
     import pandas as pd
 
@@ -123,7 +123,10 @@ def count_changes(table: pd.DataFrame, window_hours: float, now: datetime | None
     df = df[df["_t"] <= now_ts].sort_values([*POOL_KEY, "_t"], kind="stable")
     keys = [df[k] for k in POOL_KEY]
     prev = df.groupby(keys, sort=False)["price_per_hour"].shift(1)
-    changed = prev.notna() & (df["price_per_hour"] != prev) & (df["_t"] > start_ts)
+    # Sources round differently (50.6095408 vs 50.609541): a relative difference under 1e-6 is the
+    # same price quoted twice, not a change.
+    moved = (df["price_per_hour"] - prev).abs() > 1e-6 * prev.abs().clip(lower=1e-9)
+    changed = prev.notna() & moved & (df["_t"] > start_ts)
     return changed.groupby(keys, sort=False).sum().astype(int).rename("changes")
 
 

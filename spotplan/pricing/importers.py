@@ -166,8 +166,7 @@ def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool =
 
 def _csv_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
     # Row numbers as a spreadsheet shows them: the header is row 1.
-    for i, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
-        yield i, row
+    yield from enumerate(csv.DictReader(io.StringIO(text)), start=2)
 
 
 # ------------------------------------------------------------------------------------------- AWS
@@ -367,8 +366,12 @@ def _reference_on_demand(reference: pd.DataFrame | None) -> dict[tuple[str, str]
     from spotplan.pricing.table import latest_rows
 
     ref = latest_rows(reference[(reference["provider"] == "aws") & (reference["market"] == "on-demand")])
-    return {(r.region, r.instance_type): {"price": float(r.price_per_hour), "vcpus": r.vcpus, "memory_gib": r.memory_gib}
-            for r in ref.itertuples()}
+    return {
+        (str(region), str(itype)): {"price": float(price), "vcpus": vcpus, "memory_gib": mem}
+        for region, itype, price, vcpus, mem in zip(
+            ref["region"], ref["instance_type"], ref["price_per_hour"], ref["vcpus"], ref["memory_gib"]
+        )
+    }
 
 
 # ---------------------------------------------------------------------------------- SkyPilot, Azure, GCP
@@ -436,17 +439,22 @@ def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
 
 
 def _gcp_pricing(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
-    rows = []
+    from spotplan.pricing.sources.gcp import family_gpu
+
+    rows: list[dict[str, Any]] = []
     for n, r in _csv_rows(text):
         where = f"row {n}"
-        base = {"provider": "gcp", "region": r.get("region", ""), "zone": "", "instance_type": r.get("machine_type", ""),
-                "gpu_model": r.get("gpu_name", ""),
-                "gpu_count": _num(r.get("gpu_count"), ctx, where, "gpu_count", required=False),
-                "vcpus": _num(r.get("vcpus"), ctx, where, "vcpus", required=False),
-                "memory_gib": _num(r.get("ram_gib"), ctx, where, "ram_gib", required=False),
-                "interruption_band": "",
-                "observed_at": _time(r.get("snapshot_time"), ctx, where) if r.get("snapshot_time") else ctx.stamp,
-                "source": "cyclenerd google-cloud-pricing-cost-calculator"}
+        base: dict[str, Any] = {
+            "provider": "gcp", "region": r.get("region", ""), "zone": "",
+            "instance_type": r.get("machine_type", ""),
+            "gpu_model": family_gpu(r.get("machine_type", "")) or r.get("gpu_name", ""),
+            "gpu_count": _num(r.get("gpu_count"), ctx, where, "gpu_count", required=False),
+            "vcpus": _num(r.get("vcpus"), ctx, where, "vcpus", required=False),
+            "memory_gib": _num(r.get("ram_gib"), ctx, where, "ram_gib", required=False),
+            "interruption_band": "",
+            "observed_at": _time(r.get("snapshot_time"), ctx, where) if r.get("snapshot_time") else ctx.stamp,
+            "source": "cyclenerd google-cloud-pricing-cost-calculator",
+        }
         od = _num(r.get("hour"), ctx, where, "hour", required=False)
         spot = _num(r.get("hour_spot"), ctx, where, "hour_spot", required=False)
         if od is not None:
@@ -454,8 +462,10 @@ def _gcp_pricing(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         if spot is not None:
             rows.append({**base, "market": "spot", "price_per_hour": spot})
     # Some snapshots (e.g. 2023-05-09) list a machine type without its GPU: take it from other rows.
-    known = {r["instance_type"]: (r["gpu_model"], r["gpu_count"]) for r in rows if r["gpu_model"]}
+    models = {r["instance_type"]: r["gpu_model"] for r in rows if r["gpu_model"]}
+    counts = {r["instance_type"]: r["gpu_count"] for r in rows if r["gpu_count"] is not None}
     for r in rows:
-        if not r["gpu_model"] and r["instance_type"] in known:
-            r["gpu_model"], r["gpu_count"] = known[r["instance_type"]]
+        r["gpu_model"] = r["gpu_model"] or models.get(r["instance_type"], "")
+        if r["gpu_count"] is None:
+            r["gpu_count"] = counts.get(r["instance_type"])
     return rows

@@ -34,7 +34,9 @@ ROUTES = [
 
 
 class GcpComputeEmulator:
-    def __init__(self, instance_quota: int = 24) -> None:
+    def __init__(self, instance_quota: int = 24, pending_ops: bool = False) -> None:
+        # pending_ops: operations come back RUNNING and are DONE when polled (the B11 poller path).
+        self.pending_ops = pending_ops
         self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.request_ids: dict[str, str] = {}
@@ -136,7 +138,10 @@ class GcpComputeEmulator:
                              "quotas": [{"metric": "INSTANCES", "limit": self.instance_quota, "usage": used}]}
             if action == "zoneOperations.get":
                 op = self.operations.get(p["name"])
-                return (200, op) if op else (404, _error(404, "operation not found", "notFound"))
+                if op is None:
+                    return 404, _error(404, "operation not found", "notFound")
+                op["status"], op["progress"] = "DONE", 100
+                return 200, op
             if action == "instances.list":
                 items = [i for (pr, z, _n), i in self.instances.items() if (pr, z) == key[:2]]
                 m = re.match(r'labels\.([\w-]+)\s*=\s*"?([^"]*)"?', query.get("filter", ""))
@@ -194,6 +199,8 @@ class GcpComputeEmulator:
               "targetLink": f"projects/{project}/zones/{zone}/instances/{name}",
               "selfLink": f"projects/{project}/zones/{zone}/operations/{op_name}"}
         self.operations[op_name] = op
+        if self.pending_ops:
+            return {**op, "status": "RUNNING", "progress": 0}
         return op
 
 

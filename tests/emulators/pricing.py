@@ -352,7 +352,8 @@ def _make_handler(data: PricingData) -> type[BaseHTTPRequestHandler]:
 
         def _spot_history(self, form: dict[str, str], region: str) -> None:
             if self.headers.get("Authorization", "").find("Credential=rejected") >= 0:
-                return self._ec2_error(401, "AuthFailure", "AWS was not able to validate the provided access credentials")
+                return self._ec2_error(401, "AuthFailure",
+                                       "AWS was not able to validate the provided access credentials")
             offset = int(form.get("NextToken") or 0)
             size = min(int(form.get("MaxResults") or 1000), data.page_size["ec2"])
             page_no = offset // size if size else 0

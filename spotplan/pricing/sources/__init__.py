@@ -34,7 +34,9 @@ class PullRequest:
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     #: Where each region's spot history may resume: (region) -> newest stored time, or None.
     resume_from: Callable[[str], datetime | None] = lambda region: None
-    workers: int = 4
+    workers: int = 8
+    #: Things the user should know that are not errors (a skipped optional source); the CLI prints them.
+    notes: list[str] = field(default_factory=list)
 
 
 def retry_base_seconds() -> float:

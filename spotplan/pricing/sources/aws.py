@@ -105,25 +105,31 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     import pandas as pd
 
     require_extra("boto3", "aws")
+    import boto3
+
     from spotplan.pricing.table import empty_table
 
-    regions = req.regions or _list_regions()
+    # One session builds every client here, in this thread (sessions are not thread-safe, clients
+    # are), so the EC2 service model is loaded once rather than once per region.
+    session = boto3.session.Session()
+    regions = req.regions or _list_regions(session)
     bands = _advisor_bands()
     progress("aws advisor", 1, 1)
+    pricing = _client(session, "pricing", PRICING_REGION)  # one endpoint serves every region
+    ec2 = {r: _client(session, "ec2", r) for r in regions}
     with ThreadPoolExecutor(max_workers=max(1, min(req.workers, len(regions)))) as pool:
-        parts = list(pool.map(lambda r: _pull_region(r, req, bands.get(r, {}), progress), regions))
+        parts = list(pool.map(lambda r: _pull_region(r, req, bands.get(r, {}), ec2[r], pricing, progress), regions))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else empty_table()
 
 
-def _client(service: str, region: str) -> Any:
-    import boto3
+def _client(session: Any, service: str, region: str) -> Any:
     from botocore.config import Config
 
     # Standard mode retries throttling (RequestLimitExceeded, 429) with backoff; AWS_MAX_ATTEMPTS
     # still applies because max_attempts is left unset here.
     cfg = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=60)
-    return boto3.session.Session().client(service, region_name=region, config=cfg)
+    return session.client(service, region_name=region, config=cfg)
 
 
 def _translate(exc: BaseException, what: str) -> Exception:
@@ -148,21 +154,23 @@ def _translate(exc: BaseException, what: str) -> Exception:
     return exc if isinstance(exc, Exception) else CloudError(str(exc))
 
 
-def _list_regions() -> list[str]:
+def _list_regions(session: Any) -> list[str]:
     try:
-        resp = _client("ec2", os.environ.get("AWS_DEFAULT_REGION") or "us-east-1").describe_regions()
+        resp = _client(session, "ec2", os.environ.get("AWS_DEFAULT_REGION") or "us-east-1").describe_regions()
     except Exception as exc:
         raise _translate(exc, "DescribeRegions") from exc
     return sorted(r["RegionName"] for r in resp.get("Regions", []))
 
 
-def _pull_region(region: str, req: PullRequest, bands: dict[str, str], progress: Progress) -> pd.DataFrame:
+def _pull_region(
+    region: str, req: PullRequest, bands: dict[str, str], ec2: Any, pricing: Any, progress: Progress
+) -> pd.DataFrame:
     import pandas as pd
 
     key = f"aws {region}"
-    spot = _spot_history(region, req, progress, key)
+    spot = _spot_history(ec2, region, req, progress, key)
     types = sorted({r["instance_type"] for r in spot})
-    products = _on_demand(region, types, progress, key) if types else {}
+    products = _on_demand(pricing, region, types, progress, key) if types else {}
     pulled_at = iso(req.now)
     rows: list[dict[str, Any]] = []
     for r in spot:
@@ -190,7 +198,7 @@ def _with_shape(row: dict[str, Any], prod: dict[str, Any] | None) -> dict[str, A
     return row
 
 
-def _spot_history(region: str, req: PullRequest, progress: Progress, key: str) -> list[dict[str, Any]]:
+def _spot_history(client: Any, region: str, req: PullRequest, progress: Progress, key: str) -> list[dict[str, Any]]:
     end = req.now
     start = end - timedelta(days=req.days)
     resume = req.resume_from(region)
@@ -198,7 +206,6 @@ def _spot_history(region: str, req: PullRequest, progress: Progress, key: str) -
         # The API also returns the last change before StartTime, so resuming at the newest stored
         # point re-fetches it (deduplicated by the store) and never leaves a gap.
         start = resume
-    client = _client("ec2", region)
     paginator = client.get_paginator("describe_spot_price_history")
     pages = paginator.paginate(
         StartTime=start,
@@ -226,9 +233,10 @@ def _spot_history(region: str, req: PullRequest, progress: Progress, key: str) -
     return out
 
 
-def _on_demand(region: str, types: list[str], progress: Progress, key: str) -> dict[str, dict[str, Any]]:
+def _on_demand(
+    client: Any, region: str, types: list[str], progress: Progress, key: str
+) -> dict[str, dict[str, Any]]:
     """instance type → {price, vcpus, memory_gib, gpus} from the Price List (Linux, shared, no SW)."""
-    client = _client("pricing", PRICING_REGION)
     paginator = client.get_paginator("get_products")
     base = [
         {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},

@@ -10,7 +10,6 @@ REQUESTS_CA_BUNDLE for a private CA.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +28,6 @@ from spotplan.pricing.sources import (
 
 if TYPE_CHECKING:
     import pandas as pd
-
-log = logging.getLogger("spotplan")
 
 RETAIL_URL = "https://prices.azure.com/api/retail/prices"
 ARM_URL = "https://management.azure.com"
@@ -109,7 +106,7 @@ def parse_retail_item(item: dict[str, Any]) -> dict[str, Any] | None:
         "provider": "azure", "region": item.get("armRegionName", ""), "zone": "", "instance_type": arm,
         "gpu_model": model, "gpu_count": count, "vcpus": _vcpus(arm), "memory_gib": None,
         "market": "spot" if sku_name.endswith(" Spot") else "on-demand",
-        "price_per_hour": float(item.get("retailPrice", item.get("unitPrice"))),  # a JSON number
+        "price_per_hour": float(item.get("retailPrice", item.get("unitPrice", "nan"))),  # a JSON number
         "interruption_band": "", "observed_at": "", "source": "azure retail prices",
     }
 
@@ -210,7 +207,8 @@ def _resource_graph(
     token = os.environ.get("SPOTPLAN_AZURE_TOKEN")
     if not sub or not regions:
         if not sub:
-            log.warning("azure: AZURE_SUBSCRIPTION_ID not set; skipping Resource Graph eviction rates and history")
+            req.notes.append("azure: AZURE_SUBSCRIPTION_ID not set; Resource Graph eviction rates and spot "
+                             "history skipped (retail prices only)")
         return None
     require_extra("azure.mgmt.resourcegraph", "azure")
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
@@ -249,7 +247,8 @@ def _resource_graph(
             opts = QueryRequestOptions(result_format="objectArray", skip_token=skip)
             resp = with_retries(lambda o=opts: client.resources(  # type: ignore[misc]
                 QueryRequest(subscriptions=[sub], query=query, options=o)), retryable)
-            rows.extend(resp.data or [])
+            data: Any = resp.data or []  # objectArray: a list of dicts
+            rows.extend(data)
             progress("azure resource graph", 1, None)
             skip = resp.skip_token
             if not skip:

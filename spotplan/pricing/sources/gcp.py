@@ -27,6 +27,12 @@ _FIX = "run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_C
 _GENERIC_TOKENS = {"nvidia", "tesla", "gpu"}
 # SKUs that price something other than a plain VM hour of the family.
 _EXCLUDE = re.compile(r"sole tenancy|reserved|commitment|dws|calendar|flex|custom|extended|premium", re.I)
+#: Machine-type family → GPU model: what a family always carries, whatever a source says.
+GPU_FAMILIES: dict[str, str] = {
+    "a2-highgpu": "A100-40GB", "a2-megagpu": "A100-40GB", "a2-ultragpu": "A100-80GB",
+    "a3-highgpu": "H100", "a3-megagpu": "H100", "a3-edgegpu": "H100", "a3-ultragpu": "H200",
+    "a4-highgpu": "B200", "g2-standard": "L4",
+}
 _PREFIX = re.compile(r"^(spot preemptible |preemptible |spot )", re.I)
 
 
@@ -54,7 +60,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
                 continue
             from spotplan.gpus import normalize_gpu_model
 
-            model = normalize_gpu_model(mt["accelerator"])
+            model = family_gpu(name) or normalize_gpu_model(mt["accelerator"])
             if not in_gpu(model, req.gpu):
                 continue
             rows.append({
@@ -67,6 +73,11 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     progress("gcp catalog", 0, None)
     progress("gcp machine types", 0, None)
     return pd.DataFrame(rows) if rows else empty_table()
+
+
+def family_gpu(machine_type: str) -> str:
+    """GPU model of a machine type's family (`a2-ultragpu-4g` → A100-80GB), or ''."""
+    return GPU_FAMILIES.get(machine_type.rsplit("-", 1)[0], "")
 
 
 def _credentials() -> tuple[Any, str]:

@@ -1,0 +1,191 @@
+"""Importers on the real files of ../shared/data (figures spot-checked against the source rows) and
+on small fixtures written here: detection, GPU vocabulary, known source errors, malformed rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spotplan.errors import InputError
+from spotplan.pricing.importers import detect_format, import_file
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _one(df: pd.DataFrame, **eq: object) -> pd.Series:
+    sel = df
+    for k, v in eq.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, sel
+    return sel.iloc[0]
+
+
+def test_aws_price_history_capture(shared_data: Path) -> None:
+    res = import_file(shared_data / "ericpauley-aws-spot-price-history/prices/2022/05_gpu_subset.tsv")
+    assert res.format == "aws-spot-history"
+    df = res.rows
+    # Source line 1: euw3-az2 g4dn.4xlarge Linux/UNIX 0.466400 2022-05-31T18:20:41+00:00
+    r = _one(df, zone="euw3-az2", instance_type="g4dn.4xlarge", observed_at="2022-05-31T18:20:41Z")
+    assert (r["region"], r["price_per_hour"], r["gpu_model"], r["gpu_count"]) == ("eu-west-3", 0.4664, "T4", 1.0)
+    assert r["interruption_band"] == ""  # the capture has no bands
+    assert set(df["market"]) == {"spot"}
+    # Only Linux/UNIX rows: the RHEL and SUSE quotes of the same line are not imported.
+    same = df[(df["zone"] == "euw3-az2") & (df["instance_type"] == "g4dn.4xlarge")]
+    assert 0.5964 not in same["price_per_hour"].tolist()
+    assert len(df) == 510
+
+
+def test_aws_cli_json_output(tmp_path: Path) -> None:
+    doc = {"SpotPriceHistory": [
+        {"AvailabilityZone": "us-east-1a", "InstanceType": "p4d.24xlarge", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "9.832100", "Timestamp": "2024-05-01T12:00:00+00:00"},
+        {"AvailabilityZone": "us-west-2-lax-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "0.4", "Timestamp": "2024-05-01T12:00:00.000Z"},
+        {"AvailabilityZone": "us-east-1a", "InstanceType": "p4d.24xlarge", "ProductDescription": "Windows",
+         "SpotPrice": "12.0", "Timestamp": "2024-05-01T12:00:00+00:00"},
+        {"AvailabilityZone": "us-east-1b", "InstanceType": "m5.large", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "0.04", "Timestamp": "2024-05-01T12:00:00+00:00"},
+    ], "NextToken": ""}
+    f = tmp_path / "history.json"
+    f.write_text(json.dumps(doc))
+    res = import_file(f)
+    assert res.format == "aws-spot-history"
+    df = res.rows.set_index("instance_type")
+    assert df.loc["p4d.24xlarge", "price_per_hour"] == 9.8321
+    assert (df.loc["p4d.24xlarge", "gpu_model"], df.loc["p4d.24xlarge", "gpu_count"]) == ("A100-40GB", 8.0)
+    assert df.loc["g5.xlarge", "region"] == "us-west-2"
+    assert "m5.large" not in df.index  # not a GPU type
+
+
+def test_ec2instances_json_and_csv(shared_data: Path) -> None:
+    for name in ("gpu_instances_raw.json", "aws_gpu_prices_by_region.csv"):
+        res = import_file(shared_data / "ec2instances-info-gpu" / name)
+        assert res.format == "ec2instances"
+        df = res.rows
+        # p5.48xlarge,...,8,640,192,2048,x86_64,us-east-1,55.04,13.2182,28.106467,52.0766,5-10%,49
+        od = _one(df, instance_type="p5.48xlarge", region="us-east-1", market="on-demand")
+        spot = _one(df, instance_type="p5.48xlarge", region="us-east-1", market="spot")
+        assert (od["price_per_hour"], spot["price_per_hour"]) == (55.04, pytest.approx(28.106467))
+        assert (spot["gpu_model"], spot["gpu_count"], spot["vcpus"], spot["memory_gib"]) == ("H100", 8.0, 192.0, 2048.0)
+        assert spot["interruption_band"] == "5-10%"
+        # The source calls p4de "NVIDIA A100"; it carries the 80 GB part.
+        p4de = _one(df, instance_type="p4de.24xlarge", region="us-east-1", market="on-demand")
+        assert p4de["gpu_model"] == "A100-80GB"
+        g5 = _one(df, instance_type="g5.xlarge", region="us-east-1", market="spot")
+        assert g5["price_per_hour"] == pytest.approx(0.39388)
+        # 255 rows of the CSV have no spot price: they give on-demand rows only.
+        assert (df["market"] == "on-demand").sum() - (df["market"] == "spot").sum() == 255
+
+
+def test_spot_advisor_needs_on_demand_reference(shared_data: Path) -> None:
+    reference = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv").rows
+    for name in ("spot-advisor-data.json", "spot_advisor_gpu.csv"):
+        res = import_file(shared_data / "aws-spot-advisor/2025-06-28" / name, reference=reference)
+        assert res.format == "spot-advisor"
+        # us-east-1 Linux p5.48xlarge: s=52, r=4 (">20%"); on-demand 55.04 → spot 55.04 × 0.48.
+        r = _one(res.rows, instance_type="p5.48xlarge", region="us-east-1")
+        assert r["price_per_hour"] == pytest.approx(55.04 * 0.48)
+        assert (r["interruption_band"], r["gpu_model"], r["gpu_count"]) == (">20%", "H100", 8.0)
+        g5 = _one(res.rows, instance_type="g5.xlarge", region="us-east-1")
+        assert g5["price_per_hour"] == pytest.approx(1.006 * 0.41)
+    # With no on-demand price known for a pool, it is skipped and said so.
+    small = reference[reference["instance_type"] == "p5.48xlarge"]
+    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json", reference=small)
+    assert set(res.rows["instance_type"]) == {"p5.48xlarge"}
+    assert res.notes and "skipped" in res.notes[0]
+
+
+def test_skypilot_azure_catalog_with_known_errors_corrected(shared_data: Path) -> None:
+    res = import_file(shared_data / "skypilot-catalog/catalogs/v6/azure/vms_gpu_subset.csv",
+                      observed_at="2026-11-01")
+    assert res.format == "skypilot"
+    df = res.rows
+    # Standard_NC24ads_A100_v4,A100-80GB,1,24.0,220,A100-80GB,3.673,0.444433,eastus,V2
+    spot = _one(df, instance_type="Standard_NC24ads_A100_v4", region="eastus", market="spot")
+    assert (spot["price_per_hour"], spot["gpu_model"], spot["gpu_count"]) == (0.444433, "A100-80GB", 1.0)
+    assert spot["observed_at"] == "2026-11-01"
+    # Known source errors: ND96isr_H100_v5 "12 GPUs" (it has 8) and SpotPrice == Price; *_Promo
+    # sizes have no spot price.
+    h100 = df[(df["instance_type"] == "Standard_ND96isr_H100_v5") & (df["region"] == "eastus")]
+    assert h100["market"].tolist() == ["on-demand"] and h100["gpu_count"].tolist() == [8.0]
+    assert set(df[df["instance_type"].str.endswith("_Promo")]["market"]) == {"on-demand"}
+    assert set(df["provider"]) == {"azure"}
+
+
+def test_cyclenerd_gcp_history(shared_data: Path) -> None:
+    res = import_file(shared_data / "cyclenerd-gcp-pricing/gcp_gpu_price_changes.csv")
+    assert res.format == "gcp-pricing"
+    df = res.rows
+    a3 = df[(df["instance_type"] == "a3-highgpu-8g") & (df["region"] == "us-central1") & (df["market"] == "spot")]
+    by_time = dict(zip(a3["observed_at"], a3["price_per_hour"]))
+    # README: a3-highgpu-8g us-central1 spot 50.61 on 2026-07-22 (a +02:00 time in the source).
+    assert by_time["2026-07-22T14:23:37Z"] == pytest.approx(50.6095408219178)
+    assert set(a3["gpu_model"]) == {"H100"} and set(a3["gpu_count"]) == {8.0}
+    # Rows of 2023-05-09 list a2-ultragpu-2g without its GPU, and 35 rows call its GPU "a100"; the
+    # family decides (ultragpu = A100 80GB).
+    u2 = df[(df["instance_type"] == "a2-ultragpu-2g")]
+    assert set(u2["gpu_model"]) == {"A100-80GB"} and set(u2["gpu_count"]) == {2.0}
+
+
+def test_azure_retail_pages(tmp_path: Path) -> None:
+    base = {"currencyCode": "USD", "armRegionName": "eastus", "serviceName": "Virtual Machines", "type": "Consumption",
+            "unitOfMeasure": "1 Hour", "effectiveStartDate": "2024-01-01T00:00:00Z",
+            "armSkuName": "Standard_ND96isr_H100_v5", "productName": "Virtual Machines NDsr H100 v5 Series"}
+    pages = [
+        {"Items": [{**base, "retailPrice": 98.32, "skuName": "ND96isr H100 v5"},
+                   {**base, "retailPrice": 16.0, "skuName": "ND96isr H100 v5 Spot"}],
+         "NextPageLink": "https://prices.azure.com/api/retail/prices?$skip=1000"},
+        {"Items": [{**base, "retailPrice": 20.0, "skuName": "ND96isr H100 v5 Low Priority"},
+                   {**base, "retailPrice": 120.0, "skuName": "ND96isr H100 v5",
+                    "productName": "Virtual Machines NDsr H100 v5 Series Windows"}], "NextPageLink": None},
+    ]
+    f = tmp_path / "retail.json"
+    f.write_text(json.dumps(pages))
+    res = import_file(f)
+    assert res.format == "azure-retail"
+    px = res.rows.set_index("market")["price_per_hour"].to_dict()
+    assert px == {"on-demand": 98.32, "spot": 16.0}
+    assert set(res.rows["gpu_count"]) == {8.0}
+
+
+def test_price_table_roundtrip(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("provider,region,zone,instance_type,gpu_model,gpu_count,market,price_per_hour,observed_at\n"
+                 "aws,us-east-1,,p3.2xlarge,NVIDIA Tesla V100,1,spot,0.9,2026-11-01\n")
+    res = import_file(f)
+    assert res.format == "price-table" and res.rows.iloc[0]["gpu_model"] == "V100"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.tsv", "use1-az1\tp3.2xlarge\tLinux/UNIX\t0.9\t2022-05-31T18:20:41+00:00\n"
+                    "use1-az1\tp3.2xlarge\tLinux/UNIX\tcheap\t2022-05-31T18:21:41+00:00\n",
+         "line 2: spot_price is 'cheap'"),
+        ("bad.csv", "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region\n"
+                    "Standard_NC6s_v3,V100,1,6,112,3.06,0.3,eastus\nStandard_NC6s_v3,V100,1,6,112,abc,,eastus\n",
+         "row 3: Price is 'abc'"),
+        ("bad.json", json.dumps({"SpotPriceHistory": [{"InstanceType": "p3.2xlarge", "AvailabilityZone": "us-east-1a",
+                                                       "SpotPrice": "0.9", "Timestamp": "yesterday"}]}),
+         "SpotPriceHistory item 1: timestamp is 'yesterday'"),
+        ("what.csv", "a,b,c\n1,2,3\n", "cannot tell the format"),
+        ("broken.json", '{"Items": [', "invalid JSON"),
+    ],
+)
+def test_malformed_files_name_the_row(tmp_path: Path, name: str, text: str, message: str) -> None:
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(InputError) as err:
+        import_file(f)
+    assert message in str(err.value) and str(f) in str(err.value)
+
+
+def test_detect_format_shapes() -> None:
+    assert detect_format('[{"instance_type": "p3.2xlarge", "pricing": {}}]') == "ec2instances"
+    assert detect_format('{"spot_advisor": {}, "ranges": []}') == "spot-advisor"
+    assert detect_format('{"Items": [], "NextPageLink": null}') == "azure-retail"
+    assert detect_format("snapshot_time,commit,machine_type,gpu_name,gpu_count,vcpus,ram_gib,region,hour,hour_spot\n") \
+        == "gcp-pricing"

@@ -1,0 +1,81 @@
+"""The migrate journal: events before/after each step, merged state, and reading it back."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from spotplan.errors import InputError
+from spotplan.journal import Journal
+
+
+def test_steps_merge_state_and_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    j.begin_move("m1", "wl", "aws", "migrate", {"id": "m1"}, "plan.json")
+    j.step_start("m1", "acquire")
+    j.step_done("m1", "acquire", [{"call": "ec2.run_instances", "ids": ["i-1"]}], {"target_ids": ["i-1"]})
+    j.step_start("m1", "trigger_checkpoint")
+    j.close()
+
+    again = Journal(path)
+    move = again.get_move("m1")
+    assert move is not None and move["status"] == "running" and move["plan_path"] == "plan.json"
+    assert move["state"] == {"target_ids": ["i-1"], "steps_done": ["acquire"]}
+    phases = [(e["step"], e["phase"]) for e in again.events("m1")]
+    # The interrupted step shows as a start without a done: what --resume re-runs.
+    assert phases == [("begin", "info"), ("acquire", "start"), ("acquire", "done"), ("trigger_checkpoint", "start")]
+    again.finish("m1", "done")
+    listed = again.list_moves()
+    assert listed[0]["move_id"] == "m1" and listed[0]["status"] == "done" and listed[0]["target_ids"] == ["i-1"]
+
+
+def test_failed_step_and_show(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite3")
+    j.begin_move("m2", "wl", "gcp", "migrate", {"id": "m2"}, None)
+    j.step_start("m2", "acquire")
+    j.step_failed("m2", "acquire", [], "quota exceeded")
+    j.finish("m2", "rolled-back", "acquire: quota exceeded")
+    shown = j.show("m2")
+    assert shown["status"] == "rolled-back" and shown["error"] == "acquire: quota exceeded"
+    assert [e["data"].get("error") for e in shown["events"] if e["phase"] == "failed"] == ["quota exceeded"]
+
+
+def test_unknown_move_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no move 'nope'"):
+        Journal(tmp_path / "j.sqlite3").show("nope")
+
+
+def test_duplicate_move_is_refused_by_the_database(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite3")
+    j.begin_move("m3", "wl", "aws", "migrate", {}, None)
+    with pytest.raises(sqlite3.IntegrityError):
+        j.begin_move("m3", "wl", "aws", "migrate", {}, None)
+    # The failed transaction left nothing behind.
+    assert [e["step"] for e in j.events("m3")] == ["begin"]
+
+
+def test_default_path_follows_xdg_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    j = Journal()
+    assert str(j.path).startswith(str(tmp_path / "data")) and j.path.exists()
+
+
+def test_migrations_list_and_show_cli(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from spotplan.cli.main import app
+
+    empty = runner.invoke(app, ["migrations", "list"])
+    assert empty.exit_code == 0 and "no moves recorded" in empty.stdout
+    j = Journal()
+    j.begin_move("m4", "wl-4", "azure", "migrate", {"id": "m4"}, None)
+    j.step_start("m4", "acquire")
+    j.step_done("m4", "acquire", [{"call": "compute.virtual_machines.begin_create_or_update", "ids": ["/vm/x"]}],
+                {"target_ids": ["/vm/x"]})
+    listed = runner.invoke(app, ["migrations", "list"])
+    assert "m4" in listed.stdout and "running" in listed.stdout and "/vm/x" in listed.stdout
+    shown = runner.invoke(app, ["migrations", "show", "m4"])
+    assert "begin_create_or_update -> /vm/x" in shown.stdout
+    missing = runner.invoke(app, ["migrations", "show", "zzz"])
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: no move 'zzz'")

@@ -1,0 +1,79 @@
+"""Loading plan files for migrate: one-line errors naming the file and field, exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotplan.cli.main import app
+from spotplan.errors import InputError
+from spotplan.plan import load_plan, select_moves
+from tests.test_migrate_support import make_move, write_plan
+
+
+def _move(move_id: str, ids: list[str]) -> dict[str, Any]:
+    return make_move(move_id, "aws", "us-east-1", "us-east-1a", "g5.xlarge", ids, "s3://b/x", "ami-1",
+                     {"via": "ssm", "command": "true"})
+
+
+def test_valid_plan_loads(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path / "p.json", [_move("a", ["i-1"]), _move("b", ["i-2"])]))
+    assert [m.id for m in plan.moves] == ["a", "b"]
+    assert [m.id for m in select_moves(plan, ["b"])] == ["b"]
+    with pytest.raises(InputError, match="--only c: no such move"):
+        select_moves(plan, ["c"])
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "not JSON (line 1"),
+        ("[]", "a plan is a JSON object"),
+        (json.dumps({"schema": "other/1", "created_at": "x", "analysis": {"generated_at": "x"}, "moves": []}),
+         "schema: Value error, expected schema 'spotplan.plan/1'"),
+    ],
+)
+def test_bad_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("'", "'")):
+        load_plan(path)
+
+
+def test_field_error_names_the_move(tmp_path: Path) -> None:
+    bad = _move("a", ["i-1"])
+    bad["target"]["max_price"] = -1
+    with pytest.raises(InputError, match=r"moves\.0\.target\.max_price \(move a\): Input should be greater"):
+        load_plan(write_plan(tmp_path / "p.json", [bad]))
+
+
+def test_duplicates_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="move id 'a' appears twice"):
+        load_plan(write_plan(tmp_path / "p.json", [_move("a", ["i-1"]), _move("a", ["i-2"])]))
+    with pytest.raises(InputError, match="instance i-1 is in moves a and b"):
+        load_plan(write_plan(tmp_path / "q.json", [_move("a", ["i-1"]), _move("b", ["i-1"])]))
+
+
+def test_cli_errors_are_one_line_exit_2(runner: Any, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["migrate", str(tmp_path / "missing.json"), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.json'}: no such plan file"
+    both = runner.invoke(app, ["migrate", str(tmp_path / "x.json"), "--resume", "m"])
+    assert both.exit_code == 2 and "exactly one" in both.stderr
+    none = runner.invoke(app, ["migrate"])
+    assert none.exit_code == 2
+
+
+def test_help_imports_no_cloud_sdk() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from spotplan.cli.main import app; "
+            "from typer.testing import CliRunner; CliRunner().invoke(app, ['migrate', '--help']); "
+            "bad = [m for m in ('boto3', 'botocore', 'google.cloud.compute_v1', 'azure.mgmt.compute', 'pandas')"
+            " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

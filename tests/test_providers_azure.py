@@ -1,0 +1,59 @@
+"""The Azure provider against the HTTPS ARM emulator directly: Spot quota from the usages API,
+idempotent create by name and token, power-state mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spotplan.errors import CloudError
+from spotplan.providers.azure import AzureProvider
+from spotplan.providers.base import LaunchSpec
+from tests.emulators.azure_arm import AzureArmEmulator
+
+pytestmark = pytest.mark.timeout(30)
+SUB = "00000000-0000-0000-0000-0000000000bb"
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureArmEmulator]:
+    e = AzureArmEmulator(token="t0k", spot_core_limit=48)
+    monkeypatch.setenv("SPOTPLAN_AZURE_ARM_ENDPOINT", e.url)
+    monkeypatch.setenv("SPOTPLAN_AZURE_TOKEN", e.token)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", e.ca_file)
+    yield e
+    e.stop()
+
+
+def spec(src: str, **kw: Any) -> LaunchSpec:
+    base: dict[str, Any] = dict(move_id="m1", step="acquire#1", market="spot", region="eastus", zone=None,
+                                instance_type="Standard_NC24ads_A100_v4", count=2, max_price=0.9,
+                                image="pub:offer:sku:latest", user_data="#!/bin/sh\n",
+                                network={"subnet": "/subscriptions/x/subnets/s"}, labels={}, source_ids=[src])
+    base.update(kw)
+    return LaunchSpec(**base)
+
+
+def test_quota_launch_reuse_and_states(emu: AzureArmEmulator) -> None:
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
+    provider = AzureProvider("eastus")
+    calls, _ = provider.preflight(spec(src), False)
+    assert [c.method for c in calls] == ["list", "list"]
+    _, ids = provider.launch(spec(src), False)
+    vm = emu.get(ids[0])
+    assert vm is not None and vm["properties"]["billingProfile"] == {"maxPrice": 0.9}
+    nic = vm["properties"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] == "/subscriptions/x/subnets/s"
+    puts = emu.calls.count("virtualMachines.createOrUpdate")
+    _, again = AzureProvider("eastus").launch(spec(src), False)
+    assert again == ids and emu.calls.count("virtualMachines.createOrUpdate") == puts
+    # 48 Spot vCPUs now used of 48: another move of two 24-core VMs does not fit.
+    with pytest.raises(CloudError, match="Spot vCPU quota in eastus has 0 left, 48 needed"):
+        AzureProvider("eastus").preflight(spec(src, move_id="m2"), False)
+    provider.stop([src], False)
+    provider.release([ids[1]], False)
+    _, states = provider.states([src, *ids], False)
+    assert states == {src: "stopped", ids[0]: "running", ids[1]: "missing"}
+    assert provider.list_created("m1") == {ids[0]: "running"}

@@ -1,0 +1,73 @@
+"""The GCP provider against the Compute emulator directly: idempotent launch, state mapping, and the
+operation poller going to the configured endpoint (providers.md B11), not compute.googleapis.com."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spotplan.providers.base import LaunchSpec
+from spotplan.providers.gcp import GcpProvider
+from tests.emulators.gcp_compute import GcpComputeEmulator
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GcpComputeEmulator]:
+    e = GcpComputeEmulator(pending_ops=True)
+    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", e.url)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    yield e
+    e.stop()
+
+
+def spec(src: str, **kw: Any) -> LaunchSpec:
+    base: dict[str, Any] = dict(move_id="m1", step="acquire#1", market="spot", region="us-central1",
+                                zone="us-central1-b", instance_type="a2-highgpu-1g", count=2, max_price=1.0,
+                                image="img", user_data="#!/bin/sh\n", network={}, labels={"team": "ML"},
+                                source_ids=[src])
+    base.update(kw)
+    return LaunchSpec(**base)
+
+
+def test_launch_polls_operations_on_the_emulator_and_is_idempotent(emu: GcpComputeEmulator) -> None:
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    provider = GcpProvider("us-central1")
+    calls, ids = provider.launch(spec(src), dry_run=False)
+    assert ids == ["projects/p1/zones/us-central1-b/instances/sp-m1-" + spec(src).token[:8] + f"-{i}"
+                   for i in range(2)]
+    assert emu.calls.count("zoneOperations.get") == 2  # RUNNING operations were polled here
+    assert [c.method for c in calls] == ["list", "insert", "insert"]
+    again_calls, again = GcpProvider("us-central1").launch(spec(src), dry_run=False)
+    assert again == ids and [c.method for c in again_calls] == ["list"]
+    assert emu.calls.count("instances.insert") == 2
+    labels = emu.get(ids[0])["labels"]  # type: ignore[index]
+    assert labels == {"team": "ml", "spotplan-move": "m1", "spotplan-token": spec(src).token,
+                      "spotplan-role": "acquire"}
+    _, states = provider.states([*ids, src], dry_run=False)
+    assert set(states.values()) == {"running"}
+    provider.stop([src], dry_run=False)
+    provider.release([ids[0]], dry_run=False)
+    _, states = provider.states([ids[0], src], dry_run=False)
+    assert states == {ids[0]: "missing", src: "stopped"}
+    assert provider.list_created("m1") == {ids[1]: "running"}
+
+
+def test_on_demand_launch_is_standard(emu: GcpComputeEmulator) -> None:
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    _, ids = GcpProvider("us-central1").launch(spec(src, market="on-demand", count=1, step="fallback#1"), False)
+    assert emu.get(ids[0])["scheduling"]["provisioningModel"] == "STANDARD"  # type: ignore[index]
+
+
+def test_preflight_unknown_type_and_quota(emu: GcpComputeEmulator) -> None:
+    from spotplan.errors import CloudError
+
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    with pytest.raises(CloudError, match="a9-nope is not offered in us-central1-b"):
+        GcpProvider("us-central1").preflight(spec(src, instance_type="a9-nope"), False)
+    emu.instance_quota = 2
+    with pytest.raises(CloudError, match="quota INSTANCES in us-central1 has 1 left, 2 needed"):
+        GcpProvider("us-central1").preflight(spec(src), False)
