@@ -310,7 +310,8 @@ class MoveRun:
         newer = self.state.get("trigger_at")
         call = _local_call(
             "checkpoint_latest",
-            {"uri": storage, "newer_than": newer or "<trigger time>", "timeout_s": self.opts.checkpoint_timeout},
+            {"uri": storage, "newer_than": "<trigger time>" if self.dry or not newer else newer,
+             "timeout_s": self.opts.checkpoint_timeout},
             note="manifest and checksums, via spotplan.checkpoint",
         )
         if self.dry:
@@ -480,6 +481,17 @@ class MoveRun:
             self.journal.finish(self.move.id, "done")
         return report
 
+    def finish_rollback(self, step: str, error: str, kind: str) -> MoveReport:
+        """Complete a rollback that a crash interrupted (each rollback action is idempotent)."""
+        assert self.journal is not None
+        report = MoveReport(self.move.id, self.move.workload, kind, "running")
+        self._rollback(step, kind, report)
+        report.error = f"{step}: {error}"
+        report.exit_code = 1
+        report.status = "failed" if report.status == "rollback-incomplete" else "rolled-back"
+        self.journal.finish(self.move.id, report.status, report.error)
+        return report
+
     def _rollback(self, failed: str, kind: str, report: MoveReport) -> None:
         """Undo what this move created; restart the source if it may have been stopped."""
         assert self.journal is not None
@@ -510,6 +522,7 @@ class MoveRun:
             actions.append(("rollback_release_target", lambda: self._release_live(ids)))
         for name, action in actions:
             self.journal.step_start(self.move.id, name)
+            _crash_point(name, "before")
             try:
                 calls = action()
             except SpotplanError as exc:
@@ -621,6 +634,12 @@ def resume_move(
         return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
+    events = journal.events(move_id)
+    last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
+    failed = [e for e in events[last_begin:] if e["phase"] == "failed" and e["step"] in steps]
+    if failed and not opts.dry_run:
+        # The crash hit a rollback: finish undoing, never carry on with the move.
+        return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
     return run.run(steps, prior["kind"])
 
 

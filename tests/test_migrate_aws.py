@@ -429,3 +429,20 @@ def test_dry_run_reports_a_denied_permission(cloud: Cloud, runner: Any, tmp_path
     stop_line = next(line for line in result.stdout.splitlines() if "ec2.stop_instances(" in line)
     assert stop_line.endswith("[denied (UnauthorizedOperation)]")
     assert "StopInstances" in cloud.proxy.seen and cloud.tagged(move_id) == {}
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_during_rollback_then_resume_finishes_the_rollback(cloud: Cloud, runner: Any,
+                                                                   tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next("CreateTags", code="InternalError")  # resume_target fails after the source stop
+    env = {**os.environ, "SPOTPLAN_TEST_CRASH_AT": "rollback_release_target:before"}
+    proc = subprocess.run([sys.executable, "-m", "spotplan", "migrate", str(plan), "--yes",
+                           "--checkpoint-timeout", "20"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    assert cloud.state(src[0]) in ("running", "pending")  # restarted before the kill
+    assert len(cloud.live_tagged(move_id)) == 1  # not yet released
+    result = runner.invoke(app, ["migrate", "--resume", move_id, "--yes"])
+    assert result.exit_code == 1 and "resume_target" in result.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
+    assert "CreateTags" not in cloud.proxy.faults

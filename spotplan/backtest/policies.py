@@ -128,11 +128,28 @@ class LengthStats:
         total = sum(self.lengths) + self.prior * self.prior_weight
         return total / (len(self.lengths) + self.prior_weight)
 
-    def expected_remaining(self, age: int) -> float:
+    def prob_ends_within(self, age: int, ticks: float) -> float:
+        """P(L ≤ age + ticks | L > age), the prior counting as `prior_weight` runs of its length."""
+        self._prepare()
+        assert self._sorted is not None
+        lo = int(np.searchsorted(self._sorted, age, side="right"))
+        hi = int(np.searchsorted(self._sorted, age + ticks, side="right"))
+        alive = len(self._sorted) - lo
+        w = self.prior_weight
+        prior_alive = self.prior > age
+        prior_ends = prior_alive and self.prior <= age + ticks
+        num = (hi - lo) + (w if prior_ends else 0)
+        den = alive + (w if prior_alive else 0)
+        return num / den if den else 1.0
+
+    def _prepare(self) -> None:
         if self._sorted is None:
             self._sorted = np.sort(np.asarray(self.lengths, dtype=float))
             self._suffix = np.concatenate([np.cumsum(self._sorted[::-1])[::-1], [0.0]])
-        assert self._suffix is not None
+
+    def expected_remaining(self, age: int) -> float:
+        self._prepare()
+        assert self._sorted is not None and self._suffix is not None
         idx = int(np.searchsorted(self._sorted, age, side="right"))
         count = len(self._sorted) - idx
         # shrink towards a memoryless prior run when few runs lasted this long
@@ -166,9 +183,21 @@ class SpotplanPolicy:
 
     name = "spotplan"
 
-    def __init__(self, prior_run_hours: float = 2.0, od_exit_factor: float = 2.0) -> None:
+    def __init__(
+        self,
+        prior_run_hours: float = 2.0,
+        prior_outage_hours: float = 0.5,
+        od_exit_factor: float = 2.0,
+        short_outage: float = 0.5,
+        scarcity: float = 0.0,
+        median_life: bool = False,
+    ) -> None:
+        self.median_life = median_life
         self.prior_run_hours = prior_run_hours
+        self.prior_outage_hours = prior_outage_hours
         self.od_exit_factor = od_exit_factor
+        self.short_outage = short_outage
+        self.scarcity = scarcity
 
     def reset(self, ctx: Context) -> None:
         g = ctx.grid
@@ -176,6 +205,7 @@ class SpotplanPolicy:
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
         self.runs = LengthStats(self.prior_run_hours / self.gap_h)
+        self.outages = LengthStats(self.prior_outage_hours / self.gap_h)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0
@@ -185,8 +215,7 @@ class SpotplanPolicy:
             lengths = np.diff(bounds)
             # the first streak is censored (its start is unknown); the last is still going
             for i in range(1, len(lengths) - 1):
-                if hist[bounds[i]]:
-                    self.runs.add(int(lengths[i]))
+                (self.runs if hist[bounds[i]] else self.outages).add(int(lengths[i]))
             self.state = bool(hist[-1])
             self.age = int(lengths[-1])
         d_h = g.D * g.grain_hours
@@ -200,8 +229,8 @@ class SpotplanPolicy:
 
     def _observe(self, has_spot: bool) -> None:
         if self.state is None or has_spot != self.state:
-            if self.state:
-                self.runs.add(self.age)
+            if self.state is not None:
+                (self.runs if self.state else self.outages).add(self.age)
             self.state = has_spot
             self.age = 0
         self.age += 1
@@ -218,20 +247,35 @@ class SpotplanPolicy:
 
     def _preferences(self, t: int, has_spot: bool, mode: int, progress: int) -> list[int]:
         g = self.grid
+        time_left = (g.T - t) * g.m
+        margin = time_left - (g.P - progress)
+        reserve = g.D + self.beta * self.M0 * time_left / (g.T * g.m)
         if has_spot:
             if mode == SPOT:
                 return [SPOT, OD]
             life_h = self.runs.expected_remaining(self.age - 1) * self.gap_h
             need = self.enter_from_od_h if mode == OD else self.enter_from_idle_h
-            if life_h > need:
+            if mode == OD and self.scarcity > 0 and margin < reserve:
+                # below the reserve every excursion (2d of margin) is dear: ask for a longer run
+                need *= 1.0 + self.scarcity * (reserve - margin) / max(reserve, 1)
+            if self.median_life:
+                # the run is more likely than not to outlast the payback time
+                worth = self.runs.prob_ends_within(self.age - 1, need / self.gap_h) < 0.5
+            else:
+                worth = life_h > need
+            if worth:
                 return [SPOT, OD]
             return [OD] if mode == OD else [IDLE, OD]
         if mode == OD:
             return [OD]
-        time_left = (g.T - t) * g.m
-        margin = time_left - (g.P - progress)
-        reserve = g.D + self.beta * self.M0 * time_left / (g.T * g.m)
-        return [IDLE, OD] if margin - g.m >= reserve else [OD]
+        if margin - g.m >= reserve:
+            return [IDLE, OD]
+        # below the reserve: an outage that is likely to end within a changeover is cheaper to
+        # wait out (one tick of margin) than to cover (a changeover each way)
+        if self.short_outage > 0 and margin - g.m >= 2 * g.D:
+            if self.outages.prob_ends_within(self.age - 1, g.D / g.m) >= self.short_outage:
+                return [IDLE, OD]
+        return [OD]
 
 
 def make_policy(name: str) -> object:

@@ -263,9 +263,16 @@ def history(
             raise InputError(f"--provider is {provider!r}, expected aws, gcp or azure")
         t_now = _now(now)
         stored = read_store()
-        # The snapshot's rows are observations too (and often the only on-demand price known).
-        table = load_snapshot() if stored is None else pd.concat([load_snapshot(), stored], ignore_index=True)
-        rows = select_history(table, provider, region, instance_type, days, t_now)
+        snap = load_snapshot()
+        rows = select_history(stored, provider, region, instance_type, days, t_now) if stored is not None else None
+        if rows is None or not (rows["market"] == "spot").any():
+            table = snap if stored is None else pd.concat([snap, stored], ignore_index=True)
+            rows = select_history(table, provider, region, instance_type, days, t_now)
+        elif not (rows["market"] == "on-demand").any():
+            # Pulled spot history but no on-demand price: the snapshot's is the reference line. (Its
+            # spot quotes stay out: a year-old quote would read as the price of the whole window.)
+            od = select_history(snap[snap["market"] == "on-demand"], provider, region, instance_type, days, t_now)
+            rows = pd.concat([rows, od], ignore_index=True).sort_values("_t", kind="stable")
         if rows.empty:
             raise InputError(
                 f"no price history for {instance_type} in {provider} {region} in the last {days:g} days",

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-SIZES = {"Standard_NC24ads_A100_v4": 24, "Standard_ND96isr_H100_v5": 96, "Standard_NC4as_T4_v3": 4}
+SIZES = {
+    "Standard_NC24ads_A100_v4": 24, "Standard_NC48ads_A100_v4": 48, "Standard_ND96isr_H100_v5": 96,
+    "Standard_NC4as_T4_v3": 4, "Standard_NV36ads_A10_v5": 36,
+}
 _S = r"/subscriptions/(?P<sub>[^/]+)"
 _VM = _S + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/virtualMachines"
 ROUTES = [

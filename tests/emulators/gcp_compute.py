@@ -16,7 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-MACHINE_TYPES = {"a2-highgpu-1g": 12, "a2-highgpu-8g": 96, "g2-standard-8": 8, "n1-standard-8": 8}
+MACHINE_TYPES = {
+    "a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96, "a2-ultragpu-8g": 96,
+    "a3-highgpu-8g": 208, "g2-standard-8": 8, "g2-standard-24": 24, "n1-standard-8": 8,
+}
 _P = r"/compute/v1/projects/(?P<project>[^/]+)"
 _Z = _P + r"/zones/(?P<zone>[^/]+)"
 ROUTES = [

@@ -95,13 +95,6 @@ def in_gpu(gpu_model: str, wanted: str | None) -> bool:
     return normalize_gpu_model(gpu_model).lower() == normalize_gpu_model(wanted).lower()
 
 
-def first(mapping: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if k in mapping and mapping[k] not in (None, ""):
-            return mapping[k]
-    return None
-
-
 def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_progress) -> Any:
     """Pull every provider in turn and return all rows as one price table (nothing is stored here:
     the caller merges into the store only when every provider succeeded, so a failure changes

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
@@ -319,7 +319,3 @@ def advisor_bands(feed: dict[str, Any], os_name: str = "Linux") -> dict[str, dic
         for itype, v in by_os.get(os_name, {}).items():
             out.setdefault(region, {})[itype] = labels.get(int(v.get("r", -1)), "")
     return out
-
-
-def utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

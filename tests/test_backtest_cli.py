@@ -1,0 +1,120 @@
+"""`spotplan backtest` through the CLI: renderings, the chart, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spotplan.cli.main import app
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _trace(tmp_path: Path, name: str = "zone-a.json", seed: int = 0, prices: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    state, data = 1, []
+    for _ in range(600):
+        data.append(state)
+        state = int(rng.random() < (0.9 if state else 0.3))
+    doc: dict[str, object] = {"metadata": {"gap_seconds": 600}, "data": data}
+    if prices:
+        doc["prices"] = [0.5] * len(data)
+    p = tmp_path / name
+    p.write_text(json.dumps(doc))
+    return p
+
+
+BASE = ["backtest", "--job-hours", "12", "--deadline-hours", "15", "--starts", "4"]
+
+
+def test_json_schema(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b = _trace(tmp_path), _trace(tmp_path, "zone-b.json", seed=1, prices=True)
+    res = runner.invoke(app, [*BASE, "--trace", str(a), "--trace", str(b), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "spotplan.backtest/1"
+    names = [p["name"] for p in doc["policies"]]
+    assert names == ["on-demand", "greedy", "uniform-progress", "optimal", "spotplan"]
+    for p in doc["policies"]:
+        for key in ("mean_cost", "p75_cost", "mean_cost_vs_optimal", "deadline_misses", "spot_hours", "on_demand_hours"):
+            assert key in p
+    opt = next(p for p in doc["policies"] if p["name"] == "optimal")
+    assert opt["mean_cost_vs_optimal"] == pytest.approx(1.0)
+    assert len(doc["starts"]) == 8
+    assert set(doc["starts"][0]["costs"]) == set(names)
+    assert {t["name"]: t["has_prices"] for t in doc["traces"]} == {"zone-a": False, "zone-b": True}
+    # on-demand: (12 h + 0.2 h changeover) × $3.06
+    od = next(p for p in doc["policies"] if p["name"] == "on-demand")
+    assert od["mean_cost"] == pytest.approx(12.2 * 3.06)
+
+
+def test_table_markdown_csv_and_policy_filter(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t = _trace(tmp_path)
+    res = runner.invoke(app, [*BASE, "--trace", str(t), "--policy", "greedy", "--policy", "optimal"])
+    assert res.exit_code == 0, res.output
+    assert "greedy" in res.stdout and "spotplan" not in res.stdout and "vs optimal" in res.stdout
+    md = runner.invoke(app, [*BASE, "--trace", str(t), "-o", "markdown"])
+    assert md.exit_code == 0 and md.stdout.startswith("**Backtest: 12 h job")
+    assert "| uniform-progress |" in md.stdout
+    out = tmp_path / "runs.csv"
+    c = runner.invoke(app, [*BASE, "--trace", str(t), "-o", "csv", "--out", str(out)])
+    assert c.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 4 and "cost_optimal" in rows[0]
+
+
+def test_png(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    png = tmp_path / "bt.png"
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), "--png", str(png), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(res.stdout)["example"]["policy"] == "spotplan"
+
+
+def test_folder_of_traces(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _trace(tmp_path, "a.json", 0)
+    _trace(tmp_path, "b.json", 1)
+    res = runner.invoke(app, [*BASE, "--trace", str(tmp_path), "-o", "json", "--policy", "greedy"])
+    assert res.exit_code == 0
+    assert [t["name"] for t in json.loads(res.stdout)["traces"]] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--deadline-hours", "12"], "even on-demand misses it"),
+        (["--trace", "nope.json"], "not found"),
+    ],
+)
+def test_errors_are_one_line_exit_2(runner, tmp_path: Path, extra: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    args = ["backtest", "--job-hours", "12", "--deadline-hours", "15"]
+    if "--trace" not in extra:
+        args += ["--trace", str(_trace(tmp_path))]
+    res = runner.invoke(app, args + extra)
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_trace_too_short(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "short.json"
+    p.write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1] * 10}))
+    res = runner.invoke(app, [*BASE, "--trace", str(p)])
+    assert res.exit_code == 2 and "no trace is long enough" in res.output
+
+
+def test_real_traces(runner, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = shared_data / "skypilot-spot-traces/availability/1-node/aws-10-26-2022"
+    res = runner.invoke(
+        app,
+        ["backtest", "--trace", str(folder / "us-west-2a_v100_1.json"), "--job-hours", "48",
+         "--deadline-hours", "52", "--starts", "3", "-o", "json"],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert all(p["deadline_misses"] == 0 for p in doc["policies"])

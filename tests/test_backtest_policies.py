@@ -1,0 +1,153 @@
+"""Policies on traces built to trigger each rule of the paper; spotplan's guarantees (no misses,
+no look-ahead); the optimum below every policy on every start; determinism of a replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spotplan.backtest.policies import Greedy, SpotplanPolicy, UniformProgress
+from spotplan.backtest.replay import run_backtest
+from spotplan.backtest.simulator import IDLE, OD, SPOT, Job, make_grid, replay
+from spotplan.backtest.traces import Trace, expand_paths, load_trace
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _actions(policy: object, avail: list[int], job: Job, gap: float = 3600.0) -> list[int]:
+    grid = make_grid(job, gap)
+    a = np.asarray(avail, bool)
+    r = replay(policy, a, np.full(len(a), job.spot_price), job, grid, record=True)  # type: ignore[arg-type]
+    assert r.actions is not None
+    return r.actions.tolist()
+
+
+def _markov(n: int, p_up: float, p_down: float, seed: int) -> np.ndarray:
+    """A two-state availability chain: stays up with p_up, stays down with p_down."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, bool)
+    state = True
+    for i in range(n):
+        out[i] = state
+        state = rng.random() < (p_up if state else 1 - p_down)
+    return out
+
+
+def test_greedy_exploits_spot_and_waits() -> None:
+    job = Job(2, 8, 0.5, spot_price=1.0, on_demand_price=3.0)
+    # spot, gone (wait), back (take it again): 0.5 + 1 h, then 0.5 + 0.5 h
+    assert _actions(Greedy(), [1, 1, 0, 1, 1, 1, 1, 1], job)[:4] == [SPOT, SPOT, IDLE, SPOT]
+
+
+def test_greedy_safety_net_goes_on_demand_for_good() -> None:
+    # C = 2 h, R = 4 h, d = 0.5 h, no spot: idling hour 0 leaves R = 3 ≥ C + 2d = 3; idling
+    # hour 1 would leave R = 2 < 3, so it switches at hour 1 and stays on on-demand even when spot
+    # comes back in hour 2.
+    job = Job(2, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
+    assert _actions(Greedy(), [0, 0, 1, 1], job) == [IDLE, OD, OD, OD]
+
+
+def test_uniform_progress_rules() -> None:
+    # C = 4 h, R = 8 h, d = 0.5 h: ep(t) = t/2. Hour 0: cp = ep = 0, idle. Hour 1: behind
+    # (0 < 0.5), rule 1 → on-demand. Hours 2-3: hysteresis, stay until cp ≥ ep(t + 2d):
+    # cp(2) = 0.5 < ep(3) = 1.5, cp(3) = 2 < ep(4) = 2.5 (wait: ep(3 + 1) = 2) → on-demand.
+    # Hour 4: cp = 2.5 ≥ ep(5) = 2.5 and spot is back: rule 2 takes it.
+    job = Job(4, 8, 0.5, spot_price=1.0, on_demand_price=3.0)
+    acts = _actions(UniformProgress(), [0, 0, 0, 0, 1, 1, 1, 1], job)
+    assert acts[:6] == [IDLE, OD, OD, OD, SPOT, SPOT]
+
+
+def test_uniform_progress_idles_when_ahead() -> None:
+    # ahead of ep after a long spot run, a gap is waited out rather than paid on on-demand
+    job = Job(4, 10, 0.5, spot_price=1.0, on_demand_price=3.0)
+    acts = _actions(UniformProgress(), [1, 1, 1, 0, 1, 1, 1, 1, 1, 1], job)
+    assert acts[:5] == [SPOT, SPOT, SPOT, IDLE, SPOT]
+
+
+def test_uniform_progress_safety_net() -> None:
+    job = Job(2, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
+    assert _actions(UniformProgress(), [0, 0, 1, 1], job) == [IDLE, OD, OD, OD]
+
+
+@pytest.mark.parametrize("d", [0.05, 0.2, 0.5])
+def test_spotplan_never_misses_what_on_demand_meets(d: float) -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        gap = float(rng.choice([60, 600, 1800]))
+        C = float(rng.uniform(2, 12))
+        # deadlines on the tick grid, from the tightest on-demand can meet to a few hours more
+        ticks = int(np.ceil((C + d) * 3600 / gap)) + int(rng.integers(0, 4 * 3600 // gap + 1))
+        R = ticks * gap / 3600
+        job = Job(C, R, d, spot_price=1.0, on_demand_price=3.0)
+        grid = make_grid(job, gap)
+        avail = _markov(grid.T + 400, float(rng.uniform(0.5, 0.99)), float(rng.uniform(0.3, 0.95)), trial)
+        hist = avail[:400]
+        r = replay(SpotplanPolicy(), avail[400:], np.ones(grid.T), job, grid, history=hist)
+        assert r.met_deadline, (trial, gap, C, R)
+
+
+def test_spotplan_uses_only_the_past() -> None:
+    job = Job(8, 14, 0.2, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 600)
+    base = _markov(grid.T + 300, 0.9, 0.7, 1)
+    rng = np.random.default_rng(5)
+    for cut in (10, 30, 50):
+        other = base.copy()
+        other[300 + cut + 1 :] = rng.random(len(other) - 300 - cut - 1) < 0.5
+        a = replay(SpotplanPolicy(), base[300:], np.ones(grid.T), job, grid, history=base[:300], record=True)
+        b = replay(SpotplanPolicy(), other[300:], np.ones(grid.T), job, grid, history=base[:300], record=True)
+        assert a.actions is not None and b.actions is not None
+        assert a.actions[: cut + 1].tolist() == b.actions[: cut + 1].tolist()
+
+
+def _synthetic_traces() -> list[Trace]:
+    return [
+        Trace("flappy", 600.0, _markov(1500, 0.8, 0.6, 2).astype(np.int64)),
+        Trace("steady", 600.0, _markov(1500, 0.97, 0.9, 3).astype(np.int64)),
+        Trace(
+            "priced",
+            600.0,
+            _markov(1500, 0.9, 0.8, 4).astype(np.int64),
+            prices=np.round(np.random.default_rng(4).uniform(0.8, 1.2, 1500), 3),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("R,d", [(13, 0.2), (18, 0.05)])
+def test_optimum_never_above_any_policy(R: float, d: float) -> None:
+    job = Job(12, R, d)
+    res = run_backtest(_synthetic_traces(), job, starts=15, seed=1)
+    assert len(res.starts) == 45
+    for s in res.starts:
+        for name, cost in s.costs.items():
+            assert s.costs["optimal"] <= cost + 1e-6, (s.trace, s.start_tick, name)
+    assert res.policy("on-demand").deadline_misses == 0
+    assert res.policy("spotplan").deadline_misses == 0
+
+
+def test_optimum_never_above_any_policy_on_real_traces(shared_data: Path) -> None:
+    folder = shared_data / "skypilot-spot-traces/availability/1-node/aws-10-26-2022"
+    traces = [load_trace(p) for p in expand_paths([folder])[:3]]
+    res = run_backtest(traces, Job(48, 52, 0.2), starts=5, seed=0)
+    for s in res.starts:
+        assert all(s.costs["optimal"] <= c + 1e-6 for c in s.costs.values())
+    assert res.policy("spotplan").deadline_misses == 0
+
+
+def test_replay_is_deterministic_for_a_seed() -> None:
+    job = Job(12, 14, 0.2)
+    a = run_backtest(_synthetic_traces(), job, starts=6, seed=42)
+    b = run_backtest(_synthetic_traces(), job, starts=6, seed=42)
+    c = run_backtest(_synthetic_traces(), job, starts=6, seed=43)
+    assert [s.model_dump() for s in a.starts] == [s.model_dump() for s in b.starts]
+    assert [p.mean_cost for p in a.policies] == [p.mean_cost for p in b.policies]
+    assert [s.start_tick for s in a.starts] != [s.start_tick for s in c.starts]
+
+
+def test_trace_shorter_than_the_deadline_is_skipped() -> None:
+    short = Trace("short", 3600.0, np.ones(10, np.int64))
+    res = run_backtest([short, *_synthetic_traces()[:1]], Job(12, 14, 0.2), starts=2, seed=0)
+    assert any("short" in n for n in res.notes)
+    assert {s.trace for s in res.starts} == {"flappy"}
