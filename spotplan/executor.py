@@ -263,8 +263,9 @@ class MoveRun:
         return calls, {"target_ids": ids, "market": "spot"}
 
     def _trigger_command(self) -> tuple[str, str]:
-        trigger = self.move.launch.checkpoint_trigger  # type: ignore[union-attr]
-        assert trigger is not None
+        trigger = self.move.launch.checkpoint_trigger if self.move.launch else None
+        if trigger is None:
+            raise InputError(f"move {self.move.id}: launch.checkpoint_trigger is required")
         extra = trigger.model_extra or {}
         command = trigger.command or ""
         if trigger.via == "signal":
@@ -592,6 +593,11 @@ def migrate_moves(
                     raise InputError(
                         f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
                     )
+                if prior["status"] == "failed":
+                    raise InputError(
+                        f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
+                        f"spotplan migrate --resume {move.id}"
+                    )
         if confirm is not None and not opts.dry_run and not confirm(move):
             reports.append(MoveReport(move.id, move.workload, "migrate", "declined"))
             continue
@@ -630,7 +636,7 @@ def resume_move(
     if prior is None:
         raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
     move = Move.model_validate(prior["move"])
-    if prior["status"] in FINAL_STATUSES:
+    if prior["status"] in ("done", "rolled-back"):
         return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
@@ -638,7 +644,7 @@ def resume_move(
     last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
     failed = [e for e in events[last_begin:] if e["phase"] == "failed" and e["step"] in steps]
     if failed and not opts.dry_run:
-        # The crash hit a rollback: finish undoing, never carry on with the move.
+        # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
         return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
     return run.run(steps, prior["kind"])
 

@@ -126,11 +126,13 @@ def test_real_json_traces(shared_data: Path, folder: str) -> None:
 def test_real_bamboo_and_parcae(shared_data: Path) -> None:
     ev = load_trace(shared_data / "bamboo-traces/traces/p3-trace.csv")
     assert 10 < ev.hours < 12 and ev.available.max() <= 32
-    scaled = load_trace(shared_data / "bamboo-traces/doc/data/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200_scaled.csv")
-    plain = load_trace(shared_data / "bamboo-traces/doc/data/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200.csv")
+    stem = "bamboo-traces/doc/data/aws-spot-instances-g4dn-xlarge-us-east-1c-2020-11-20-1930-to-2020-11-21-2200"
+    scaled = load_trace(shared_data / f"{stem}_scaled.csv")
+    plain = load_trace(shared_data / f"{stem}.csv")
     # the hours file and the seconds file describe the same market
     assert abs(scaled.hours - plain.hours) < 0.1
-    assert np.mean(scaled.available[: min(scaled.ticks, plain.ticks)] == plain.available[: min(scaled.ticks, plain.ticks)]) > 0.95
+    n = min(scaled.ticks, plain.ticks)
+    assert np.mean(scaled.available[:n] == plain.available[:n]) > 0.95
     gcl = load_trace(shared_data / "bamboo-traces/traces/gcloud/v100x1-east1c.txt")
     assert 20 < gcl.hours < 30
     parcae = load_trace(shared_data / "parcae-traces/aws/traces/p3.csv")

@@ -168,6 +168,7 @@ def test_dry_run_prints_exact_calls_and_mutates_nothing(cloud: Cloud, runner: An
         assert step in out
     assert "ec2.run_instances(" in out and "'MarketType': 'spot'" in out and "'MaxPrice': '1'" in out
     assert "permission ok (DryRun)" in out
+    assert "service-quotas.get_service_quota(ServiceCode='ec2', QuotaCode='L-3819A6DF')  [not reported" in out
     assert f"ec2.stop_instances(InstanceIds=['{src[0]}'])" in out
     assert "ssm.send_command(" in out
     assert cloud.tagged(move_id) == {}
@@ -419,6 +420,12 @@ def test_rollback_that_cannot_finish_is_reported_failed(cloud: Cloud, runner: An
     assert cloud.state(src[0]) in ("running", "pending")
     listed = runner.invoke(app, ["migrations", "list"])
     assert move_id in listed.stdout and "failed" in listed.stdout
+    rerun = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert rerun.exit_code == 2 and f"--resume {move_id}" in rerun.stderr
+    # --resume retries the rollback (the fault is gone): now nothing is left.
+    retried = runner.invoke(app, ["migrate", "--resume", move_id, "--yes"])
+    assert retried.exit_code == 1 and "verify_checkpoint" in retried.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
 
 
 def test_dry_run_reports_a_denied_permission(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
@@ -446,3 +453,16 @@ def test_sigkill_during_rollback_then_resume_finishes_the_rollback(cloud: Cloud,
     assert result.exit_code == 1 and "resume_target" in result.stderr
     assert_invariants(cloud, move_id, src, expect_done=False)
     assert "CreateTags" not in cloud.proxy.faults
+
+
+def test_spot_quota_too_small_refuses_before_anything_is_created(cloud: Cloud, runner: Any,
+                                                                 tmp_path: Path) -> None:
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    cloud.proxy.answer_next("GetServiceQuota", {"Quota": {
+        "ServiceCode": "ec2", "QuotaCode": "L-3819A6DF", "QuotaName": "All G and VT Spot Instance Requests",
+        "Value": 0.0, "Unit": "None", "Adjustable": True, "GlobalQuota": False}})
+    result = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert result.exit_code == 1 and "Spot vCPU quota 'All G and VT Spot Instance Requests' is 0, 4 needed" \
+        in result.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
+    assert cloud.tagged(move_id) == {}

@@ -25,6 +25,8 @@ class FaultProxy:
         self.upstream = upstream
         self.faults: dict[str, list[Any]] = {}
         self.seen: list[str] = []
+        # JSON-protocol answers for actions moto lacks (e.g. EC2 quotas in Service Quotas).
+        self.canned: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         proxy = self
 
@@ -42,6 +44,16 @@ class FaultProxy:
                                                                .get("Action", [""])[0])
                 with proxy.lock:
                     proxy.seen.append(action)
+                    canned = proxy.canned.pop(action, None)
+                if canned is not None:
+                    payload = json.dumps(canned).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                with proxy.lock:
                     fault = proxy.faults.get(action)
                     if fault is not None and fault[2] > 0:
                         fault[2] -= 1
@@ -93,9 +105,14 @@ class FaultProxy:
         with self.lock:
             self.faults[action] = [status, code, skip]
 
+    def answer_next(self, action: str, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.canned[action] = body
+
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.canned.clear()
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -128,20 +128,6 @@ class LengthStats:
         total = sum(self.lengths) + self.prior * self.prior_weight
         return total / (len(self.lengths) + self.prior_weight)
 
-    def prob_ends_within(self, age: int, ticks: float) -> float:
-        """P(L ≤ age + ticks | L > age), the prior counting as `prior_weight` runs of its length."""
-        self._prepare()
-        assert self._sorted is not None
-        lo = int(np.searchsorted(self._sorted, age, side="right"))
-        hi = int(np.searchsorted(self._sorted, age + ticks, side="right"))
-        alive = len(self._sorted) - lo
-        w = self.prior_weight
-        prior_alive = self.prior > age
-        prior_ends = prior_alive and self.prior <= age + ticks
-        num = (hi - lo) + (w if prior_ends else 0)
-        den = alive + (w if prior_alive else 0)
-        return num / den if den else 1.0
-
     def _prepare(self) -> None:
         if self._sorted is None:
             self._sorted = np.sort(np.asarray(self.lengths, dtype=float))
@@ -173,30 +159,23 @@ class SpotplanPolicy:
     pays for the changeover: from idle o > kd/(k−1), from on-demand o > 2·(2kd/(k−1)) (Can't Be
     Late's oracle rule with the oracle replaced by the estimate, and a factor 2 against the
     estimate's optimism in flapping markets). Spot lifetimes are far from memoryless, so the age
-    matters. The safety net checks every tick that an on-demand finish stays possible (margin
-    ≥ d after the tick), so the job never misses a deadline on-demand could meet, yet it can still
-    hop onto spot late in the run.
+    matters. Below the reserve each excursion from on-demand (2d of margin) is dearer, so the
+    required life grows with the shortfall (`scarcity`), which keeps flapping markets from eating
+    the margin and locking the job onto on-demand. The safety net checks every tick that an
+    on-demand finish stays possible (margin ≥ d after the tick), so the job never misses a deadline
+    on-demand could meet, yet it can still hop onto spot late in the run.
 
-    β, the factor 2 and the reserve shape were chosen on the 600 s availability traces with
+    β, the factors and the reserve shape were chosen on the 600 s availability traces with
     d = 0.2 h; the 32 s preemption traces and d = 0.05 h were not used for tuning.
     """
 
     name = "spotplan"
 
     def __init__(
-        self,
-        prior_run_hours: float = 2.0,
-        prior_outage_hours: float = 0.5,
-        od_exit_factor: float = 2.0,
-        short_outage: float = 0.5,
-        scarcity: float = 0.0,
-        median_life: bool = False,
+        self, prior_run_hours: float = 2.0, od_exit_factor: float = 2.0, scarcity: float = 10.0
     ) -> None:
-        self.median_life = median_life
         self.prior_run_hours = prior_run_hours
-        self.prior_outage_hours = prior_outage_hours
         self.od_exit_factor = od_exit_factor
-        self.short_outage = short_outage
         self.scarcity = scarcity
 
     def reset(self, ctx: Context) -> None:
@@ -205,7 +184,6 @@ class SpotplanPolicy:
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
         self.runs = LengthStats(self.prior_run_hours / self.gap_h)
-        self.outages = LengthStats(self.prior_outage_hours / self.gap_h)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0
@@ -215,7 +193,8 @@ class SpotplanPolicy:
             lengths = np.diff(bounds)
             # the first streak is censored (its start is unknown); the last is still going
             for i in range(1, len(lengths) - 1):
-                (self.runs if hist[bounds[i]] else self.outages).add(int(lengths[i]))
+                if hist[bounds[i]]:
+                    self.runs.add(int(lengths[i]))
             self.state = bool(hist[-1])
             self.age = int(lengths[-1])
         d_h = g.D * g.grain_hours
@@ -229,8 +208,8 @@ class SpotplanPolicy:
 
     def _observe(self, has_spot: bool) -> None:
         if self.state is None or has_spot != self.state:
-            if self.state is not None:
-                (self.runs if self.state else self.outages).add(self.age)
+            if self.state:
+                self.runs.add(self.age)
             self.state = has_spot
             self.age = 0
         self.age += 1
@@ -255,27 +234,14 @@ class SpotplanPolicy:
                 return [SPOT, OD]
             life_h = self.runs.expected_remaining(self.age - 1) * self.gap_h
             need = self.enter_from_od_h if mode == OD else self.enter_from_idle_h
-            if mode == OD and self.scarcity > 0 and margin < reserve:
-                # below the reserve every excursion (2d of margin) is dear: ask for a longer run
+            if mode == OD and margin < reserve:
                 need *= 1.0 + self.scarcity * (reserve - margin) / max(reserve, 1)
-            if self.median_life:
-                # the run is more likely than not to outlast the payback time
-                worth = self.runs.prob_ends_within(self.age - 1, need / self.gap_h) < 0.5
-            else:
-                worth = life_h > need
-            if worth:
+            if life_h > need:
                 return [SPOT, OD]
             return [OD] if mode == OD else [IDLE, OD]
         if mode == OD:
             return [OD]
-        if margin - g.m >= reserve:
-            return [IDLE, OD]
-        # below the reserve: an outage that is likely to end within a changeover is cheaper to
-        # wait out (one tick of margin) than to cover (a changeover each way)
-        if self.short_outage > 0 and margin - g.m >= 2 * g.D:
-            if self.outages.prob_ends_within(self.age - 1, g.D / g.m) >= self.short_outage:
-                return [IDLE, OD]
-        return [OD]
+        return [IDLE, OD] if margin - g.m >= reserve else [OD]
 
 
 def make_policy(name: str) -> object:

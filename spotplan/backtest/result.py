@@ -221,7 +221,8 @@ def _calibration_table(result: BacktestResult) -> Any:
         title_justify="left",
         show_edge=False,
     )
-    for label in ("Workload", "Band", "MTBF h", "Predicted $", "Replayed $", "Error", "Pred. wall h", "Replayed wall h"):
+    labels = ("Workload", "Band", "MTBF h", "Predicted $", "Replayed $", "Error", "Pred. wall h", "Replayed wall h")
+    for label in labels:
         table.add_column(label, justify="left" if label in ("Workload", "Band") else "right")
     for r in cal.rows:
         table.add_row(
@@ -256,8 +257,13 @@ def to_markdown(result: BacktestResult) -> str:
             )
         if cal.fitted_mtbf_hours:
             out += ["", f"Fitted MTBF from the traces: {cal.fitted_mtbf_hours:.1f} h."]
-    out += ["", "Per trace:", "", "| Trace | Tick s | Hours | Spot availability | Mean spot run h | Starts |",
-            "|---|---:|---:|---:|---:|---:|"]
+    out += [
+        "",
+        "Per trace:",
+        "",
+        "| Trace | Tick s | Hours | Spot availability | Mean spot run h | Starts |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for t in result.traces:
         out.append(
             f"| {t.name} | {t.gap_seconds:g} | {t.hours:.1f} | {t.availability:.2f} | "

@@ -37,13 +37,16 @@ def backtest(
             show_default=False,
         ),
     ],
-    job_hours: Annotated[float, typer.Option("--job-hours", help="Compute hours C the job needs.", show_default=False)],
+    job_hours: Annotated[
+        float, typer.Option("--job-hours", help="Compute hours C the job needs.", show_default=False)
+    ],
     deadline_hours: Annotated[
         float, typer.Option("--deadline-hours", help="Hours R from the start to the deadline.", show_default=False)
     ],
     fmt: Annotated[TraceFormat, typer.Option("--format", help="Trace format; auto detects it.")] = TraceFormat.auto,
     changeover_hours: Annotated[
-        float, typer.Option("--changeover-hours", help="Changeover delay d paid on every switch into spot or on-demand.")
+        float,
+        typer.Option("--changeover-hours", help="Changeover delay d paid on every switch into spot or on-demand."),
     ] = 0.2,
     instances: Annotated[int, typer.Option("--instances", min=1, help="Gang size n: spot needs n available.")] = 1,
     policy: Annotated[

@@ -29,8 +29,10 @@ RESUME_FETCH = (
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     "sts.get_caller_identity": (),
     "ec2.describe_instance_type_offerings": ("ec2:DescribeInstanceTypeOfferings",),
+    "ec2.describe_instance_types": ("ec2:DescribeInstanceTypes",),
+    "service-quotas.get_service_quota": ("servicequotas:GetServiceQuota",),
     "ec2.describe_instances": ("ec2:DescribeInstances",),
-    "ec2.run_instances": ("ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"),
+    "ec2.run_instances": ("ec2:RunInstances", "ec2:CreateTags"),
     "ec2.stop_instances": ("ec2:StopInstances",),
     "ec2.start_instances": ("ec2:StartInstances",),
     "ec2.terminate_instances": ("ec2:TerminateInstances",),
@@ -48,6 +50,20 @@ _CREDENTIAL_CODES = {
     "SignatureDoesNotMatch",
 }
 _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+# Spot vCPU quotas (Service Quotas codes) by instance family letter; families not listed go unchecked.
+SPOT_QUOTAS = {
+    "g": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "vt": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "p": ("L-7212CCBC", "All P Spot Instance Requests"),
+    **{f: ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests") for f in "acdhimrtz"},
+}
+
+
+def spot_quota_for(instance_type: str) -> tuple[str, str] | None:
+    family = instance_type.split(".")[0]
+    letters = "".join(ch for ch in family if ch.isalpha()).lower()
+    return SPOT_QUOTAS.get(letters[:2]) or SPOT_QUOTAS.get(letters[:1])
 _STATE = {"shutting-down": "terminated"}
 
 
@@ -166,7 +182,32 @@ class AwsProvider:
         offers = self._read(offer, dry_run)
         if not offers.get("InstanceTypeOfferings"):
             raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {where}")
-        return [ident, offer], {"account": who.get("Account")}
+        calls = [ident, offer]
+        quota = spot_quota_for(spec.instance_type) if spec.market == "spot" else None
+        if quota is not None:
+            calls += self._check_spot_quota(spec, *quota)
+        return calls, {"account": who.get("Account")}
+
+    def _check_spot_quota(self, spec: LaunchSpec, code: str, name: str) -> list[Call]:
+        """The account's Spot vCPU quota must at least fit this move (new accounts often have 0)."""
+        from botocore.exceptions import ClientError
+
+        types = self._call("ec2", "describe_instance_types", {"InstanceTypes": [spec.instance_type]})
+        info = self._read(types, False).get("InstanceTypes") or [{}]
+        need = spec.count * int(info[0].get("VCpuInfo", {}).get("DefaultVCpus", 0))
+        call = self._call("service-quotas", "get_service_quota", {"ServiceCode": "ec2", "QuotaCode": code},
+                          note=name)
+        try:
+            value = self._client("service-quotas").get_service_quota(**call.params)["Quota"]["Value"]
+        except ClientError as exc:
+            # Not every partition/account (or emulator) reports it: go on, and say so.
+            call.outcome = f"not reported ({exc.response.get('Error', {}).get('Code', 'error')})"
+            return [types, call]
+        call.outcome = f"ok ({value:g} vCPUs)"
+        if need > value:
+            raise CloudError(f"move {spec.move_id}: Spot vCPU quota '{name}' is {value:g}, {need} needed "
+                             f"(request an increase in Service Quotas, code {code})")
+        return [types, call]
 
     def _find_by_token(self, token: str) -> tuple[Call, list[str]]:
         call = self._call(
@@ -199,7 +240,7 @@ class AwsProvider:
                 {
                     "ResourceType": "instance",
                     "Tags": _tags({**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
-                                   ROLE_TAG: spec.step}),
+                                   ROLE_TAG: spec.step.split("#")[0]}),
                 }
             ],
         }
@@ -250,7 +291,10 @@ class AwsProvider:
 
     def _mutate(self, method: str, params: dict[str, Any], dry_run: bool) -> list[Call]:
         call = self._call("ec2", method, params)
-        call.run(dry_run, lambda: self._send(call), self._ec2_check(call))
+        ids = params.get("InstanceIds") or params.get("Resources") or []
+        # Placeholders (ids only known after acquire) cannot be permission-checked.
+        check = None if any(str(i).startswith("<") for i in ids) else self._ec2_check(call)
+        call.run(dry_run, lambda: self._send(call), check)
         return [call]
 
     def stop(self, ids: Sequence[str], dry_run: bool) -> list[Call]:
