@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_replay_with_restarts_by_hand() -> None:
-    # 1 h ticks, 3 h of work, 0.5 h lost and 0.25 h restart per preemption.
-    # h0: launch 0.25 + work 0.75; h1: work → 1.75; h2: gone, lose 0.5 → 1.25;
-    # h3: restart 0.25 + work → 2.0; h4: work → 3.0. Billed 4 h over 5 h, one interruption.
+    # 1 h ticks, 3 h of work, 0.5 h lost and 0.25 h restart per preemption (the first launch is
+    # the migration's). h0: 1; h1: 2; h2: gone, lose 0.5 → 1.5; h3: restart 0.25 + work → 2.25;
+    # h4: 0.75 h more → 3. Billed 3.75 h, five hours of wall clock, one interruption.
     up = np.array([1, 1, 0, 1, 1, 1], bool)
-    assert replay_spot_with_restarts(up, 1.0, 0, 3.0, 0.5, 0.25) == pytest.approx((4.0, 5.0, 1))
-    # from h5 it wraps around: 0.75, 1.75, 2.75, lose 0.5 at h2, then 0.25 restart + 0.75 work
-    assert replay_spot_with_restarts(up, 1.0, 5, 3.0, 0.5, 0.25) == pytest.approx((4.0, 5.0, 1))
+    assert replay_spot_with_restarts(up, 1.0, 0, 3.0, 0.5, 0.25) == pytest.approx((3.75, 5.0, 1))
+    # from h5 it wraps around to h0 and h1 without a preemption
+    assert replay_spot_with_restarts(up, 1.0, 5, 3.0, 0.5, 0.25) == pytest.approx((3.0, 3.0, 0))
 
 
 def test_fit_mtbf() -> None:

@@ -6,12 +6,14 @@ cost are set beside the prediction, and the MTBF the traces imply is fitted.
 Replay rules: the job needs W0 = H·(1 + δ/τ) failure-free hours. It runs while the trace shows
 spot; a preemption loses ℓ hours of progress and, once spot is back, costs r hours of restart
 (billed, no progress). Waiting for spot to come back is not billed (no instances are held), which
-is what the cost model assumes too. A 0/1 trace is read as all-or-none for a gang (Can't Be Late
-§6: > 94% of the time all or none of 4-16 instances were available). A run that reaches the end of
-its trace wraps around to the start of it.
+is what the cost model assumes too; the first launch belongs to the migration cost, as in §5.6.
+A 0/1 trace is read as all-or-none for a gang (Can't Be Late §6: > 94% of the time all or none of
+4-16 instances were available). A run that reaches the end of its trace wraps around to its start.
 
 The fitted MTBF is the exponential maximum-likelihood estimate: available instance-hours divided
-by the number of preemptions (available → gone) over all traces.
+by the number of preemptions (available → gone) over all traces. Each row also reprices the
+workload with §5.5 at the fitted MTBF (`refit_cost`), which is what analyze would predict with a
+table refitted to these traces.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def replay_spot_with_restarts(
         raise InputError("the trace never shows spot capacity: nothing to replay")
     done = 0.0
     billed = 0.0
-    pending_restart = restart_hours  # the first launch also provisions and restores
+    # the first launch is priced in the migration cost (§5.6), not in the spot run
+    pending_restart = 0.0
     interruptions = 0
     running = False
     i = start
@@ -104,6 +107,7 @@ def calibrate(
     result, workloads, _prices = run([inventory], None, AnalyzeOptions(seed=seed))
     by_id = {w.id: w for w in workloads}
     rng = np.random.default_rng(seed)
+    fitted, events, exposure = fit_mtbf(traces)
     rows: list[CalibrationRow] = []
     notes: list[str] = []
     for wr in result.workloads:
@@ -141,6 +145,13 @@ def calibrate(
         # the cost model's per-instance price × n, as analyze prices the spot run
         replay_cost = billed * n * best.price_per_hour
         mean_cost = float(replay_cost.mean())
+        refit_wall = refit_cost = None
+        if fitted:
+            # §5.5 with the traces' MTBF; a 0/1 trace already is the gang's all-or-none rate
+            load = (best.lost_hours_per_interruption + best.restart_hours) / fitted
+            if load < 1:
+                refit_wall = w0 / (1.0 - load)
+                refit_cost = refit_wall * n * best.price_per_hour
         rows.append(
             CalibrationRow(
                 workload=wr.id,
@@ -154,19 +165,20 @@ def calibrate(
                 replayed_interruptions=float(np.mean(ints)),
                 runs=len(billed),
                 cost_error_pct=100.0 * (best.cost - mean_cost) / mean_cost if mean_cost else 0.0,
+                refit_wall_hours=refit_wall,
+                refit_cost=refit_cost,
             )
         )
         if progress:
             progress(f"calibrated {wr.id}: predicted ${best.cost:,.2f}, replayed ${mean_cost:,.2f}")
     if not rows:
         notes.append("no recommended or conditional workload in the analysis: nothing replayed")
-    mtbf, events, exposure = fit_mtbf(traces)
     notes.append(
         "replayed wall hours are billed hours (running + restarts); waiting for spot is not billed"
     )
     return Calibration(
         rows=rows,
-        fitted_mtbf_hours=mtbf,
+        fitted_mtbf_hours=fitted,
         fitted_interruptions=events,
         fitted_exposure_hours=exposure,
         band_mtbf_hours=dict(DEFAULT_MTBF_HOURS),

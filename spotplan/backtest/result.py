@@ -78,6 +78,8 @@ class CalibrationRow(BaseModel):
     replayed_interruptions: float
     runs: int
     cost_error_pct: float
+    refit_wall_hours: float | None = None
+    refit_cost: float | None = None
 
 
 class Calibration(BaseModel):
@@ -202,7 +204,14 @@ def to_table(result: BacktestResult) -> str:
     with console.capture() as cap:
         console.print(_headline(result), highlight=False)
         console.print(table)
-        if result.calibration is not None:
+        cal = result.calibration
+        if cal is not None:
+            fitted = f"{cal.fitted_mtbf_hours:.1f} h" if cal.fitted_mtbf_hours else "n/a"
+            console.print(
+                f"\nCalibration of analyze: fitted MTBF {fitted} from {cal.fitted_interruptions} "
+                f"preemptions over {cal.fitted_exposure_hours:.0f} instance-hours",
+                highlight=False,
+            )
             console.print(_calibration_table(result))
         for line in _footnotes(result):
             console.print(f"  * {line}", highlight=False)
@@ -214,14 +223,8 @@ def _calibration_table(result: BacktestResult) -> Any:
 
     cal = result.calibration
     assert cal is not None
-    fitted = f"{cal.fitted_mtbf_hours:.1f} h" if cal.fitted_mtbf_hours else "n/a"
-    table = Table(
-        title=f"Calibration of analyze (fitted MTBF {fitted} from {cal.fitted_interruptions} "
-        f"preemptions over {cal.fitted_exposure_hours:.0f} instance-hours)",
-        title_justify="left",
-        show_edge=False,
-    )
-    labels = ("Workload", "Band", "MTBF h", "Predicted $", "Replayed $", "Error", "Pred. wall h", "Replayed wall h")
+    table = Table(show_edge=False)
+    labels = ("Workload", "Band", "MTBF h", "Predicted $", "Replayed $", "Error", "Refit $", "Pred. h", "Replayed h")
     for label in labels:
         table.add_column(label, justify="left" if label in ("Workload", "Band") else "right")
     for r in cal.rows:
@@ -232,6 +235,7 @@ def _calibration_table(result: BacktestResult) -> Any:
             f"{r.predicted_cost:,.2f}",
             f"{r.replayed_cost:,.2f}",
             f"{r.cost_error_pct:+.1f}%",
+            f"{r.refit_cost:,.2f}" if r.refit_cost is not None else "-",
             f"{r.predicted_wall_hours:.1f}",
             f"{r.replayed_wall_hours:.1f}",
         )
@@ -247,13 +251,14 @@ def to_markdown(result: BacktestResult) -> str:
     if result.calibration is not None:
         cal = result.calibration
         out += ["", "**Calibration of analyze**", ""]
-        out.append("| Workload | Band | MTBF h | Predicted $ | Replayed $ | Error |")
-        out.append("|---|---|---:|---:|---:|---:|")
+        out.append("| Workload | Band | MTBF h | Predicted $ | Replayed $ | Error | With fitted MTBF $ |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
         for r in cal.rows:
             mtbf = f"{r.predicted_mtbf_hours:.0f}" if r.predicted_mtbf_hours else "-"
+            refit = f"{r.refit_cost:,.2f}" if r.refit_cost is not None else "-"
             out.append(
                 f"| {r.workload} | {r.band or '-'} | {mtbf} | {r.predicted_cost:,.2f} | "
-                f"{r.replayed_cost:,.2f} | {r.cost_error_pct:+.1f}% |"
+                f"{r.replayed_cost:,.2f} | {r.cost_error_pct:+.1f}% | {refit} |"
             )
         if cal.fitted_mtbf_hours:
             out += ["", f"Fitted MTBF from the traces: {cal.fitted_mtbf_hours:.1f} h."]
