@@ -50,7 +50,7 @@ def bench(trace: Trace, job: Job, starts: int) -> dict[str, float]:
         pol = make_policy(name)
         t0 = time.perf_counter()
         for i, s in enumerate(chosen):
-            replay(pol, windows[i], prices[i], job, grid, history=up[:s])  # type: ignore[arg-type]
+            replay(pol, windows[i], prices[i], job, grid, history=up[:s])
         out[name] = (time.perf_counter() - t0) / len(chosen)
     out["_grid"] = grid.m
     out["_ticks"] = grid.T

@@ -78,7 +78,7 @@ def test_spotplan_never_misses_what_on_demand_meets(d: float) -> None:
         gap = float(rng.choice([60, 600, 1800]))
         C = float(rng.uniform(2, 12))
         # deadlines on the tick grid, from the tightest on-demand can meet to a few hours more
-        ticks = int(np.ceil((C + d) * 3600 / gap)) + int(rng.integers(0, 4 * 3600 // gap + 1))
+        ticks = int(np.ceil((C + d) * 3600 / gap)) + int(rng.integers(0, int(4 * 3600 // gap) + 1))
         R = ticks * gap / 3600
         job = Job(C, R, d, spot_price=1.0, on_demand_price=3.0)
         grid = make_grid(job, gap)

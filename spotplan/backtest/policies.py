@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from spotplan.backtest.simulator import IDLE, OD, SPOT, Context, Grid
+from spotplan.backtest.simulator import IDLE, OD, SPOT, Context, Grid, Policy
 
 POLICY_NAMES = ("on-demand", "greedy", "uniform-progress", "optimal", "spotplan")
 
@@ -244,7 +244,7 @@ class SpotplanPolicy:
         return [IDLE, OD] if margin - g.m >= reserve else [OD]
 
 
-def make_policy(name: str) -> object:
+def make_policy(name: str) -> Policy:
     if name == "on-demand":
         return OnDemand()
     if name == "greedy":

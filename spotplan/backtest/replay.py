@@ -91,6 +91,11 @@ def run_backtest(
                 notes=list(trace.notes),
             )
         )
+        if trace.ticks and int(trace.available.max()) < job.instances:
+            notes.append(
+                f"{trace.name}: never shows {job.instances} spot instances at once, so spot is never "
+                "usable there (a 0/1 trace counts instances, not gangs)"
+            )
         if not len(chosen):
             notes.append(
                 f"{trace.name}: {trace.hours:.1f} h is shorter than the {job.deadline_hours:g} h "
@@ -126,9 +131,7 @@ def run_backtest(
             t0 = time.perf_counter()
             for i, s in enumerate(chosen):
                 record = example_timeline is None and name == example and i == 0
-                r = replay(
-                    policy, windows[i], pwin[i], job, grid, history=up[:s], record=record  # type: ignore[arg-type]
-                )
+                r = replay(policy, windows[i], pwin[i], job, grid, history=up[:s], record=record)
                 runs[name].append(r)
                 per_start[i][name] = r.cost
                 if not r.met_deadline:

@@ -34,6 +34,7 @@ def backtest(
             "--trace",
             help="Spot trace file (Can't-Be-Late/SpotHedge JSON, Bamboo events CSV, count CSV/TXT), "
             "or a folder of them. Repeatable: one per zone.",
+            metavar="FILE|DIR",
             show_default=False,
         ),
     ],
