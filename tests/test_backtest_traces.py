@@ -138,3 +138,10 @@ def test_real_bamboo_and_parcae(shared_data: Path) -> None:
     parcae = load_trace(shared_data / "parcae-traces/aws/traces/p3.csv")
     # Parcae's p3.csv is the Bamboo p3 trace as a node count (time in ms)
     assert abs(parcae.hours - ev.hours) < 1.0
+
+
+def test_bad_row_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "counts.csv"
+    p.write_text("t,n\n0,1\n\n60,2\nx,3\n")
+    with pytest.raises(InputError, match=r"counts.csv:5: expected time,count"):
+        load_trace(p)

@@ -5,10 +5,11 @@ state, and the trace *before* the job started; never the future.
 - `greedy` (Can't Be Late §4): spot whenever available, else wait; Safety Net.
 - `uniform-progress` (Can't Be Late §4): on-demand when idle and behind t·C/R; take any spot;
   hysteresis on on-demand until progress reaches the expectation at t + 2d; Safety Net.
-- `spotplan`: ours. Spot whenever it is there and worth its changeover, on-demand only when the
-  projected spot-only progress (from online availability estimates) falls short, hysteresis against
-  ping-pong, and an exact, non-sticky safety net that keeps an on-demand finish possible at every
-  tick (so it never misses a deadline on-demand could meet) while still hopping onto spot late.
+- `spotplan`: ours. Spends the margin (time left − work left) along a reserve that shrinks to the
+  deadline, enters spot when the run's age-conditioned expected remaining life (estimated online
+  from the runs seen so far) pays for the changeover, and keeps an exact, non-sticky safety net:
+  an on-demand finish stays possible after every tick (so it never misses a deadline on-demand could
+  meet) while it can still hop onto spot late in the run.
 
 The Safety Net of the paper (idle and R < C + 2d → on-demand to the end) is checked on the state
 *after* the coming tick, since a tick-based policy cannot act in the middle of one.

@@ -160,10 +160,11 @@ def _parse_json(text: str, path: Path) -> Trace:
     )
 
 
-def _rows(text: str) -> list[list[str]]:
+def _rows(text: str) -> list[tuple[int, list[str]]]:
+    """Non-blank CSV rows with their 1-based line numbers (for error messages)."""
     return [
-        [c.strip() for c in row]
-        for row in csv.reader(io.StringIO(text))
+        (lineno, [c.strip() for c in row])
+        for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1)
         if row and any(c.strip() for c in row)
     ]
 
@@ -172,7 +173,7 @@ def _parse_events(text: str, path: Path, tick_seconds: float | None) -> Trace:
     times: list[float] = []
     deltas: list[int] = []
     alive: set[str] = set()
-    for lineno, row in enumerate(_rows(text), start=1):
+    for lineno, row in _rows(text):
         if len(row) < 3:
             raise InputError(f"{path}:{lineno}: expected time_ms,event,node_id")
         try:
@@ -201,14 +202,14 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 def _parse_counts(text: str, path: Path, tick_seconds: float | None) -> Trace:
     rows = _rows(text)
-    if rows and not _is_number(rows[0][0]) and not _DATE_TIME.match(rows[0][0]):
+    if rows and not _is_number(rows[0][1][0]) and not _DATE_TIME.match(rows[0][1][0]):
         rows = rows[1:]  # a header line
     if not rows:
         raise InputError(f"{path}: no rows")
     times: list[float] = []
     counts: list[float] = []
-    dated = bool(_DATE_TIME.match(rows[0][0]))
-    for lineno, row in enumerate(rows, start=1):
+    dated = bool(_DATE_TIME.match(rows[0][1][0]))
+    for lineno, row in rows:
         try:
             if dated:
                 stamp = datetime.strptime(f"{row[0]} {row[1]}", "%Y-%m-%d %H:%M:%S")
