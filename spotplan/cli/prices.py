@@ -11,4 +11,5 @@ app = typer.Typer(
 )
 
 # Registers `show` (issue: analyze) and pull/import/history/alerts (issue: prices).
-from spotplan.cli import prices_live, prices_show  # noqa: E402,F401
+from spotplan.cli import prices_show  # noqa: E402,F401,I001  (show first in --help)
+from spotplan.cli import prices_live  # noqa: E402,F401
