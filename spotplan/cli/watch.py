@@ -1,13 +1,14 @@
 """`spotplan watch`: parse options, run the node agent (spotplan.watch.agent), print its verdict.
 
-Exit codes: 0 no notice (--once) or checkpoint saved, 3 notice but no fresh checkpoint in time,
-2 usage, 1 runtime error.
+Exit codes: 0 no notice (--once) or checkpoint saved (and --fallback-move done), 3 notice but no
+fresh checkpoint in time, 5 checkpoint saved but the on-demand fallback failed, 2 usage, 1 runtime error.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -92,12 +93,26 @@ def watch(
     log: Annotated[
         Path | None, typer.Option("--log", help="Append a JSON line per state change to this file.", dir_okay=False)
     ] = None,
+    fallback_move: Annotated[
+        str | None,
+        typer.Option(
+            "--fallback-move", metavar="MOVE_ID",
+            help="After a fresh checkpoint, run `spotplan migrate --fallback MOVE_ID` (when the move's fallback "
+            "is on-demand). Without --checkpoint-uri, watches the move's checkpoint storage.",
+        ),
+    ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option("--journal", help="Migrate journal holding --fallback-move (default: the user data dir's).",
+                     dir_okay=False),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Watch the node's metadata service for a spot reclaim notice, then signal, checkpoint and alert.
 
-    Exit codes: 0 checkpoint saved (or no notice with --once), 3 notice but no fresh checkpoint
-    in time, 2 usage error, 1 runtime error.
+    Exit codes: 0 checkpoint saved (or no notice with --once), and any --fallback-move done;
+    3 notice but no fresh checkpoint in time (no fallback run); 5 checkpoint saved but the fallback failed;
+    2 usage error; 1 runtime error.
 
     Example: spotplan watch --signal SIGUSR1 --process train.py --checkpoint-uri /ckpt --upload-to s3://b/run
     """
@@ -116,6 +131,21 @@ def watch(
             raise InputError("--upload-to needs --checkpoint-uri (the local store to upload from)")
         if source is SourceName.url and not endpoint:
             raise InputError("--source url needs --endpoint URL")
+        if journal is not None and not fallback_move:
+            raise InputError("--journal needs --fallback-move")
+        storage_options: dict[str, object] = {}
+        if fallback_move:
+            storage = _fallback_storage(fallback_move, journal)
+            if not checkpoint_uri:
+                from spotplan.executor import storage_options_for
+
+                # Check freshness in the very store the fallback resumes from.
+                checkpoint_uri, storage_options = storage, storage_options_for(storage)
+            elif storage and storage.rstrip("/") not in {u.rstrip("/") for u in (checkpoint_uri, upload_to) if u}:
+                sys.stderr.write(
+                    f"spotplan watch: warning: move {fallback_move} resumes from {storage}, which is neither "
+                    "--checkpoint-uri nor --upload-to: the fallback may resume from an older checkpoint\n"
+                )
         config = WatchConfig(
             source=source.value,
             endpoint=endpoint,
@@ -134,6 +164,9 @@ def watch(
             act_on_rebalance=act_on_rebalance,
             log=log,
             verbose=is_verbose(verbose),
+            fallback_move=fallback_move,
+            journal=journal,
+            storage_options=storage_options,
         )
         agent = Agent(config)
         try:
@@ -146,3 +179,23 @@ def watch(
             agent.log.close()
         typer.echo(json.dumps(result.to_dict()))
     raise typer.Exit(result.exit_code)
+
+
+def _fallback_storage(move_id: str, journal: Path | None) -> str:
+    """Fail at start, not at the notice, when the move cannot be found; return its checkpoint storage."""
+    from spotplan.journal import Journal
+    from spotplan.paths import journal_path
+
+    path = journal or journal_path()
+    if not path.is_file():
+        raise InputError(f"--fallback-move: no journal at {path}",
+                         hint="pass --journal PATH, or point XDG_DATA_HOME at the data dir spotplan migrate used")
+    store = Journal(path)
+    try:
+        prior = store.get_move(move_id)
+    finally:
+        store.close()
+    if prior is None:
+        raise InputError(f"--fallback-move: no move {move_id!r} in the journal {path}",
+                         hint="spotplan migrations list")
+    return str((prior["move"].get("checkpoint") or {}).get("storage") or "")

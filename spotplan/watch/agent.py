@@ -2,9 +2,13 @@
 command), wait for a fresh checkpoint within the time left, upload it, acknowledge the event, alert,
 and return the exit code. Every state change is one JSON line in the log.
 
+With `fallback_move`, a notice handled with a fresh checkpoint then runs the move's fallback to
+on-demand through the executor (`spotplan.executor.fallback_move`, which journals it).
+
 Exit codes: 0 no notice (`--once`) or a notice handled with a fresh verified checkpoint (or with no
-`--checkpoint-uri` to check); 3 a notice but no fresh checkpoint in time; 1 a runtime failure
-(metadata unreachable with `--once`, an upload that failed).
+`--checkpoint-uri` to check), and the fallback done if one was asked; 3 a notice but no fresh
+checkpoint in time; 5 the checkpoint was saved but the fallback to on-demand failed; 1 a runtime
+failure (metadata unreachable with `--once`, an upload that failed).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from spotplan.watch import actions
 from spotplan.watch.sources import MetadataError, Notice, Source, make_source, utcnow
 
 EXIT_NO_CHECKPOINT = EXIT_PARTIAL
+# Not one of DESIGN.md's codes: the work is safe, only the on-demand replacement is missing.
+EXIT_FALLBACK_FAILED = 5
 
 
 @dataclass
@@ -47,6 +53,8 @@ class WatchConfig:
     act_on_rebalance: bool = False
     log: Path | None = None
     verbose: bool = False
+    fallback_move: str | None = None
+    journal: Path | None = None  # None: the default journal (XDG_DATA_HOME)
 
 
 class EventLog:
@@ -90,6 +98,7 @@ class WatchResult:
     uploaded: Any = None
     acknowledged: bool = False
     stopped: bool = False
+    fallback: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +108,7 @@ class WatchResult:
             "uploaded": self.uploaded.to_dict() if self.uploaded else None,
             "acknowledged": self.acknowledged,
             "stopped": self.stopped,
+            "fallback": self.fallback,
         }
 
 
@@ -118,7 +128,7 @@ class Agent:
             if self.source is None:
                 self.source = make_source(cfg.source, cfg.endpoint)
             self.log("started", source=self.source.name, endpoint=self.source.endpoint, interval=cfg.interval,
-                     pid=os.getpid(), host=socket.gethostname())
+                     pid=os.getpid(), host=socket.gethostname(), fallback_move=cfg.fallback_move)
             return self._loop(self.source)
         except _Stop:
             self.log("stopped", reason="signal")
@@ -222,6 +232,8 @@ class Agent:
         if cfg.checkpoint_uri:
             self._checkpoint(notice, budget_end, result)
         self._reap(children, budget_end)
+        if cfg.fallback_move:
+            self._fallback(cfg.fallback_move, result)
         if cfg.webhook:
             self._alert(notice, result)
         self.log("exit", code=result.exit_code)
@@ -261,6 +273,54 @@ class Agent:
         except MetadataError as exc:
             self.log("acknowledge_failed", error=str(exc))
 
+    def _fallback(self, move_id: str, result: WatchResult) -> None:
+        """Resume the move on on-demand capacity, but only once its work is known to be safe."""
+        if result.exit_code != EXIT_OK:
+            reason = "no fresh checkpoint in time" if result.checkpoint is None else "the checkpoint upload failed"
+            self.log("fallback_skipped", move_id=move_id, reason=reason)
+            return
+        try:
+            outcome = self._run_fallback(move_id)
+        except Exception as exc:  # whatever broke, the checkpoint is saved: say so with its own code
+            outcome = {"move_id": move_id, "status": "failed", "error": str(exc)}
+        result.fallback = outcome
+        if outcome["status"] == "skipped":
+            self.log("fallback_skipped", **outcome)
+        elif outcome["status"] == "done":
+            self.log("fallback_done", **outcome)
+        else:
+            self.log("fallback_failed", **outcome)
+            result.exit_code = EXIT_FALLBACK_FAILED
+
+    def _run_fallback(self, move_id: str) -> dict[str, Any]:
+        from spotplan.errors import InputError
+        from spotplan.executor import Options, fallback_move
+        from spotplan.journal import Journal
+
+        journal = Journal(self.config.journal)
+        try:
+            prior = journal.get_move(move_id)
+            if prior is None:
+                raise InputError(f"no move {move_id!r} in the journal {journal.path}")
+            mode = prior["move"].get("fallback", "on-demand")
+            if mode != "on-demand":
+                return {"move_id": move_id, "status": "skipped", "reason": f"the move's fallback is {mode!r}"}
+            self.log("fallback_started", move_id=move_id, journal=str(journal.path))
+            report = fallback_move(
+                move_id, Options(), journal,
+                log=lambda message: self.log("fallback_step", move_id=move_id, step=message.rsplit(": ", 1)[-1]),
+            )
+        finally:
+            journal.close()
+        data = {s.step: s.data for s in report.steps}
+        return {
+            "move_id": move_id,
+            "status": report.status,
+            "error": report.error,
+            "instance_ids": data.get("fallback_acquire", {}).get("fallback_ids"),
+            "resumed_from": data.get("fallback_resume", {}).get("resumed_from"),
+        }
+
     def _reap(self, children: list[tuple[str, Any]], budget_end: float) -> None:
         for what, proc in children:
             try:
@@ -280,7 +340,10 @@ class Agent:
         )
         text = (
             f"[spotplan] {notice.source} {notice.kind} notice on {socket.gethostname()} "
-            f"(deadline {notice.to_dict()['deadline'] or 'unknown'}): {outcome}; exit {result.exit_code}"
+            f"(deadline {notice.to_dict()['deadline'] or 'unknown'}): {outcome}"
+            + (f"; on-demand fallback of {result.fallback['move_id']} {result.fallback['status']}"
+               if result.fallback else "")
+            + f"; exit {result.exit_code}"
         )
         try:
             status = actions.post_webhook(cfg.webhook, text, result.to_dict())
