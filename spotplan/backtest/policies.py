@@ -114,8 +114,9 @@ class LengthStats:
     has lasted `age` ticks: E[L − age | L > age]. Spot lifetimes are far from memoryless (a run
     that has lasted tends to last), so the age matters."""
 
-    def __init__(self, prior_ticks: float, prior_weight: int = 2) -> None:
+    def __init__(self, prior_ticks: float, prior_weight: int = 2, recent: int | None = None) -> None:
         self.lengths: list[int] = []
+        self.recent = recent
         self.prior = prior_ticks
         self.prior_weight = prior_weight
         self._sorted: np.ndarray | None = None
@@ -131,7 +132,8 @@ class LengthStats:
 
     def _prepare(self) -> None:
         if self._sorted is None:
-            self._sorted = np.sort(np.asarray(self.lengths, dtype=float))
+            kept = self.lengths[-self.recent :] if self.recent else self.lengths
+            self._sorted = np.sort(np.asarray(kept, dtype=float))
             self._suffix = np.concatenate([np.cumsum(self._sorted[::-1])[::-1], [0.0]])
 
     def expected_remaining(self, age: int) -> float:
@@ -173,18 +175,27 @@ class SpotplanPolicy:
     name = "spotplan"
 
     def __init__(
-        self, prior_run_hours: float = 2.0, od_exit_factor: float = 2.0, scarcity: float = 10.0
+        self,
+        prior_run_hours: float = 2.0,
+        od_exit_factor: float = 2.0,
+        scarcity: float = 10.0,
+        beta_tight: float = 1.0,
+        beta_loose: float = 0.5,
+        recent_runs: int | None = None,
     ) -> None:
         self.prior_run_hours = prior_run_hours
         self.od_exit_factor = od_exit_factor
         self.scarcity = scarcity
+        self.beta_tight = beta_tight
+        self.beta_loose = beta_loose
+        self.recent_runs = recent_runs
 
     def reset(self, ctx: Context) -> None:
         g = ctx.grid
         self.grid = g
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
-        self.runs = LengthStats(self.prior_run_hours / self.gap_h)
+        self.runs = LengthStats(self.prior_run_hours / self.gap_h, recent=self.recent_runs)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0
@@ -204,7 +215,9 @@ class SpotplanPolicy:
         self.enter_from_idle_h = unit
         self.enter_from_od_h = 2 * unit * self.od_exit_factor
         tightness = g.slack / (g.T * g.m)
-        self.beta = min(1.0, max(0.5, 1.25 - 2.5 * tightness))
+        # β_tight at slack/R ≤ 0.1, β_loose at ≥ 0.3, linear between
+        frac = min(1.0, max(0.0, (tightness - 0.1) / 0.2))
+        self.beta = self.beta_tight + (self.beta_loose - self.beta_tight) * frac
         self.M0 = g.slack
 
     def _observe(self, has_spot: bool) -> None:
