@@ -28,6 +28,7 @@ VOCABULARY: tuple[str, ...] = (
     "K80",
     "M60",
     "A40",
+    "RTX-PRO-6000",
     "MI300X",
     "Gaudi",
     "Inferentia",
@@ -38,6 +39,10 @@ VOCABULARY: tuple[str, ...] = (
 
 # Ordered: the first pattern that matches wins, so the more specific ones come first.
 _PATTERNS: tuple[tuple[str, str], ...] = (
+    # GCP's G4 machines carry the RTX PRO 6000 (Blackwell): accelerator `nvidia-rtx-pro-6000`, which
+    # Cyclenerd's price data spells `rtx6000`. The older Quadro RTX 6000 is offered by none of the
+    # three clouds, so its name ("Quadro RTX 6000") is deliberately left unmatched.
+    (r"rtx.?pro.?6000|^(nvidia.)?rtx.?6000$", "RTX-PRO-6000"),
     (r"b200", "B200"),
     (r"h200", "H200"),
     (r"h100", "H100"),
@@ -89,3 +94,35 @@ def normalize_gpu_model(name: str | None) -> str:
         if re.search(pattern, low):
             return canon
     return raw
+
+
+# A size suffix ("-80GB") marks a variant of a family; the family is the name without it.
+_VARIANT = re.compile(r"^(?P<family>.+?)-\d+GB$", re.IGNORECASE)
+
+
+def gpu_family(model: str) -> str:
+    """The family of a vocabulary name: `A100-80GB` → `A100`, `V100-32GB` → `V100`, `H100` → `H100`."""
+    m = _VARIANT.match(model)
+    return m.group("family") if m else model
+
+
+_FAMILIES = {gpu_family(name).lower() for name in VOCABULARY}
+
+
+def gpu_matches(wanted: str | None, model: str | None) -> bool:
+    """Does a row's GPU `model` match a `--gpu` filter?
+
+    A bare family name (`A100`, `V100`, any case) matches every variant of it (A100-40GB and A100-80GB;
+    V100 and V100-32GB); any other name, in any provider's spelling, is normalised and matches only
+    itself (`A100-80GB`, `nvidia-tesla-a100` → A100-40GB). No filter matches everything.
+
+    >>> gpu_matches("a100", "A100-80GB"), gpu_matches("A100-40GB", "A100-80GB")
+    (True, False)
+    """
+    if not wanted or not str(wanted).strip():
+        return True
+    have = normalize_gpu_model(model)
+    key = str(wanted).strip().lower()
+    if key in _FAMILIES:
+        return gpu_family(have).lower() == key
+    return have.lower() == normalize_gpu_model(wanted).lower()

@@ -88,7 +88,8 @@ def analyze(
     od = pools[pools["market"] == "on-demand"].reset_index(drop=True)
 
     shapes = _shapes(pools)
-    od_price = _price_lookup(od)
+    # §5: p_od is the current pool's on-demand price (its latest list price); only p_s is averaged.
+    od_price = _price_lookup(od, "latest_price")
     spot_price = _price_lookup(spot)
 
     # ---- per workload: inputs, current cost, rules 1-4 -------------------------------------
@@ -343,11 +344,11 @@ def _shapes(pools: pd.DataFrame) -> dict[tuple[str, str], tuple[str, float]]:
     }
 
 
-def _price_lookup(pools: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, float]]:
-    """(provider, region, instance_type) → {zone: price}."""
+def _price_lookup(pools: pd.DataFrame, column: str = "price") -> dict[tuple[str, str, str], dict[str, float]]:
+    """(provider, region, instance_type) → {zone: price from `column`}."""
     out: dict[tuple[str, str, str], dict[str, float]] = {}
     for p, r, t, z, price in zip(
-        pools["provider"], pools["region"], pools["instance_type"], pools["zone"], pools["price"]
+        pools["provider"], pools["region"], pools["instance_type"], pools["zone"], pools[column]
     ):
         out.setdefault((str(p), str(r), str(t)), {})[str(z or "")] = float(price)
     return out
@@ -549,4 +550,4 @@ def on_demand_index(
 
     pools = summarize(prices, window_hours, now)
     od = pools[pools["market"] == "on-demand"]
-    return {k: v for k, z in _price_lookup(od).items() if (v := _pick_zone(z, None)) is not None}
+    return {k: v for k, z in _price_lookup(od, "latest_price").items() if (v := _pick_zone(z, None)) is not None}

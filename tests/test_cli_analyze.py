@@ -124,3 +124,34 @@ def test_bundled_example_runs_on_the_snapshot(runner) -> None:  # type: ignore[n
     assert doc["prices"]["source"].startswith("bundled snapshot")
     warnings = {x["code"] for w in doc["workloads"] for x in w["warnings"]}
     assert len(warnings) >= 3
+
+
+def test_out_suffix_picks_the_format_and_bad_paths_exit_2(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for name, probe in (("r.json", '"schema": "spotplan.analysis/1"'), ("r.md", "# "), ("r.csv", "id,status,")):
+        result = runner.invoke(app, [*BASE, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert probe in (tmp_path / name).read_text()
+    explicit = runner.invoke(app, [*BASE, "-o", "csv", "--out", str(tmp_path / "r.json")])
+    assert (tmp_path / "r.json").read_text().startswith("id,status,") and explicit.exit_code == 0
+    (tmp_path / "file.txt").write_text("")
+    bad = runner.invoke(app, [*BASE, "--out", str(tmp_path / "file.txt" / "x.csv")])
+    assert bad.exit_code == 2 and "cannot write" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_out_to_a_fifo_writes_through_instead_of_replacing_it(tmp_path: Path) -> None:
+    """--out /dev/null (or a FIFO) must be written to, never renamed over."""
+    import os
+    import stat
+    import threading
+
+    from spotplan.cli.common import emit
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    emit("hello", fifo)
+    reader.join(timeout=10)
+    assert got == ["hello\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -190,3 +190,25 @@ def test_time_weighted_spot_price_over_window() -> None:
     opts = AnalyzeOptions(now=datetime(2026, 11, 23, tzinfo=timezone.utc), window_hours=20 * 24)
     best = analyze([w], normalize(pd.DataFrame(rows)), opts).workloads[0].best
     assert best is not None and best.price_per_hour == pytest.approx(15.0)
+
+
+def test_on_demand_price_is_the_latest_list_price_not_a_window_mean() -> None:
+    # on-demand 2.0 until 11-15, then 1.0; spot flat 0.5. p_od must be 1.0 (current), and the plan's
+    # max_price must not exceed it (§4.4), even though a 30-day mean would be 1.8333.
+    rows = [
+        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
+             market="on-demand", price_per_hour=2.0, observed_at="2026-10-01"),
+        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
+             market="on-demand", price_per_hour=1.0, observed_at="2026-11-15"),
+        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
+             market="spot", price_per_hour=0.5, interruption_band="<5%", observed_at="2026-10-01"),
+    ]
+    table = normalize(pd.DataFrame(rows))
+    w = Workload.model_validate(
+        dict(id="j", kind="dev", provider="aws", region="r", instance_type="g5.xlarge", remaining_hours=10)
+    )
+    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    result = analyze([w], table, AnalyzeOptions(now=now))
+    assert result.workloads[0].current.price_per_hour == 1.0
+    plan = build_plan(result, [w], on_demand_index(table, 720, now), created_at=now)
+    assert plan.moves[0].target.max_price == 1.0

@@ -193,14 +193,12 @@ def _policy_rows(result: BacktestResult) -> list[dict[str, str]]:
 def to_table(result: BacktestResult) -> str:
     from rich.table import Table
 
-    from spotplan.cli.common import stdout_console
-
     table = Table(show_edge=False)
     for key, label in _COLUMNS:
         table.add_column(label, justify="left" if key == "policy" else "right")
     for row in _policy_rows(result):
         table.add_row(*[row[k] for k, _ in _COLUMNS])
-    console = stdout_console(width=200)
+    console = _console(width=200)
     with console.capture() as cap:
         console.print(_headline(result), highlight=False)
         console.print(table)
@@ -216,6 +214,16 @@ def to_table(result: BacktestResult) -> str:
         for line in _footnotes(result):
             console.print(f"  * {line}", highlight=False)
     return cap.get()
+
+
+def _console(width: int) -> Any:
+    """No escape codes at all under NO_COLOR or off a terminal: `no_color` alone keeps bold/italic."""
+    import os
+
+    from rich.console import Console
+
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(color_system=None if plain else "auto", highlight=False, width=width, soft_wrap=False)
 
 
 def _calibration_table(result: BacktestResult) -> Any:

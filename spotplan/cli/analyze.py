@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
+from spotplan.cli.common import (
+    MaybeOutputOpt,
+    OutPathOpt,
+    OutputFormat,
+    VerboseOpt,
+    emit,
+    handle_errors,
+    resolve_format,
+)
 
 
 class Scope(str, Enum):
@@ -64,7 +72,7 @@ def analyze(
         Path | None,
         typer.Option("--plan-out", help="Write the plan (recommended and conditional moves) to this JSON file."),
     ] = None,
-    output: OutputOpt = OutputFormat.table,
+    output: MaybeOutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -91,13 +99,12 @@ def analyze(
             seed=seed,
             now=parse_now(now),
         )
+        fmt = resolve_format(output, out)
         result, workloads, price_data = run(inventory, prices, options)
         for warning in (result.prices.model_extra or {}).get("warnings", []):
             sys.stderr.write(f"warning: {warning}\n")
-        color = out is None and output == OutputFormat.table and sys.stdout.isatty() and not os.environ.get(
-            "NO_COLOR"
-        )
-        _emit(render(result, output.value, color=color), out)
+        color = out is None and fmt == OutputFormat.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        _emit(render(result, fmt.value, color=color), out)
         if plan_out is not None:
             plan = make_plan(result, workloads, price_data, options)
             text = json.dumps(plan.to_json_dict(), indent=2)

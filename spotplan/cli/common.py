@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from spotplan.errors import EXIT_RUNTIME, SpotplanError
+from spotplan.errors import EXIT_RUNTIME, InputError, SpotplanError
 
 
 class OutputFormat(str, Enum):
@@ -27,6 +27,28 @@ OutputOpt = Annotated[
     OutputFormat,
     typer.Option("--output", "-o", help="Rendering: table, csv, markdown or json.", case_sensitive=False),
 ]
+MaybeOutputOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Rendering: table, csv, markdown or json. Default: from the --out suffix (.csv, .md, .json), else table.",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+_SUFFIX_FORMATS = {".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".json": "json"}
+
+
+def resolve_format(output: OutputFormat | None, out: Path | None) -> OutputFormat:
+    """An explicit -o wins; else the --out file's suffix; else the table."""
+    if output is not None:
+        return output
+    if out is not None and Path(out).suffix.lower() in _SUFFIX_FORMATS:
+        return OutputFormat(_SUFFIX_FORMATS[Path(out).suffix.lower()])
+    return OutputFormat.table
+
+
 OutPathOpt = Annotated[
     Path | None,
     typer.Option("--out", help="Write the rendering to this file instead of stdout.", dir_okay=False),
@@ -96,8 +118,19 @@ def emit(text: str, out: Path | None) -> None:
         sys.stdout.flush()
         return
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    body = text if text.endswith("\n") else text + "\n"
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        if out.exists() and not out.is_file():
+            # /dev/null, a FIFO, /dev/stdout: write through; renaming over them would replace the device.
+            with out.open("w", encoding="utf-8") as fh:
+                fh.write(body)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(body, encoding="utf-8")
+            os.replace(tmp, out)
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from None
     sys.stderr.write(f"wrote {out}\n")

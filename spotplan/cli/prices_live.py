@@ -21,7 +21,6 @@ from spotplan.cli.common import (
     emit,
     handle_errors,
     stderr_console,
-    stdout_console,
 )
 from spotplan.cli.prices import app
 from spotplan.errors import InputError
@@ -90,7 +89,9 @@ def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[st
         table.add_column(col, justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*(cell(v) for v in row))
-    console = stdout_console(width=200)
+    from spotplan.cli.prices_show import table_console
+
+    console = table_console(width=200)
     with console.capture() as cap:
         console.print(table)
     return cap.get()
@@ -191,7 +192,9 @@ def import_(
     observed_at: Annotated[
         str | None,
         typer.Option("--observed-at", metavar="ISO8601",
-                     help="Time stamp for formats without one (default: the file's modification time)."),
+                     help="When the data was published, for formats that carry no date (ec2instances, "
+                          "spot-advisor, skypilot): ISO-8601 date or time. Default: the file's "
+                          "modification time, with a note on stderr."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Parse and report; do not touch the store.")] = False,
     output: OutputOpt = OutputFormat.table,
@@ -210,26 +213,28 @@ def import_(
         import pandas as pd
 
         from spotplan.pricing import store
-        from spotplan.pricing.importers import import_file
+        from spotplan.pricing.importers import import_file, parse_observed_at
 
         if observed_at:
-            _now(observed_at)  # validates
+            parse_observed_at(observed_at)  # a typo fails with exit 2 before any file is read
         result = import_file(file, fmt.value, observed_at=observed_at)
         for note in result.notes:
             sys.stderr.write(f"note: {note}\n")
         rows = result.rows
         merged = None if dry_run else store.merge_into_store(rows)
+        providers = sorted(set(rows["provider"].unique()) | set(result.skipped))
         summary = pd.DataFrame([
             {"provider": p, "rows": int((rows["provider"] == p).sum()),
              "spot": int(((rows["provider"] == p) & (rows["market"] == "spot")).sum()),
              "on_demand": int(((rows["provider"] == p) & (rows["market"] == "on-demand")).sum()),
              "gpu_models": ", ".join(sorted({str(g) for g in rows.loc[rows["provider"] == p, "gpu_model"] if g})[:8]),
-             "new": "dry run" if merged is None else merged.added.get(p, 0)}
-            for p in sorted(rows["provider"].unique())
+             "new": "dry run" if merged is None else merged.added.get(p, 0),
+             "skipped": result.skipped_total(p)}
+            for p in providers
         ])
         emit(_render(summary, output, title=f"{file} ({result.format})",
                      meta={"schema": "spotplan.import/1", "file": str(file), "format": result.format,
-                           "dry_run": dry_run}), out)
+                           "dry_run": dry_run, "skipped": result.skipped}), out)
 
 
 @app.command("history")

@@ -1,8 +1,9 @@
-"""`spotplan prices show`: spot and on-demand prices side by side, from the bundled snapshot or
-`--prices` files, as a table, CSV, markdown or JSON (schema `spotplan.prices/1`)."""
+"""`spotplan prices show`: spot and on-demand prices side by side, from the prices analyze uses (the
+bundled snapshot plus the local store, or `--prices` files), as a table, CSV, markdown or JSON (schema `spotplan.prices/1`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -47,7 +48,8 @@ def show(
         typer.Option(
             "--prices",
             metavar="PATH",
-            help="Price-table CSV/parquet file or folder (repeatable); replaces the bundled snapshot.",
+            help="Price-table CSV/parquet file or folder (repeatable); replaces the bundled snapshot "
+            "and the local store.",
         ),
     ] = None,
     output: OutputOpt = OutputFormat.table,
@@ -61,17 +63,19 @@ def show(
     Example: spotplan prices show --gpu H100 --market spot -o markdown
     """
     with handle_errors(verbose):
+        from spotplan.analysis import load_prices
         from spotplan.pricing.compare import compare, parse_market, parse_provider
-        from spotplan.pricing.snapshot import load_snapshot, snapshot_as_of, snapshot_sources
-        from spotplan.pricing.table import read_price_paths
+        from spotplan.pricing.snapshot import snapshot_as_of, snapshot_sources
 
         # Validate the flags before reading any file, so a typo fails fast with exit 2.
         parse_provider(provider)
         parse_market(market)
-        table = read_price_paths(prices) if prices else load_snapshot()
+        # The loader analyze uses, so both see the same prices (snapshot + local store, or --prices).
+        loaded = load_prices(prices)
+        table = loaded.table
         rows = compare(table, gpu=gpu, provider=provider, region=region, market=market)
         shown = table[table["provider"].isin(set(rows["provider"]))]
-        origin = ", ".join(str(p) for p in prices) if prices else "bundled snapshot"
+        origin = loaded.source
         meta = {"origin": origin, "as_of": snapshot_as_of(shown), "sources": snapshot_sources(shown)}
         if rows.empty:
             sys.stderr.write(f"no prices match {_describe(gpu, provider, region, market)} in {origin}\n")
@@ -97,7 +101,7 @@ def _footnote(meta: dict[str, Any]) -> str:
         f"{p}: {', '.join(meta['sources'].get(p, [])) or 'unknown source'}, as of {meta['as_of'].get(p, '?')}"
         for p in sorted(meta["sources"])
     ]
-    lead = f"Prices from the {meta['origin']}" if meta["origin"] == "bundled snapshot" else (
+    lead = f"Prices from the {meta['origin']}" if meta["origin"].startswith("bundled snapshot") else (
         f"Prices from {meta['origin']}"
     )
     return f"{lead} ({'; '.join(parts)})." if parts else f"{lead}."
@@ -137,21 +141,29 @@ def _human_cells(rows: pd.DataFrame, with_zone: bool) -> tuple[list[str], list[l
     return headers, body
 
 
+def table_console(width: int | None = None) -> Any:
+    """A stdout console for the prices tables that writes no escape codes at all under NO_COLOR (nor
+    when stdout is not a terminal). `Console(no_color=True)` drops colours but still writes bold and
+    italic; only `color_system=None` turns every style off."""
+    from rich.console import Console
+
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(color_system=None if plain else "auto", highlight=False, width=width, soft_wrap=False)
+
+
 def _render_table(rows: pd.DataFrame, meta: dict[str, Any]) -> str:
     from rich.measure import Measurement
-
-    from spotplan.cli.common import stdout_console
 
     if rows.empty:
         return ""
     with_zone = bool((rows["zone"] != "").any())
     headers, body = _human_cells(rows, with_zone)
-    console = stdout_console()
+    console = table_console()
     table = _rich_table(headers, body, len(rows), meta)
     needed = Measurement.get(console, console.options.update(width=1000), table).maximum
     if not console.is_terminal:
         # Piped or captured: print the whole table rather than squeezing it into 80 columns.
-        console = stdout_console(width=max(80, needed))
+        console = table_console(width=max(80, needed))
     elif needed > console.width:
         # A narrow terminal: drop the columns that matter least before rich starts truncating.
         keep = [i for i, h in enumerate(headers) if h not in _OPTIONAL]

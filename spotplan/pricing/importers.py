@@ -5,11 +5,17 @@ one GPU vocabulary, and auto-detection of which format a file is:
   tab-separated capture of ericpauley/aws-spot-price-history (`az_id, type, product, price, time`).
 - `ec2instances`: the ec2instances.info JSON (or its flattened per-region CSV).
 - `spot-advisor`: the AWS Spot Instance Advisor JSON (or its flattened CSV). It holds bands and
-  savings, not prices: spot = on-demand × (1 − savings), with on-demand from a reference table.
+  savings, not prices: spot = on-demand × (1 − savings), with on-demand from a reference table. Such
+  derived prices never stand in for observed ones: a pool that already has an observed spot price
+  gets no derived row, and neither does one whose "savings" are negative (spot above on-demand).
 - `skypilot`: a SkyPilot catalog `vms.csv` (AWS, GCP or Azure).
 - `azure-retail`: Azure Retail Prices API JSON pages.
 - `gcp-pricing`: Cyclenerd's google-cloud-pricing-cost-calculator GCP CSVs (a weekly history).
 - `price-table`: the price table itself (CSV or parquet).
+
+Formats that carry no time (ec2instances, the advisor, SkyPilot) are stamped with `observed_at`
+when given, else with the file's modification time, and a note says so: a copied file's mtime is the
+copy time, which would pass a months-old price off as today's.
 
 Malformed input raises InputError naming the file and the row (or JSON item).
 """
@@ -38,11 +44,20 @@ _AZ_ID = re.compile(r"^[a-z]{2}[a-z]{1,2}\d+-az\d+$")
 _LINUX = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 
 
+#: `source` of advisor-derived spot rows; rows whose source starts with it are not observations.
+DERIVED_ADVISOR_SOURCE = "aws spot advisor, derived"
+
+
 @dataclass
 class ImportResult:
     format: str
     rows: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: Rows left out on purpose, per provider and reason (e.g. {"aws": {"spot above on-demand": 1}}).
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def skipped_total(self, provider: str) -> int:
+        return sum(self.skipped.get(provider, {}).values())
 
 
 def import_file(
@@ -54,8 +69,9 @@ def import_file(
 ) -> ImportResult:
     """Read `path` in format `fmt` (or detect it) into normalised price-table rows.
 
-    `observed_at` stamps formats that carry no time of their own (default: the file's mtime);
-    `reference` supplies on-demand prices for the spot advisor (default: snapshot + store).
+    `observed_at` (ISO-8601 date or time) stamps the rows that carry no time of their own; without
+    it they get the file's mtime and a note saying so. `reference` is what is already known to the
+    spot advisor: its on-demand prices and its observed spot pools (default: snapshot + store).
     """
     from spotplan.pricing.table import normalize
 
@@ -69,7 +85,10 @@ def import_file(
         fmt = detect_format(text, path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}", hint="one of: auto, " + ", ".join(FORMATS))
-    stamp = observed_at or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if observed_at:
+        stamp = parse_observed_at(observed_at)
+    else:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     notes: list[str] = []
     if fmt == "price-table":
         from spotplan.pricing.table import read_price_file
@@ -83,24 +102,53 @@ def import_file(
         "azure-retail": _azure_retail,
         "gcp-pricing": _gcp_pricing,
     }[fmt]
-    ctx = _Ctx(path=path, stamp=stamp, notes=notes, reference=reference)
+    ctx = _Ctx(path=path, _stamp=stamp, notes=notes, reference=reference)
     rows = parser(text, ctx)
     import pandas as pd
 
     from spotplan.pricing.table import empty_table
 
+    if ctx.stamp_used and not observed_at:
+        notes.insert(0, f"{path} carries no date; using its modification time {stamp}; pass --observed-at "
+                        "with the date the data was published")
     df = pd.DataFrame(rows) if rows else empty_table()
     if df.empty:
+        if ctx.skipped:  # everything was left out on purpose: an import of nothing, not a bad file
+            return ImportResult(fmt, empty_table(), notes, ctx.skipped)
         raise InputError(f"{path}: no GPU price rows found in this {fmt} file")
-    return ImportResult(fmt, normalize(df, origin=str(path)), notes)
+    return ImportResult(fmt, normalize(df, origin=str(path)), notes, ctx.skipped)
+
+
+def parse_observed_at(value: str) -> str:
+    """An ISO-8601 date or time (naive means UTC) → `YYYY-MM-DDTHH:MM:SSZ`; InputError otherwise."""
+    try:
+        ts = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--observed-at is {value!r}, expected an ISO-8601 date or time such as 2025-11-30 "
+                         "or 2025-11-30T00:00:00Z") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
 class _Ctx:
     path: Path
-    stamp: str
+    _stamp: str
     notes: list[str]
     reference: pd.DataFrame | None
+    stamp_used: bool = False
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def stamp(self) -> str:
+        """The time for rows without one of their own (reading it records that some row needed it)."""
+        self.stamp_used = True
+        return self._stamp
+
+    def skip(self, provider: str, reason: str, n: int = 1) -> None:
+        by_reason = self.skipped.setdefault(provider, {})
+        by_reason[reason] = by_reason.get(reason, 0) + n
 
     def bad(self, where: str, reason: str) -> InputError:
         return InputError(f"{self.path}: {where}: {reason}")
@@ -329,40 +377,76 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
             s = _num(r.get("savings_over_ondemand_pct"), ctx, where, "savings_over_ondemand_pct")
             entries.append((r.get("region", ""), r.get("instance_type", ""), r.get("interruption_range", ""),
                             float(s or 0), where))
-    od = _reference_on_demand(ctx.reference)
+    reference = _advisor_reference(ctx.reference)
+    od = _reference_on_demand(reference)
+    observed = _observed_spot_pools(reference)
     rows: list[dict[str, Any]] = []
-    missing = 0
     for region, itype, band, savings, _where in entries:
         model, count = _aws_shape(itype)
         if not model:
             continue
         ref = od.get((region, itype))
         if ref is None:
-            missing += 1
+            ctx.skip("aws", _NO_ON_DEMAND)
+            continue
+        if (region, itype) in observed:
+            ctx.skip("aws", _OBSERVED)
+            continue
+        if savings < 0:
+            # The feed says e.g. -62% for p5.48xlarge in ca-central-1: spot above on-demand is not an
+            # offer anyone takes, and at 162% of on-demand it is not a price either.
+            ctx.skip("aws", _NEGATIVE)
             continue
         rows.append({"provider": "aws", "region": region, "zone": "", "instance_type": itype,
                      "gpu_model": model, "gpu_count": count, "vcpus": ref["vcpus"], "memory_gib": ref["memory_gib"],
                      "market": "spot", "price_per_hour": round(ref["price"] * (1 - savings / 100.0), 6),
                      "interruption_band": band, "observed_at": ctx.stamp,
-                     "source": f"aws spot advisor (savings {savings:g}% vs on-demand)"})
-    if missing:
-        ctx.notes.append(f"{missing} GPU pools skipped: no on-demand price known to apply the advisor's savings to "
-                         "(pull or import on-demand prices first)")
+                     "source": f"{DERIVED_ADVISOR_SOURCE} (on-demand less {savings:g}%)"})
+    explain = {
+        _NO_ON_DEMAND: "no on-demand price known to apply the advisor's savings to (pull or import on-demand "
+                       "prices first)",
+        _OBSERVED: "an observed spot price is already known (a derived price never replaces one)",
+        _NEGATIVE: "the advisor's savings are negative (spot above on-demand)",
+    }
+    for reason, n in ctx.skipped.get("aws", {}).items():
+        ctx.notes.append(f"{n} GPU pools skipped: {explain[reason]}")
     return rows
 
 
-def _reference_on_demand(reference: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, Any]]:
-    if reference is None:
-        import pandas as pd
+_NO_ON_DEMAND = "no on-demand price"
+_OBSERVED = "observed spot price kept"
+_NEGATIVE = "spot above on-demand"
 
-        from spotplan.pricing.snapshot import load_snapshot
-        from spotplan.pricing.store import read_store
 
-        frames = [load_snapshot()]
-        stored = read_store()
-        if stored is not None:
-            frames.append(stored)
-        reference = pd.concat(frames, ignore_index=True)
+def _advisor_reference(reference: pd.DataFrame | None) -> pd.DataFrame:
+    if reference is not None:
+        return reference
+    import pandas as pd
+
+    from spotplan.pricing.snapshot import load_snapshot
+    from spotplan.pricing.store import read_store
+
+    frames = [load_snapshot()]
+    stored = read_store()
+    if stored is not None:
+        frames.append(stored)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _observed_spot_pools(reference: pd.DataFrame) -> set[tuple[str, str]]:
+    """(region, instance type) of AWS spot pools with an observed price, in any zone at any time.
+
+    Any time, not only later ones: the advisor's savings are rounded percentages of a list price, so
+    even an older real quote of the pool says more than they do, and a region-wide derived row would
+    otherwise compete with zonal quotes as a pool of its own. Earlier derived rows do not count, so a
+    newer feed refreshes them.
+    """
+    spot = reference[(reference["provider"] == "aws") & (reference["market"] == "spot")]
+    real = ~spot["source"].fillna("").astype(str).str.startswith(("aws spot advisor",))
+    return set(zip(spot.loc[real, "region"].astype(str), spot.loc[real, "instance_type"].astype(str)))
+
+
+def _reference_on_demand(reference: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
     from spotplan.pricing.table import latest_rows
 
     ref = latest_rows(reference[(reference["provider"] == "aws") & (reference["market"] == "on-demand")])

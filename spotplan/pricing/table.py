@@ -90,7 +90,10 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     out["gpu_model"] = out["gpu_model"].map(
         lambda v: normalize_gpu_model(None if pd.isna(v) else str(v))
     )
-    out["interruption_band"] = out["interruption_band"].map(normalize_band)
+    raw_band = out["interruption_band"].map(
+        lambda v: "" if v is None or (not isinstance(v, str) and bool(pd.isna(v))) else str(v).strip()
+    )
+    out["interruption_band"] = raw_band.map(normalize_band)
     for col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
     out["observed_at"] = out["observed_at"].map(
@@ -102,6 +105,11 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
         (~out["market"].isin(MARKETS), "market", "'on-demand' or 'spot'"),
         (out["instance_type"] == "", "instance_type", "a non-empty instance type"),
         (out["region"] == "", "region", "a non-empty region"),
+        (
+            (raw_band != "") & (out["interruption_band"] == ""),
+            "interruption_band",
+            "one of " + ", ".join(BANDS) + " or empty",
+        ),
         (
             out["price_per_hour"].isna() | (out["price_per_hour"] < 0),
             "price_per_hour",

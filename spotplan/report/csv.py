@@ -2,7 +2,7 @@
 
 Columns are stable (`COLUMNS`): id, status, reason and warning codes joined by ';', the current
 deployment, `best_` plus every field of the best offer (empty when there is none), and the number of
-alternatives. Money is in cents, hours and other quantities to two decimals, hourly prices to four.
+alternatives. Money is in cents; hours, hourly prices and other quantities keep full precision.
 Text cells that a spreadsheet would run as a formula are prefixed with a quote.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spotplan.models import AnalysisResult, OfferResult, WorkloadResult
-from spotplan.report._format import cents, fixed
+from spotplan.report._format import cents
 
 _Fmt = Callable[[Any], str]
 
@@ -24,11 +24,13 @@ def _text(value: Any) -> str:
 
 
 def _two(value: float | None) -> str:
-    return fixed(value, 2)
+    # Only money is rounded when rendered (§4.3): hours, counts and rates keep full precision so a
+    # reader can recompute the cost model from the CSV alone.
+    return "" if value is None else repr(float(value))
 
 
 def _price(value: float | None) -> str:
-    return fixed(value, 4)
+    return "" if value is None else repr(float(value))
 
 
 def _int(value: int | None) -> str:

@@ -1,0 +1,146 @@
+"""The policy study of docs/backtest.md: mean cost of each online policy ÷ the omniscient optimum's on
+the twelve AWS GPU traces, for R ∈ {52, 70} h and d ∈ {0.2, 0.05} h, per trace group.
+
+Start points are drawn exactly as `spotplan backtest` draws them (one generator for all traces, the
+eight availability traces first), so `--seed 0 --starts 100` reproduces the CLI's numbers. The
+optimum does not depend on the policies, so its costs are cached per (trace, R, d, seed, starts) in
+`--cache` (default: a folder in the system temp dir); the first full run computes them (~10 min on
+2 cores, mostly the 32 s traces at R = 70 h), later runs take seconds.
+
+Run: .venv/bin/python benchmarks/backtest_policies.py [--seed 0] [--starts 100]
+     [--group all|availability|preemption] [--policy uniform-progress --policy spotplan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spotplan.backtest.optimal import optimal_costs
+from spotplan.backtest.policies import make_policy
+from spotplan.backtest.replay import pick_starts, spot_price_series
+from spotplan.backtest.simulator import Job, Policy, make_grid, replay
+from spotplan.backtest.traces import Trace, expand_paths, load_trace
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skypilot-spot-traces"
+FOLDERS = {
+    "availability": DATA / "availability/1-node/aws-10-26-2022",
+    "preemption": DATA / "preemption/1-node/aws-04-22-2023",
+}
+SCENARIOS = ((52.0, 0.2), (52.0, 0.05), (70.0, 0.2), (70.0, 0.05))
+ONLINE = ("on-demand", "greedy", "uniform-progress", "spotplan")
+
+
+@dataclass
+class Case:
+    """One trace of one scenario: its start windows and the optimum's cost on each."""
+
+    group: str
+    trace: Trace
+    job: Job
+    starts: np.ndarray
+    opt: np.ndarray
+
+
+def load_markets() -> list[tuple[str, Trace]]:
+    return [(g, load_trace(p)) for g, folder in FOLDERS.items() for p in expand_paths([folder])]
+
+
+def _cached_optimum(cache: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    path = cache / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npy")
+    if path.exists():
+        return np.load(path)
+    value = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, value)
+    return value
+
+
+def build_cases(
+    markets: Sequence[tuple[str, Trace]], R: float, d: float, seed: int, starts: int, cache: Path
+) -> list[Case]:
+    """Starts drawn as `run_backtest` draws them, with the optimum's costs (cached)."""
+    job = Job(48.0, R, d)
+    rng = np.random.default_rng(seed)
+    cases = []
+    for group, trace in markets:
+        grid = make_grid(job, trace.gap_seconds)
+        chosen = pick_starts(trace, grid.T, starts, rng)
+        up = trace.available >= 1
+        prices = spot_price_series(trace, job)
+
+        def compute(chosen: np.ndarray = chosen, up: np.ndarray = up, prices: np.ndarray = prices) -> np.ndarray:
+            w = np.stack([up[s : s + grid.T] for s in chosen])
+            p = np.stack([prices[s : s + grid.T] for s in chosen])
+            return optimal_costs(w, p, job, grid, track_hours=False).cost
+
+        key = f"{trace.source or trace.name}|{trace.ticks}|{R}|{d}|{seed}|{starts}"
+        cases.append(Case(group, trace, job, chosen, _cached_optimum(cache, key, compute)))
+    return cases
+
+
+def evaluate(cases: Sequence[Case], factory: Callable[[], Policy]) -> tuple[np.ndarray, int]:
+    """Per-start costs of a policy over all cases (in order) and its deadline misses."""
+    costs, misses = [], 0
+    for c in cases:
+        grid = make_grid(c.job, c.trace.gap_seconds)
+        up = c.trace.available >= 1
+        prices = spot_price_series(c.trace, c.job)
+        pol = factory()
+        for s in c.starts:
+            r = replay(pol, up[s : s + grid.T], prices[s : s + grid.T], c.job, grid, history=up[:s])
+            costs.append(r.cost)
+            misses += not r.met_deadline
+    return np.asarray(costs), misses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--starts", type=int, default=100)
+    ap.add_argument("--group", choices=("all", *FOLDERS), default="all")
+    ap.add_argument("--policy", action="append", choices=ONLINE, help="repeatable (default: all)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "spotplan-backtest-optimum")
+    args = ap.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"needs the real traces in {DATA}")
+    names = args.policy or list(ONLINE)
+    markets = load_markets()
+    print(f"mean cost ÷ optimal (P75 of per-start ratios), seed {args.seed}, {args.starts} starts a trace,"
+          f" traces: {args.group}; misses per policy in brackets after the group means\n")
+    header = f"{'R h':>4} {'d h':>5} {'group':>12} " + " ".join(f"{n:>18}" for n in names)
+    print(header)
+    overall: dict[str, list[float]] = {n: [] for n in names}
+    for R, d in SCENARIOS:
+        cases = build_cases(markets, R, d, args.seed, args.starts, args.cache)
+        results = {n: evaluate(cases, lambda n=n: make_policy(n)) for n in names}
+        opt = np.concatenate([c.opt for c in cases])
+        groups = np.concatenate([[c.group] * len(c.starts) for c in cases])
+        for label in ("availability", "preemption", "all"):
+            if args.group not in ("all", label) and label != "all":
+                continue
+            sel = np.ones(len(opt), bool) if label == "all" else groups == label
+            if args.group != "all":
+                sel &= groups == args.group
+            if not sel.any():
+                continue
+            cells = []
+            for n in names:
+                cost, misses = results[n]
+                ratio = cost[sel].mean() / opt[sel].mean()
+                p75 = np.percentile(cost[sel] / opt[sel], 75)
+                cells.append(f"{ratio:6.3f} ({p75:4.2f})" + (f" [{misses}]" if label == "all" else "     "))
+                if label == "all":
+                    overall[n].append(ratio)
+            print(f"{R:4.0f} {d:5.2f} {label:>12} " + " ".join(f"{c:>18}" for c in cells))
+    print("\nmean over the four scenarios: " + ", ".join(f"{n} {np.mean(v):.3f}" for n, v in overall.items()))
+
+
+if __name__ == "__main__":
+    main()
