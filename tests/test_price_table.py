@@ -10,6 +10,7 @@ import pytest
 from spotplan.errors import InputError
 from spotplan.pricing.table import COLUMNS, latest_rows, normalize, normalize_band, read_price_paths
 
+
 def _row(**kw: object) -> dict[str, object]:
     base: dict[str, object] = dict(provider="aws", region="us-east-1", zone="", instance_type="p4d.24xlarge",
                                    gpu_model="NVIDIA A100", gpu_count=8, market="spot", price_per_hour=9.5,
