@@ -119,3 +119,17 @@ def test_real_traces(runner, shared_data: Path) -> None:  # type: ignore[no-unty
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert all(p["deadline_misses"] == 0 for p in doc["policies"])
+
+
+def test_same_seed_same_json(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t = _trace(tmp_path)
+    runs = []
+    for _ in range(2):
+        res = runner.invoke(app, [*BASE, "--trace", str(t), "-o", "json", "--seed", "7"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        doc.pop("generated_at")
+        runs.append(doc)
+    assert runs[0] == runs[1]
+    other = json.loads(runner.invoke(app, [*BASE, "--trace", str(t), "-o", "json", "--seed", "8"]).stdout)
+    assert [s["start_tick"] for s in other["starts"]] != [s["start_tick"] for s in runs[0]["starts"]]

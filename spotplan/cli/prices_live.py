@@ -145,7 +145,8 @@ def pull(
     ] = None,
     days: Annotated[int, typer.Option("--days", min=1, max=365, help="Spot history to fetch, in days.")] = 90,
     gpu: Annotated[
-        str | None, typer.Option("--gpu", metavar="MODEL", help="Only this GPU model, e.g. A100-80GB.")
+        str | None, typer.Option("--gpu", metavar="MODEL",
+                                  help="Only this GPU model, e.g. A100-80GB; a bare family (A100) takes every variant.")
     ] = None,
     output: OutputOpt = OutputFormat.table,
     out: OutPathOpt = None,
@@ -159,14 +160,21 @@ def pull(
     Example: spotplan prices pull --provider aws --region us-east-1 --days 30 --gpu H100
     """
     with handle_errors(verbose):
+        from spotplan.gpus import VOCABULARY, gpu_family, gpu_matches
         from spotplan.paths import price_store_dir
         from spotplan.pricing import store
         from spotplan.pricing.sources import PullRequest, pull_all
 
         providers = ["aws", "gcp", "azure"] if provider == PullProvider.all else [provider.value]
-        req = PullRequest(regions=list(region or []), days=days, gpu=gpu)
+        # The sources filter on one exact model; a bare family ("A100") spans several, so it is
+        # pulled unfiltered and narrowed here, like `prices show --gpu`.
+        family = gpu is not None and sum(gpu_family(v).lower() == gpu.strip().lower() for v in VOCABULARY) > 1
+        req = PullRequest(regions=list(region or []), days=days, gpu=None if family else gpu)
         with _Bars() as bars:
             rows = pull_all(providers, req, bars)
+        if gpu is not None and not rows.empty:
+            models = rows["gpu_model"].fillna("").astype(str)
+            rows = rows[models.isin({m for m in models.unique() if gpu_matches(gpu, m)})].reset_index(drop=True)
         for note in req.notes:
             sys.stderr.write(f"note: {note}\n")
         result = store.merge_into_store(rows)

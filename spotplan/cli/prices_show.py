@@ -1,5 +1,6 @@
 """`spotplan prices show`: spot and on-demand prices side by side, from the prices analyze uses (the
-bundled snapshot plus the local store, or `--prices` files), as a table, CSV, markdown or JSON (schema `spotplan.prices/1`)."""
+bundled snapshot plus the local store, or `--prices` files), as a table, CSV, markdown or JSON
+(schema `spotplan.prices/1`)."""
 
 from __future__ import annotations
 

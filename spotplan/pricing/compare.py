@@ -63,13 +63,15 @@ def filter_table(
 ) -> pd.DataFrame:
     """Rows of `table` (a price table or a side-by-side table) matching every given filter,
     case-insensitively; `gpu` may be any provider's spelling ("nvidia-tesla-a100", "NVIDIA H100")
-    and matches the vocabulary name."""
-    from spotplan.gpus import normalize_gpu_model
+    and matches the vocabulary name, or a bare family ("A100") and matches all its variants
+    (`spotplan.gpus.gpu_matches`)."""
+    from spotplan.gpus import gpu_matches
 
     keep = table["provider"].notna()
     if gpu is not None:
-        wanted = normalize_gpu_model(gpu).lower()
-        keep &= table["gpu_model"].fillna("").astype(str).str.lower() == wanted
+        models = table["gpu_model"].fillna("").astype(str)
+        wanted = {m for m in models.unique() if gpu_matches(gpu, m)}
+        keep &= models.isin(wanted)
     if provider is not None:
         keep &= table["provider"].astype(str).str.lower() == provider.strip().lower()
     if region is not None:
