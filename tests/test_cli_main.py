@@ -27,3 +27,13 @@ def test_python_m_spotplan_help_imports_no_heavy_modules() -> None:
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     for heavy in ("pandas", "boto3", "botocore", "google", "azure", "numpy", "matplotlib"):
         assert heavy not in imported, f"`spotplan --help` imports {heavy}"
+
+
+def test_usage_errors_are_one_line_with_exit_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotplan", "analyze", "x.yaml", "--scope", "galaxy"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "galaxy" in lines[0]

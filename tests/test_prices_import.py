@@ -33,7 +33,7 @@ def test_dry_run_and_forced_format(runner, shared_data: Path) -> None:
     f = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
     res = runner.invoke(app, ["prices", "import", str(f), "--format", "ec2instances", "--dry-run", "-o", "csv"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.splitlines()[0] == "provider,rows,spot,on_demand,gpu_models,new"
+    assert res.stdout.splitlines()[0] == "provider,rows,spot,on_demand,gpu_models,new,skipped"
     assert "dry run" in res.stdout
     assert read_store() is None
 

@@ -6,13 +6,28 @@ stays fast and never imports pandas or a cloud SDK.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+import typer.rich_utils
 
 from spotplan import __version__
 from spotplan.cli import analyze, backtest, migrate, prices, watch
 from spotplan.cli.common import State
+
+
+def _one_line_usage_error(self: Exception) -> None:
+    """Usage errors as one line on stderr (exit code 2 stays Click's), not a boxed panel."""
+    if type(self).__name__ == "NoArgsIsHelpError":
+        return
+    ctx = getattr(self, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(str(self.format_message()).split())  # type: ignore[attr-defined]
+    sys.stderr.write(f"error: {message}{where}\n")
+
+
+typer.rich_utils.rich_format_error = _one_line_usage_error  # type: ignore[assignment]
 
 app = typer.Typer(
     name="spotplan",

@@ -121,7 +121,7 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             pos = int(bad.to_numpy().nonzero()[0][0])
             raw = df.iloc[pos].get(field, "") if field in df.columns else ""
             raise InputError(
-                f"{origin}: row {pos + 2}: {field} is {raw!r}, expected {expected}"
+                f"{origin}: row {pos + 2}: {field} is {pd.Series([raw]).tolist()[0]!r}, expected {expected}"
             )
     out = out.reset_index(drop=True)
     return out[list(COLUMNS)]

@@ -9,11 +9,12 @@ a dry run, which makes EC2 check the caller's permissions without acting.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
 from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
 
 NAME = "aws"
@@ -91,18 +92,23 @@ def _translated(call: Call) -> Iterator[None]:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
     where = f"{call.service}.{call.method}"
+    failure: SpotplanError
     try:
         yield
+        return
     except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise CredentialsError(f"{where}: {exc}", hint="configure AWS credentials (aws configure)") from exc
+        failure = CredentialsError(f"{where}: {exc}", hint="configure AWS credentials (aws configure)")
+        detail, cause = "no AWS credentials", exc
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "Error"), err.get("Message", "")
-        if code in _CREDENTIAL_CODES:
-            raise CredentialsError(f"{where}: {code}: {message}") from exc
-        raise CloudError(f"{where}: {code}: {message}") from exc
+        failure = (CredentialsError if code in _CREDENTIAL_CODES else CloudError)(f"{where}: {code}: {message}")
+        detail, cause = code, exc
     except BotoCoreError as exc:
-        raise CloudError(f"{where}: {exc}") from exc
+        failure = CloudError(f"{where}: {exc}")
+        detail, cause = type(exc).__name__, exc
+    call.mark_failed(failure, detail)
+    raise failure from cause
 
 
 class AwsProvider:
@@ -120,8 +126,11 @@ class AwsProvider:
             import boto3
             from botocore.config import Config
 
-            # Adaptive retries absorb throttling and 5xx; everything else reaches the executor.
-            config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+            # Retries absorb throttling and 5xx; everything else reaches the executor. boto3's own
+            # AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win, as they would without spotplan's default.
+            retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 4),
+                       "mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
+            config = Config(retries=retries, connect_timeout=10, read_timeout=60)
             self._clients[service] = boto3.client(service, region_name=self.region, config=config)
         return self._clients[service]
 
@@ -133,22 +142,21 @@ class AwsProvider:
             return getattr(self._client(call.service), call.method)(**call.params)
 
     def _ec2_check(self, call: Call) -> Callable[[], str]:
-        """A dry-run check: the same request with DryRun=True; EC2 answers DryRunOperation when allowed."""
+        """A dry-run check: the same request with DryRun=True; EC2 answers DryRunOperation when allowed.
+
+        Any other answer (denied, invalid, unreachable) is the failure the real call would meet: it
+        is marked on the call and raised, so the dry run fails with the exit code execution would."""
 
         def check() -> str:
-            from botocore.exceptions import ClientError, NoCredentialsError
+            from botocore.exceptions import ClientError
 
-            try:
-                getattr(self._client("ec2"), call.method)(**call.params, DryRun=True)
-            except NoCredentialsError:
-                return "unchecked (no AWS credentials)"
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code == "DryRunOperation":
-                    return "permission ok (DryRun)"
-                if code in _CREDENTIAL_CODES:
-                    return f"denied ({code})"
-                return f"would fail ({code}: {exc.response.get('Error', {}).get('Message', '')})"
+            with _translated(call):
+                try:
+                    getattr(self._client("ec2"), call.method)(**call.params, DryRun=True)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code", "") == "DryRunOperation":
+                        return "permission ok (DryRun)"
+                    raise
             return "checked"
 
         return check
@@ -197,12 +205,13 @@ class AwsProvider:
         need = spec.count * int(info[0].get("VCpuInfo", {}).get("DefaultVCpus", 0))
         call = self._call("service-quotas", "get_service_quota", {"ServiceCode": "ec2", "QuotaCode": code},
                           note=name)
-        try:
-            value = self._client("service-quotas").get_service_quota(**call.params)["Quota"]["Value"]
-        except ClientError as exc:
-            # Not every partition/account (or emulator) reports it: go on, and say so.
-            call.outcome = f"not reported ({exc.response.get('Error', {}).get('Code', 'error')})"
-            return [types, call]
+        with _translated(call):
+            try:
+                value = self._client("service-quotas").get_service_quota(**call.params)["Quota"]["Value"]
+            except ClientError as exc:
+                # Not every partition/account (or emulator) reports it: go on, and say so.
+                call.outcome = f"not reported ({exc.response.get('Error', {}).get('Code', 'error')})"
+                return [types, call]
         call.outcome = f"ok ({value:g} vCPUs)"
         if need > value:
             raise CloudError(f"move {spec.move_id}: Spot vCPU quota '{name}' is {value:g}, {need} needed "

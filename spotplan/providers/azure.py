@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
 from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
 
 NAME = "azure"
@@ -123,18 +123,26 @@ def _translated(call: Call) -> Iterator[None]:
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
     where = f"{call.service}.{call.method}"
+    failure: SpotplanError
     try:
         yield
+        return
     except ClientAuthenticationError as exc:
         first = (exc.message or "authentication failed").strip().splitlines()[0]
-        raise CredentialsError(f"{where}: {first}", hint="az login, or set SPOTPLAN_AZURE_TOKEN") from exc
+        failure = CredentialsError(f"{where}: {first}", hint="az login, or set SPOTPLAN_AZURE_TOKEN")
+        detail, cause = f"{exc.status_code or ''} {type(exc).__name__}".strip(), exc
     except HttpResponseError as exc:
         code = getattr(exc.error, "code", None) or exc.reason
         if exc.status_code in (401, 403):
-            raise CredentialsError(f"{where}: {exc.status_code} {code}") from exc
-        raise CloudError(f"{where}: {exc.status_code} {code}: {(exc.message or '').splitlines()[0]}") from exc
+            failure = CredentialsError(f"{where}: {exc.status_code} {code}")
+        else:
+            failure = CloudError(f"{where}: {exc.status_code} {code}: {(exc.message or '').splitlines()[0]}")
+        detail, cause = f"{exc.status_code} {code}", exc
     except AzureError as exc:
-        raise CloudError(f"{where}: {exc}") from exc
+        failure = CloudError(f"{where}: {exc}")
+        detail, cause = type(exc).__name__, exc
+    call.mark_failed(failure, detail)
+    raise failure from cause
 
 
 class AzureProvider:
@@ -328,6 +336,7 @@ class AzureProvider:
                 view = self._send(call, sub)
             except CloudError as exc:
                 if isinstance(exc.__cause__, ResourceNotFoundError):
+                    call.outcome = "not found"
                     out[iid] = "missing"
                     continue
                 raise

@@ -3,17 +3,21 @@ record every provider request is described by, and the lookup of a provider by n
 
 A provider method builds its `Call`s the same way whether or not it is a dry run; only
 `Call.run(...)` looks at `dry_run`, so `migrate --dry-run` prints exactly what execution sends.
+`recording()` collects every Call built while it is open, so a step that fails part-way still
+shows the calls it made or would have made, with the failure marked on the one that failed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from spotplan.errors import InputError
+from spotplan.errors import CredentialsError, InputError, SpotplanError
 
 MOVE_TAG = "spotplan-move"
 TOKEN_TAG = "spotplan-token"
@@ -51,9 +55,19 @@ class Call:
     params: dict[str, Any]
     permissions: tuple[str, ...] = ()
     note: str = ""
-    # Filled by run(): what happened ("ok", "dry-run", "permission ok", "denied: ...").
+    # Filled by run(): what happened ("ok", "dry-run", "permission ok (DryRun)", "denied (...)",
+    # "failed (...)").
     outcome: str = ""
     ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        built = _RECORDING.get()
+        if built is not None:
+            built.append(self)
+
+    def mark_failed(self, exc: SpotplanError, detail: str) -> None:
+        """Put the failure beside the call: `denied (...)` for credentials/permissions, else `failed (...)`."""
+        self.outcome = f"{'denied' if isinstance(exc, CredentialsError) else 'failed'} ({detail})"
 
     def render(self) -> str:
         args = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
@@ -83,6 +97,26 @@ class Call:
         result = send()
         self.outcome = "ok"
         return result
+
+
+_RECORDING: ContextVar[list[Call] | None] = ContextVar("spotplan_calls", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Call]]:
+    """Collect every Call built inside the block (a step's calls, even when the step raises)."""
+    built: list[Call] = []
+    reset = _RECORDING.set(built)
+    try:
+        yield built
+    finally:
+        _RECORDING.reset(reset)
+
+
+def distinct(calls: Sequence[Call]) -> list[Call]:
+    """The calls in order, repeats of an identical call (polls) collapsed onto the last one."""
+    last = {(c.render(), c.outcome): i for i, c in enumerate(calls)}
+    return [c for i, c in enumerate(calls) if last[(c.render(), c.outcome)] == i]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
 from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
 
 NAME = "gcp"
@@ -101,16 +101,28 @@ def _translated(call: Call) -> Iterator[None]:
     from google.auth import exceptions as authexc
 
     where = f"{call.service}.{call.method}"
+    failure: SpotplanError
     try:
         yield
+        return
     except authexc.GoogleAuthError as exc:
-        raise CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login") from exc
+        failure = CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login")
+        detail, cause = type(exc).__name__, exc
     except (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Forbidden) as exc:
-        raise CredentialsError(f"{where}: {exc.message}") from exc
+        failure = CredentialsError(f"{where}: {exc.message}")
+        detail, cause = f"{exc.code} {type(exc).__name__}", exc
     except gexc.GoogleAPICallError as exc:
-        raise CloudError(f"{where}: {exc.code} {exc.message}") from exc
+        failure = CloudError(f"{where}: {exc.code} {exc.message}")
+        detail, cause = f"{exc.code} {type(exc).__name__}", exc
     except gexc.GoogleAPIError as exc:
-        raise CloudError(f"{where}: {exc}") from exc
+        failure = CloudError(f"{where}: {exc}")
+        detail, cause = type(exc).__name__, exc
+    except OSError as exc:
+        # requests' ConnectionError (an OSError) escapes google-api-core on an unreachable endpoint.
+        failure = CloudError(f"{where}: {exc}")
+        detail, cause = type(exc).__name__, exc
+    call.mark_failed(failure, detail)
+    raise failure from cause
 
 
 class GcpProvider:
@@ -172,7 +184,9 @@ class GcpProvider:
             if wait:
                 result.result(timeout=600)
                 if result.error_code:
-                    raise CloudError(f"{call.service}.{call.method}: {result.error_code} {result.error_message}")
+                    failure = CloudError(f"{call.service}.{call.method}: {result.error_code} {result.error_message}")
+                    call.mark_failed(failure, str(result.error_code))
+                    raise failure
         return result
 
     def _op(self, call: Call, dry_run: bool) -> None:
@@ -323,6 +337,7 @@ class GcpProvider:
                 inst = self._send(call)
             except CloudError as exc:
                 if isinstance(exc.__cause__, gexc.NotFound):
+                    call.outcome = "not found"
                     out[iid] = "missing"
                     continue
                 raise
