@@ -88,6 +88,9 @@ def analyze(
     od = pools[pools["market"] == "on-demand"].reset_index(drop=True)
 
     shapes = _shapes(pools)
+    known_regions: dict[str, set[str]] = {}
+    for prov, reg in zip(pools["provider"], pools["region"]):
+        known_regions.setdefault(str(prov), set()).add(str(reg))
     # §5: p_od is the current pool's on-demand price (its latest list price); only p_s is averaged.
     od_price = _price_lookup(od, "latest_price")
     spot_price = _price_lookup(spot)
@@ -152,12 +155,15 @@ def analyze(
             continue
         if p_od is None:
             rec["status"] = "ineligible"
-            rec["reasons"].append(
-                Reason(
-                    code="NO_ON_DEMAND_PRICE",
-                    message=f"no on-demand price for {w.instance_type} in {w.provider} {w.region}",
-                )
-            )
+            message = f"no on-demand price for {w.instance_type} in {w.provider} {w.region}"
+            regions = known_regions.get(w.provider, set())
+            if w.region not in regions:
+                import difflib
+
+                near = difflib.get_close_matches(w.region, sorted(regions), n=1)
+                message += f": the price table has no {w.provider} region {w.region!r}"
+                message += f" (did you mean {near[0]!r}?)" if near else ""
+            rec["reasons"].append(Reason(code="NO_ON_DEMAND_PRICE", message=message))
             continue
         cand_rows.append(
             {
