@@ -11,6 +11,7 @@ import pytest
 
 from spotplan.errors import InputError
 from spotplan.pricing.importers import detect_format, import_file
+from spotplan.pricing.sources.aws import gpu_shape
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,7 +82,8 @@ def test_ec2instances_json_and_csv(shared_data: Path) -> None:
 
 
 def test_spot_advisor_needs_on_demand_reference(shared_data: Path) -> None:
-    reference = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv").rows
+    ec2 = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv").rows
+    reference = ec2[ec2["market"] == "on-demand"]  # no observed spot prices: every pool is derived
     for name in ("spot-advisor-data.json", "spot_advisor_gpu.csv"):
         res = import_file(shared_data / "aws-spot-advisor/2025-06-28" / name, reference=reference)
         assert res.format == "spot-advisor"
@@ -89,13 +91,82 @@ def test_spot_advisor_needs_on_demand_reference(shared_data: Path) -> None:
         r = _one(res.rows, instance_type="p5.48xlarge", region="us-east-1")
         assert r["price_per_hour"] == pytest.approx(55.04 * 0.48)
         assert (r["interruption_band"], r["gpu_model"], r["gpu_count"]) == (">20%", "H100", 8.0)
+        assert r["source"].startswith("aws spot advisor, derived")
         g5 = _one(res.rows, instance_type="g5.xlarge", region="us-east-1")
         assert g5["price_per_hour"] == pytest.approx(1.006 * 0.41)
     # With no on-demand price known for a pool, it is skipped and said so.
     small = reference[reference["instance_type"] == "p5.48xlarge"]
-    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json", reference=small)
+    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json", reference=small,
+                      observed_at="2025-06-28")
     assert set(res.rows["instance_type"]) == {"p5.48xlarge"}
-    assert res.notes and "skipped" in res.notes[0]
+    assert res.skipped["aws"]["no on-demand price"] > 0
+    assert any("skipped: no on-demand price" in n for n in res.notes)
+
+
+def test_spot_advisor_never_replaces_observed_spot_prices(shared_data: Path) -> None:
+    ec2 = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv").rows
+    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json", reference=ec2,
+                      observed_at="2025-06-28")
+    derived = set(zip(res.rows["region"], res.rows["instance_type"]))
+    observed = set(zip(*[ec2.loc[ec2["market"] == "spot", c] for c in ("region", "instance_type")]))
+    # p5.48xlarge us-east-1 has a real spot_avg (28.106467): no derived 26.42 next to it.
+    assert ("us-east-1", "p5.48xlarge") in observed and ("us-east-1", "p5.48xlarge") not in derived
+    assert not derived & observed
+    both = {(r, t) for r, t in observed & _advisor_pools(shared_data) if gpu_shape(t)[0]}
+    assert res.skipped["aws"]["observed spot price kept"] == len(both) > 100
+    # Pools with an on-demand price but no spot quote in ec2instances still get a derived one.
+    assert len(res.rows) > 0 and set(res.rows["market"]) == {"spot"}
+    assert res.rows["source"].str.startswith("aws spot advisor, derived").all()
+
+
+def _advisor_pools(shared_data: Path) -> set[tuple[str, str]]:
+    feed = json.loads((shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json").read_text())
+    return {(r, t) for r, by_os in feed["spot_advisor"].items() for t in by_os.get("Linux", {})}
+
+
+def test_spot_advisor_drops_spot_above_on_demand(shared_data: Path) -> None:
+    ec2 = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv").rows
+    reference = ec2[ec2["market"] == "on-demand"]
+    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json", reference=reference,
+                      observed_at="2025-06-28")
+    # The feed says s=-62 for p5.48xlarge in ca-central-1: 63.296 × 1.62 = 102.54, above on-demand.
+    assert res.rows[(res.rows["region"] == "ca-central-1") & (res.rows["instance_type"] == "p5.48xlarge")].empty
+    assert res.skipped["aws"]["spot above on-demand"] == 1
+    assert any("1 GPU pools skipped: the advisor's savings are negative" in n for n in res.notes)
+    od = reference.set_index(["region", "instance_type"])["price_per_hour"]
+    ratio = [p / od[(r, t)] for r, t, p in zip(res.rows["region"], res.rows["instance_type"],
+                                                res.rows["price_per_hour"])]
+    assert max(ratio) <= 1.0
+
+
+def test_undated_formats_say_they_use_the_mtime(shared_data: Path, tmp_path: Path) -> None:
+    import os
+
+    src = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
+    copy = tmp_path / "ec2.csv"
+    copy.write_bytes(src.read_bytes())
+    os.utime(copy, (1_700_000_000, 1_700_000_000))  # 2023-11-14T22:13:20Z
+    res = import_file(copy)
+    assert set(res.rows["observed_at"]) == {"2023-11-14T22:13:20Z"}
+    assert res.notes[0] == (f"{copy} carries no date; using its modification time 2023-11-14T22:13:20Z; "
+                            "pass --observed-at with the date the data was published")
+    dated = import_file(copy, observed_at="2025-11-30")
+    assert set(dated.rows["observed_at"]) == {"2025-11-30"}
+    assert not any("carries no date" in n for n in dated.notes)
+    timed = import_file(copy, observed_at="2025-11-30T12:00:00+02:00")
+    assert set(timed.rows["observed_at"]) == {"2025-11-30T10:00:00Z"}
+    with pytest.raises(InputError, match="--observed-at is 'last tuesday'"):
+        import_file(copy, observed_at="last tuesday")
+
+
+def test_dated_formats_keep_their_own_time_and_say_nothing(shared_data: Path) -> None:
+    res = import_file(shared_data / "ericpauley-aws-spot-price-history/prices/2022/05_gpu_subset.tsv")
+    assert not any("carries no date" in n for n in res.notes)
+    assert res.rows["observed_at"].str.startswith("2022-05-31T").all()
+    # --observed-at is for undated rows: it never rewrites a quote's own timestamp.
+    forced = import_file(shared_data / "ericpauley-aws-spot-price-history/prices/2022/05_gpu_subset.tsv",
+                         observed_at="2025-01-01")
+    assert forced.rows["observed_at"].str.startswith("2022-05-31T").all()
 
 
 def test_skypilot_azure_catalog_with_known_errors_corrected(shared_data: Path) -> None:
@@ -189,3 +260,13 @@ def test_detect_format_shapes() -> None:
     assert detect_format('{"Items": [], "NextPageLink": null}') == "azure-retail"
     assert detect_format("snapshot_time,commit,machine_type,gpu_name,gpu_count,vcpus,ram_gib,region,hour,hour_spot\n") \
         == "gcp-pricing"
+
+
+def test_cyclenerd_g4_is_the_rtx_pro_6000(shared_data: Path) -> None:
+    # 2026-07-30,...,g4-standard-12,rtx6000,0.25,12,45,asia-east1,1.46247725,0.585415
+    res = import_file(shared_data / "cyclenerd-gcp-pricing/gcp_gpu_latest.csv")
+    g4 = res.rows[res.rows["instance_type"].str.startswith("g4-")]
+    assert set(g4["gpu_model"]) == {"RTX-PRO-6000"}
+    spot = _one(g4, instance_type="g4-standard-12", region="asia-east1", market="spot")
+    assert spot["price_per_hour"] == pytest.approx(0.585415)
+    assert not any("carries no date" in n for n in res.notes)  # snapshot_time dates every row

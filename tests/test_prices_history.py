@@ -73,7 +73,7 @@ def test_history_terminal_chart_and_png(runner, gcp_history: Path, tmp_path: Pat
     with Image.open(png) as im:
         assert im.size == (1100, 572)
         # The spot line: some pixels of matplotlib's first colour (C0 = #1f77b4).
-        colours = {px for px in im.convert("RGB").getdata()}
+        colours = {c for _, c in (im.convert("RGB").getcolors(1 << 24) or [])}
         assert (31, 119, 180) in colours
 
 

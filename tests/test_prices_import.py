@@ -46,3 +46,42 @@ def test_malformed_file_exit_2_one_line(runner, tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.output.strip() == f"error: {f}: row 2: SpotPrice is 'zero', expected a number"
     assert read_store() is None
+
+
+def test_observed_at_dates_undated_files_and_bad_values_exit_2(runner, shared_data: Path) -> None:
+    f = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
+    bad = runner.invoke(app, ["prices", "import", str(f), "--observed-at", "2025-13-45"])
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines() == [
+        "error: --observed-at is '2025-13-45', expected an ISO-8601 date or time such as 2025-11-30 "
+        "or 2025-11-30T00:00:00Z"]
+    undated = runner.invoke(app, ["prices", "import", str(f), "--dry-run", "-o", "json"])
+    assert undated.exit_code == 0, undated.output
+    assert f"note: {f} carries no date; using its modification time " in undated.stderr
+    dated = runner.invoke(app, ["prices", "import", str(f), "--observed-at", "2025-11-30", "-o", "json"])
+    assert dated.exit_code == 0, dated.output
+    assert "carries no date" not in dated.stderr
+    from spotplan.pricing.store import store_as_of
+
+    assert store_as_of()["aws"].startswith("2025-11-30")  # the publication date, not the copy time
+
+
+def test_advisor_after_ec2instances_keeps_observed_spot_prices(runner, shared_data: Path) -> None:
+    # The QA sequence: real spot prices first, then the advisor feed (bands + savings, no prices).
+    ec2 = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
+    advisor = shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json"
+    assert runner.invoke(app, ["prices", "import", str(ec2), "--observed-at", "2025-11-30"]).exit_code == 0
+    res = runner.invoke(app, ["prices", "import", str(advisor), "--observed-at", "2025-06-28", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    # p5.48xlarge ca-central-1 (the feed's s=-62) has a real quote here, so it is one of the kept pools.
+    assert out["skipped"]["aws"]["observed spot price kept"] > 100
+    assert out["rows"][0]["skipped"] == sum(out["skipped"]["aws"].values())
+    df = read_store()
+    assert df is not None
+    p5 = df[(df["instance_type"] == "p5.48xlarge") & (df["market"] == "spot")]
+    east = p5[p5["region"] == "us-east-1"]
+    assert east["price_per_hour"].tolist() == [pytest.approx(28.106467)]  # not the derived 26.42
+    assert p5[p5["region"] == "ca-central-1"]["price_per_hour"].max() <= 63.296  # no 102.54
+    derived = df[df["source"].str.startswith("aws spot advisor, derived")]
+    assert not derived.empty and (derived["observed_at"] == "2025-06-28T00:00:00Z").all()

@@ -278,10 +278,12 @@ def test_aws_every_region_one_gpu(runner, emu: PricingEmulator) -> None:
     assert res.exit_code == 0, res.output
     df = read_store()
     assert df is not None
-    assert set(df["gpu_model"]) == {"V100"}
-    assert {t.split(".")[0] for t in df["instance_type"]} == {"p3"}
+    # A bare family takes every variant: V100 (p3) and V100-32GB (p3dn), nothing else.
+    assert set(df["gpu_model"]) == {"V100", "V100-32GB"}
+    assert {t.split(".")[0] for t in df["instance_type"]} == {"p3", "p3dn"}
     spot_regions = set(df.loc[df["market"] == "spot", "region"])
-    want = {r["region"] for r in emu.data.spot if r["type"].startswith("p3.") and r["product"] == "Linux/UNIX"}
+    want = {r["region"] for r in emu.data.spot
+            if r["type"].startswith(("p3.", "p3dn.")) and r["product"] == "Linux/UNIX"}
     assert spot_regions == want and len(want) >= 5  # every region DescribeRegions listed, concurrently
 
 

@@ -225,6 +225,16 @@ def test_bad_price_file_names_the_row(runner, tmp_path: Path) -> None:  # type: 
     assert "\n" not in line and str(bad) in line and "row 2" in line and "market" in line
 
 
+@pytest.mark.parametrize(("price", "shown"), [("-1.0", "-1.0"), ("-0.25", "-0.25"), ("abc", "'abc'")])
+def test_bad_price_shows_the_plain_value(runner, tmp_path: Path, price: str, shown: str) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + f"\naws,us-east-1,,p3.2xlarge,V100,1,8,61,spot,{price},,2026-01-01,x\n")
+    result = _invoke(runner, "--prices", str(bad))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {bad}: row 2: price_per_hour is {shown}, expected a non-negative "
+                                     "number (USD per instance-hour)")
+
+
 @pytest.mark.timeout(60)
 def test_help_imports_no_pandas() -> None:
     proc = subprocess.run(
@@ -235,3 +245,41 @@ def test_help_imports_no_pandas() -> None:
     assert "--market" in proc.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"pandas", "numpy", "boto3", "google", "azure", "matplotlib"}
+
+
+def test_show_includes_the_local_store_like_analyze(runner, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    # p5.48xlarge in ca-central-1 is not in the bundled snapshot; ec2instances.info has it.
+    before = _invoke(runner, "--gpu", "H100", "--region", "ca-central-1", "-o", "json")
+    assert before.exit_code == 0 and json.loads(before.stdout)["rows"] == []
+    f = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
+    assert runner.invoke(app, ["prices", "import", str(f), "--observed-at", "2025-11-30"]).exit_code == 0
+    after = _invoke(runner, "--gpu", "H100", "--region", "ca-central-1", "-o", "json")
+    doc = json.loads(after.stdout)
+    p5 = next(r for r in doc["rows"] if r["instance_type"] == "p5.48xlarge")
+    assert p5["on_demand_per_hour"] == pytest.approx(63.296)
+    assert "local price store" in doc["prices"]["source"]
+    from spotplan.analysis import load_prices
+
+    assert doc["prices"]["source"] == load_prices(None).source  # the same loader as analyze
+
+
+def test_prices_option_replaces_the_store_too(runner, custom: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    f = shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv"
+    assert runner.invoke(app, ["prices", "import", str(f), "--observed-at", "2025-11-30"]).exit_code == 0
+    rows = _csv_rows(_invoke(runner, "--prices", str(custom), "-o", "csv").stdout)
+    assert {r["instance_type"] for r in rows} == {"p4d.24xlarge", "p3.2xlarge", "a3-highgpu-8g"}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "models"),
+    [
+        ("A100", {"A100-40GB", "A100-80GB"}),
+        ("a100", {"A100-40GB", "A100-80GB"}),
+        ("A100-80GB", {"A100-80GB"}),
+        ("V100", {"V100", "V100-32GB"}),
+        ("V100-32GB", {"V100-32GB"}),
+    ],
+)
+def test_bare_family_matches_every_variant(runner, gpu: str, models: set[str]) -> None:  # type: ignore[no-untyped-def]
+    rows = _csv_rows(_invoke(runner, "--gpu", gpu, "-o", "csv").stdout)
+    assert {r["gpu_model"] for r in rows} == models

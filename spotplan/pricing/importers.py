@@ -44,8 +44,9 @@ _AZ_ID = re.compile(r"^[a-z]{2}[a-z]{1,2}\d+-az\d+$")
 _LINUX = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 
 
-#: `source` of advisor-derived spot rows; rows whose source starts with it are not observations.
-DERIVED_ADVISOR_SOURCE = "aws spot advisor, derived"
+#: `source` of advisor-derived spot rows (one name, so footnotes list it once); rows whose source
+#: starts with "aws spot advisor" are not observations.
+DERIVED_ADVISOR_SOURCE = "aws spot advisor, derived: on-demand x (1 - savings)"
 
 
 @dataclass
@@ -120,12 +121,15 @@ def import_file(
 
 
 def parse_observed_at(value: str) -> str:
-    """An ISO-8601 date or time (naive means UTC) → `YYYY-MM-DDTHH:MM:SSZ`; InputError otherwise."""
+    """An ISO-8601 date (kept as `YYYY-MM-DD`) or time (naive means UTC; → `YYYY-MM-DDTHH:MM:SSZ`);
+    InputError otherwise."""
     try:
         ts = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"--observed-at is {value!r}, expected an ISO-8601 date or time such as 2025-11-30 "
                          "or 2025-11-30T00:00:00Z") from None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value).strip()):
+        return ts.strftime("%Y-%m-%d")  # a date stays a date, as in the bundled snapshot
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -385,12 +389,12 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         model, count = _aws_shape(itype)
         if not model:
             continue
+        if (region, itype) in observed:
+            ctx.skip("aws", _OBSERVED)
+            continue
         ref = od.get((region, itype))
         if ref is None:
             ctx.skip("aws", _NO_ON_DEMAND)
-            continue
-        if (region, itype) in observed:
-            ctx.skip("aws", _OBSERVED)
             continue
         if savings < 0:
             # The feed says e.g. -62% for p5.48xlarge in ca-central-1: spot above on-demand is not an
@@ -401,7 +405,7 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                      "gpu_model": model, "gpu_count": count, "vcpus": ref["vcpus"], "memory_gib": ref["memory_gib"],
                      "market": "spot", "price_per_hour": round(ref["price"] * (1 - savings / 100.0), 6),
                      "interruption_band": band, "observed_at": ctx.stamp,
-                     "source": f"{DERIVED_ADVISOR_SOURCE} (on-demand less {savings:g}%)"})
+                     "source": DERIVED_ADVISOR_SOURCE})
     explain = {
         _NO_ON_DEMAND: "no on-demand price known to apply the advisor's savings to (pull or import on-demand "
                        "prices first)",
