@@ -10,7 +10,11 @@ is never stopped before a fresh checkpoint is verified.
 Every step is journaled before and after its provider calls. `--resume` skips finished steps and
 re-runs the interrupted one, which is safe because each step is idempotent: launches carry a token
 (EC2 ClientToken / GCP requestId / a deterministic Azure VM name) and look for what an interrupted
-run already created. A dry run builds the very same calls and only skips sending them.
+run already created. A dry run builds the very same calls and only skips sending them; a step that
+would fail is shown with the calls it built and the failure beside the call that met it.
+
+`exit_status` turns the move reports into the exit code of DESIGN.md §3 (0 ok, 1 runtime, 2 input,
+3 partial, 4 credentials), for real runs and dry runs alike.
 """
 
 from __future__ import annotations
@@ -25,10 +29,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from spotplan.errors import CloudError, InputError, SpotplanError
+from spotplan.errors import (
+    EXIT_CREDENTIALS,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    CloudError,
+    InputError,
+    SpotplanError,
+)
 from spotplan.journal import FINAL_STATUSES, Journal
 from spotplan.models import Move
-from spotplan.providers.base import Call, LaunchSpec, Provider, get_provider, provider_module
+from spotplan.providers.base import (
+    Call,
+    LaunchSpec,
+    Provider,
+    distinct,
+    get_provider,
+    provider_module,
+    recording,
+)
 
 STEPS = (
     "preflight",
@@ -50,6 +71,15 @@ FALLBACK_STEPS = (
 )
 # Once this step has started the source may be down: failures after it restart the source.
 SOURCE_STOP_STEP = "stop_source"
+# The steps that create instances: a move that failed before they started changed nothing.
+CREATING_STEP = {"migrate": "acquire", "fallback": "fallback_acquire"}
+
+# Report statuses. Succeeded and declined moves do not fail a run; every other final status does.
+SUCCEEDED = ("done", "already-done", "dry-run")
+DECLINED = "declined"
+WOULD_FAIL = "dry-run (would fail)"
+UNCHANGED = "failed (nothing changed)"
+REFUSED = "refused"
 
 ProviderFactory = Callable[[str, str], Provider]
 
@@ -89,7 +119,11 @@ class MoveReport:
     status: str
     steps: list[StepReport] = field(default_factory=list)
     error: str | None = None
-    exit_code: int = 0
+    exit_code: int = 0  # of the first failure (the one a real run stops at); 0 when none
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in (*SUCCEEDED, DECLINED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -443,32 +477,28 @@ class MoveRun:
                 self.journal.step_start(self.move.id, step)
             _crash_point(step, "before")
             try:
-                try:
-                    calls, data = getattr(self, f"step_{step}")()
-                except SpotplanError:
-                    raise
-                except Exception as unexpected:
-                    # Still roll back: an unknown error must not leave capacity running unaccounted for.
-                    raise CloudError(f"{type(unexpected).__name__}: {unexpected}") from unexpected
+                with recording() as built:
+                    try:
+                        calls, data = getattr(self, f"step_{step}")()
+                    except SpotplanError:
+                        raise
+                    except Exception as unexpected:
+                        # Still roll back: an unknown error must not leave capacity running unaccounted for.
+                        raise CloudError(f"{type(unexpected).__name__}: {unexpected}") from unexpected
             except SpotplanError as exc:
-                report.steps.append(StepReport(step, status="failed", error=str(exc)))
+                # The calls the step made (or, dry, would make) up to the failure, marked on its call.
+                tried = distinct(built)
+                report.steps.append(StepReport(step, tried, status="failed", error=str(exc)))
+                report.exit_code = report.exit_code or exc.exit_code
                 if self.dry:
                     # A dry run shows every step even when one would fail.
                     report.error = report.error or f"{step}: {exc}"
                     continue
                 if self.journal is not None:
-                    self.journal.step_failed(self.move.id, step, [], str(exc))
+                    self.journal.step_failed(self.move.id, step, [c.to_dict() for c in tried], str(exc))
                 self._rollback(step, kind, report)
                 report.error = f"{step}: {exc}"
-                if report.status == "rollback-incomplete":
-                    left = "; ".join(s.error or "" for s in report.steps if s.step.startswith("rollback_")
-                                     and s.status == "failed")
-                    report.error += f"; ROLLBACK INCOMPLETE ({left}): see spotplan migrations show {self.move.id}"
-                report.exit_code = exc.exit_code
-                status = "failed" if report.status == "rollback-incomplete" else "rolled-back"
-                report.status = status
-                if self.journal is not None:
-                    self.journal.finish(self.move.id, status, report.error)
+                self._finish_failed(report)
                 return report
             _crash_point(step, "after")
             self.state.update(data)
@@ -477,7 +507,7 @@ class MoveRun:
             report.steps.append(StepReport(step, calls, data, "dry-run" if self.dry else "done"))
         report.status = "dry-run" if self.dry else "done"
         if self.dry and report.error:
-            report.status = "dry-run (would fail)"
+            report.status = WOULD_FAIL
         if not self.dry and self.journal is not None:
             self.journal.finish(self.move.id, "done")
         return report
@@ -488,17 +518,42 @@ class MoveRun:
         report = MoveReport(self.move.id, self.move.workload, kind, "running")
         self._rollback(step, kind, report)
         report.error = f"{step}: {error}"
-        report.exit_code = 1
-        report.status = "failed" if report.status == "rollback-incomplete" else "rolled-back"
-        self.journal.finish(self.move.id, report.status, report.error)
+        report.exit_code = EXIT_RUNTIME
+        self._finish_failed(report)
         return report
 
+    def _finish_failed(self, report: MoveReport) -> None:
+        """Name the move's final status after its rollback, in the report and the journal."""
+        journal_error = report.error
+        if report.status == UNCHANGED:
+            # Nothing to undo: the journal calls it rolled back, so a rerun retries it as a fresh attempt.
+            journal_status = "rolled-back"
+            journal_error = f"{report.error}; nothing was changed"
+        elif report.status == "rollback-incomplete":
+            left = "; ".join(s.error or "" for s in report.steps if s.step.startswith("rollback_")
+                             and s.status == "failed")
+            report.error = journal_error = (f"{report.error}; ROLLBACK INCOMPLETE ({left}): "
+                                            f"see spotplan migrations show {self.move.id}")
+            journal_status = report.status = "failed"
+        else:
+            journal_status = report.status = "rolled-back"
+        if self.journal is not None:
+            self.journal.finish(self.move.id, journal_status, journal_error)
+
     def _rollback(self, failed: str, kind: str, report: MoveReport) -> None:
-        """Undo what this move created; restart the source if it may have been stopped."""
+        """Undo what this move created; restart the source if it may have been stopped.
+
+        A move that failed before its creating step started (preflight, a bad plan) created nothing
+        and stopped nothing: there is nothing to look for, and the report says nothing was changed."""
         assert self.journal is not None
         events = self.journal.events(self.move.id)
         last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
         started = {e["step"] for e in events[last_begin:] if e["phase"] == "start"}
+        if CREATING_STEP.get(kind, "acquire") not in started and not (
+            kind == "migrate" and SOURCE_STOP_STEP in started
+        ):
+            report.status = UNCHANGED
+            return
         actions: list[tuple[str, Callable[[], list[Call]]]] = []
         if kind == "migrate" and SOURCE_STOP_STEP in started:
             actions.append(("rollback_start_source", lambda: self.source.start(self._source_ids(), False)))
@@ -589,15 +644,17 @@ def migrate_moves(
                 if prior["status"] == "done":
                     reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
                     continue
+                refusal = None
                 if prior["status"] not in FINAL_STATUSES:
-                    raise InputError(
-                        f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
-                    )
-                if prior["status"] == "failed":
-                    raise InputError(
-                        f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
-                        f"spotplan migrate --resume {move.id}"
-                    )
+                    refusal = f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
+                elif prior["status"] == "failed":
+                    refusal = (f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
+                               f"spotplan migrate --resume {move.id}")
+                if refusal is not None:
+                    # Only this move is refused (nothing is touched); the other moves of the plan still run.
+                    reports.append(MoveReport(move.id, move.workload, prior["kind"], REFUSED, error=refusal,
+                                              exit_code=EXIT_USAGE))
+                    continue
         if confirm is not None and not opts.dry_run and not confirm(move):
             reports.append(MoveReport(move.id, move.workload, "migrate", "declined"))
             continue
@@ -616,13 +673,39 @@ def migrate_moves(
         try:
             run = MoveRun(move, journal, opts, factory, state, log)
         except SpotplanError as exc:
+            # No provider could even be set up: nothing was created or stopped.
             if journal is not None and not opts.dry_run:
-                journal.finish(move.id, "failed", str(exc))
-            reports.append(MoveReport(move.id, move.workload, "migrate", "failed", error=str(exc),
-                                      exit_code=exc.exit_code))
+                journal.finish(move.id, "rolled-back", f"{exc}; nothing was changed")
+            reports.append(MoveReport(move.id, move.workload, "migrate", WOULD_FAIL if opts.dry_run else UNCHANGED,
+                                      error=str(exc), exit_code=exc.exit_code))
             continue
         reports.append(run.run(STEPS, "migrate"))
     return reports
+
+
+def exit_status(reports: Sequence[MoveReport]) -> tuple[int, str]:
+    """The exit code of a migrate run (DESIGN.md §3) and the one line that explains it.
+
+    0 when no move failed (declined moves are not failures); 3 when some failed and others
+    succeeded; when every attempted move failed: 4 if any failed on credentials or permissions
+    (fixing them is the first thing to do), 2 if all failed on input, else 1. A dry run is judged
+    the same way on what would fail, so it exits as the real run would.
+    """
+    failed = [r for r in reports if r.failed]
+    if not failed:
+        return EXIT_OK, ""
+    verb = "would fail" if all(r.status == WOULD_FAIL for r in failed) else "failed"
+    names = ", ".join(r.move_id for r in failed)
+    if any(r.status in SUCCEEDED for r in reports):
+        counted = [r for r in reports if r.status != DECLINED]
+        return EXIT_PARTIAL, f"{len(failed)} of {len(counted)} moves {verb}: {names}"
+    codes = {r.exit_code or EXIT_RUNTIME for r in failed}
+    code = EXIT_CREDENTIALS if EXIT_CREDENTIALS in codes else EXIT_USAGE if codes == {EXIT_USAGE} else EXIT_RUNTIME
+    # Name the failure the code is about (e.g. the credentials one when it is 4).
+    lead = next((r for r in failed if (r.exit_code or EXIT_RUNTIME) == code), failed[0])
+    if len(failed) == 1:
+        return code, f"move {lead.move_id} {verb if lead.status == WOULD_FAIL else lead.status}: {lead.error}"
+    return code, f"all {len(failed)} moves {verb}: {names} ({lead.move_id}: {lead.error})"
 
 
 def resume_move(

@@ -114,9 +114,8 @@ class LengthStats:
     has lasted `age` ticks: E[L − age | L > age]. Spot lifetimes are far from memoryless (a run
     that has lasted tends to last), so the age matters."""
 
-    def __init__(self, prior_ticks: float, prior_weight: int = 2, recent: int | None = None) -> None:
+    def __init__(self, prior_ticks: float, prior_weight: int = 2) -> None:
         self.lengths: list[int] = []
-        self.recent = recent
         self.prior = prior_ticks
         self.prior_weight = prior_weight
         self._sorted: np.ndarray | None = None
@@ -132,8 +131,7 @@ class LengthStats:
 
     def _prepare(self) -> None:
         if self._sorted is None:
-            kept = self.lengths[-self.recent :] if self.recent else self.lengths
-            self._sorted = np.sort(np.asarray(kept, dtype=float))
+            self._sorted = np.sort(np.asarray(self.lengths, dtype=float))
             self._suffix = np.concatenate([np.cumsum(self._sorted[::-1])[::-1], [0.0]])
 
     def expected_remaining(self, age: int) -> float:
@@ -144,25 +142,6 @@ class LengthStats:
         # shrink towards a memoryless prior run when few runs lasted this long
         w = self.prior_weight
         return (self._suffix[idx] - age * count + self.prior * w) / (count + w)
-
-    def expected_remaining_capped(self, age: int, cap: float) -> float:
-        """E[min(L − age, cap) | L > age]: a run is worth no more than the work it can carry."""
-        self._prepare()
-        assert self._sorted is not None
-        idx = int(np.searchsorted(self._sorted, age, side="right"))
-        rest = np.minimum(self._sorted[idx:] - age, cap)
-        w = self.prior_weight
-        return (float(rest.sum()) + min(self.prior, cap) * w) / (len(rest) + w)
-
-    def ends_within(self, age: int, horizon: int) -> float:
-        """P(L ≤ age + horizon | L > age), shrunk towards a geometric prior run."""
-        self._prepare()
-        assert self._sorted is not None
-        lo = int(np.searchsorted(self._sorted, age, side="right"))
-        hi = int(np.searchsorted(self._sorted, age + horizon, side="right"))
-        w = self.prior_weight
-        prior_p = 1.0 - (1.0 - 1.0 / max(self.prior, 1.0)) ** horizon
-        return (hi - lo + prior_p * w) / (len(self._sorted) - lo + w)
 
 
 class SpotplanPolicy:
@@ -194,54 +173,18 @@ class SpotplanPolicy:
     name = "spotplan"
 
     def __init__(
-        self,
-        prior_run_hours: float = 2.0,
-        od_exit_factor: float = 2.0,
-        scarcity: float = 10.0,
-        beta_tight: float = 1.0,
-        beta_loose: float = 0.5,
-        recent_runs: int | None = None,
-        ride_hours_d: float = 0.0,
-        ride_p: float = 0.5,
-        ride_floor_d: float = 2.0,
-        prior_down_hours: float = 1.0,
-        cap_work: bool = False,
-        life_cap_need: float | None = None,
-        od_min_age: int = 0,
-        idle_factor: float = 1.0,
-        reserve_offset_d: float = 1.0,
-        scarcity_ref: str = "reserve",
-        abandon_od: bool = False,
-        count_gamma: float = 0.0,
-        count_floor: float = 1.0,
+        self, prior_run_hours: float = 2.0, od_exit_factor: float = 2.0, scarcity: float = 10.0
     ) -> None:
-        self.count_gamma = count_gamma
-        self.count_floor = count_floor
-        self.abandon_od = abandon_od
-        self.reserve_offset_d = reserve_offset_d
-        self.scarcity_ref = scarcity_ref
-        self.idle_factor = idle_factor
-        self.cap_work = cap_work
-        self.life_cap_need = life_cap_need
-        self.od_min_age = od_min_age
-        self.ride_hours_d = ride_hours_d
-        self.ride_p = ride_p
-        self.ride_floor_d = ride_floor_d
-        self.prior_down_hours = prior_down_hours
         self.prior_run_hours = prior_run_hours
         self.od_exit_factor = od_exit_factor
         self.scarcity = scarcity
-        self.beta_tight = beta_tight
-        self.beta_loose = beta_loose
-        self.recent_runs = recent_runs
 
     def reset(self, ctx: Context) -> None:
         g = ctx.grid
         self.grid = g
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
-        self.runs = LengthStats(self.prior_run_hours / self.gap_h, recent=self.recent_runs)
-        self.downs = LengthStats(self.prior_down_hours / self.gap_h, recent=self.recent_runs)
+        self.runs = LengthStats(self.prior_run_hours / self.gap_h)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0
@@ -251,26 +194,23 @@ class SpotplanPolicy:
             lengths = np.diff(bounds)
             # the first streak is censored (its start is unknown); the last is still going
             for i in range(1, len(lengths) - 1):
-                (self.runs if hist[bounds[i]] else self.downs).add(int(lengths[i]))
+                if hist[bounds[i]]:
+                    self.runs.add(int(lengths[i]))
             self.state = bool(hist[-1])
             self.age = int(lengths[-1])
         d_h = g.D * g.grain_hours
         k = self.k
         unit = 0.0 if math.isinf(k) else k * d_h / max(k - 1.0, 1e-9)
-        self.enter_from_idle_h = unit * self.idle_factor
+        self.enter_from_idle_h = unit
         self.enter_from_od_h = 2 * unit * self.od_exit_factor
         tightness = g.slack / (g.T * g.m)
-        # β_tight at slack/R ≤ 0.1, β_loose at ≥ 0.3, linear between
-        frac = min(1.0, max(0.0, (tightness - 0.1) / 0.2))
-        self.beta = self.beta_tight + (self.beta_loose - self.beta_tight) * frac
+        self.beta = min(1.0, max(0.5, 1.25 - 2.5 * tightness))
         self.M0 = g.slack
-        d_ticks = g.D / g.m
-        self.ride_ticks = max(1, int(round(self.ride_hours_d * d_ticks))) if self.ride_hours_d > 0 and d_ticks >= 1 else 0
 
     def _observe(self, has_spot: bool) -> None:
         if self.state is None or has_spot != self.state:
-            if self.state is not None:
-                (self.runs if self.state else self.downs).add(self.age)
+            if self.state:
+                self.runs.add(self.age)
             self.state = has_spot
             self.age = 0
         self.age += 1
@@ -280,7 +220,6 @@ class SpotplanPolicy:
         g = self.grid
         if progress >= g.P:
             return IDLE
-        self._overhead = overhead
         for a in self._preferences(t, has_spot, mode, progress):
             if a == OD or _margin_after(g, t, a, mode, overhead, progress) >= g.D:
                 return a
@@ -290,48 +229,20 @@ class SpotplanPolicy:
         g = self.grid
         time_left = (g.T - t) * g.m
         margin = time_left - (g.P - progress)
-        reserve = self.reserve_offset_d * g.D + self.beta * self.M0 * time_left / (g.T * g.m)
+        reserve = g.D + self.beta * self.M0 * time_left / (g.T * g.m)
         if has_spot:
             if mode == SPOT:
                 return [SPOT, OD]
-            fresh_od = self.abandon_od and mode == OD and self._overhead > 0
-            need = self.enter_from_od_h if mode == OD and not fresh_od else self.enter_from_idle_h
-            if mode == OD and self.count_gamma > 0:
-                # budget by opportunities: excursions the margin still buys vs spot runs still to come
-                excursions = max(margin - g.D, 0) / (2 * g.D) if g.D else math.inf
-                cycle = self.runs.mean() + self.downs.mean()
-                cycles = (time_left / g.m) / max(cycle, 1.0)
-                ratio = cycles / max(excursions, 1e-9)
-                if ratio > self.count_floor:
-                    need *= (ratio / self.count_floor) ** self.count_gamma
-            elif mode == OD and margin < reserve:
-                ref = reserve if self.scarcity_ref == "reserve" else self.M0
-                need *= 1.0 + self.scarcity * (reserve - margin) / max(ref, 1)
-            if mode == OD and self.age - 1 < self.od_min_age:
-                return [OD]
-            cap = math.inf
-            if self.cap_work:
-                cap = (g.P - progress) / g.m
-            if self.life_cap_need is not None:
-                cap = min(cap, self.life_cap_need * need / self.gap_h)
-            if math.isinf(cap):
-                life_h = self.runs.expected_remaining(self.age - 1) * self.gap_h
-            else:
-                life_h = self.runs.expected_remaining_capped(self.age - 1, cap) * self.gap_h
+            life_h = self.runs.expected_remaining(self.age - 1) * self.gap_h
+            need = self.enter_from_od_h if mode == OD else self.enter_from_idle_h
+            if mode == OD and margin < reserve:
+                need *= 1.0 + self.scarcity * (reserve - margin) / max(reserve, 1)
             if life_h > need:
                 return [SPOT, OD]
             return [OD] if mode == OD else [IDLE, OD]
         if mode == OD:
             return [OD]
-        if margin - g.m >= reserve:
-            return [IDLE, OD]
-        if (
-            self.ride_ticks
-            and margin - g.m >= self.ride_floor_d * g.D
-            and self.downs.ends_within(self.age - 1, self.ride_ticks) >= self.ride_p
-        ):
-            return [IDLE, OD]
-        return [OD]
+        return [IDLE, OD] if margin - g.m >= reserve else [OD]
 
 
 def make_policy(name: str) -> Policy:

@@ -75,8 +75,11 @@ def stderr_console():  # type: ignore[no-untyped-def]
 def stdout_console(width: int | None = None):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
+    plain = bool(os.environ.get("NO_COLOR"))
+    # no_color alone still emits bold/italic; NO_COLOR users want no escape codes at all.
     return Console(
-        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        no_color=plain or None,
+        color_system=None if plain else "auto",
         highlight=False,
         width=width,
         soft_wrap=False,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from spotplan.cli.common import OutPathOpt, VerboseOpt, emit, handle_errors
-from spotplan.errors import EXIT_PARTIAL, InputError, PartialFailure, SpotplanError
+from spotplan.errors import EXIT_PARTIAL, InputError, SpotplanError
 
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
 
@@ -64,17 +64,14 @@ def _render_reports(reports: list[Any], dry_run: bool) -> str:
 
 
 def _reports_exit(reports: list[Any]) -> None:
-    failed = [r for r in reports if r.status in ("rolled-back", "failed")]
-    if not failed:
-        return
-    ok = [r for r in reports if r.status in ("done", "already-done")]
-    names = ", ".join(r.move_id for r in failed)
-    if ok:
-        raise PartialFailure(f"{len(failed)} of {len(reports)} moves failed and were rolled back: {names}")
-    first = failed[0]
-    err = SpotplanError(f"move {first.move_id} {first.status}: {first.error}")
-    err.exit_code = first.exit_code or 1
-    raise err
+    """Exit with the code the executor gives the run (dry runs included), explained in one line."""
+    from spotplan.executor import exit_status
+
+    code, message = exit_status(reports)
+    if code:
+        err = SpotplanError(message)
+        err.exit_code = code
+        raise err
 
 
 def migrate(

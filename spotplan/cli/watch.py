@@ -131,6 +131,12 @@ def watch(
             raise InputError("--upload-to needs --checkpoint-uri (the local store to upload from)")
         if source is SourceName.url and not endpoint:
             raise InputError("--source url needs --endpoint URL")
+        if endpoint:
+            from spotplan.watch.http import endpoint_problem
+
+            problem = endpoint_problem(endpoint)
+            if problem is not None:
+                raise InputError(f"--endpoint: {problem}")
         if journal is not None and not fallback_move:
             raise InputError("--journal needs --fallback-move")
         storage_options: dict[str, object] = {}

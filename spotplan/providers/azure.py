@@ -124,6 +124,7 @@ def _translated(call: Call) -> Iterator[None]:
 
     where = f"{call.service}.{call.method}"
     failure: SpotplanError
+    cause: BaseException
     try:
         yield
         return

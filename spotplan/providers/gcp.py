@@ -102,6 +102,7 @@ def _translated(call: Call) -> Iterator[None]:
 
     where = f"{call.service}.{call.method}"
     failure: SpotplanError
+    cause: BaseException
     try:
         yield
         return
@@ -210,10 +211,15 @@ class GcpProvider:
         project, zone = self._project(spec), self._zone(spec)
         mt = self._call("machine_types", "get", {"project": project, "zone": zone, "machine_type": spec.instance_type},
                         note="credentials, and the target type exists in the zone")
+        from google.api_core import exceptions as gexc
+
         try:
             got = self._send(mt)
         except CloudError as exc:
-            raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {zone} ({exc})") from exc
+            # Only an answer about the type means "not offered"; an unreachable endpoint says so itself.
+            if isinstance(exc.__cause__, (gexc.NotFound, gexc.BadRequest)):
+                raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {zone} ({exc})") from exc
+            raise
         mt.outcome = "ok"
         region = self._call("regions", "get", {"project": project, "region": spec.region}, note="quota")
         reg = self._send(region)

@@ -87,12 +87,10 @@ def iso(ts: datetime) -> str:
 
 
 def in_gpu(gpu_model: str, wanted: str | None) -> bool:
-    """Does a row's gpu_model match the --gpu filter (vocabulary names, case-insensitive)?"""
-    if not wanted:
-        return True
-    from spotplan.gpus import normalize_gpu_model
+    """Does a row's gpu_model match the --gpu filter? A family name (A100) matches all its variants."""
+    from spotplan.gpus import gpu_matches
 
-    return normalize_gpu_model(gpu_model).lower() == normalize_gpu_model(wanted).lower()
+    return gpu_matches(wanted, gpu_model)
 
 
 def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_progress) -> Any:
