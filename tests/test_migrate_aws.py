@@ -432,10 +432,72 @@ def test_dry_run_reports_a_denied_permission(cloud: Cloud, runner: Any, tmp_path
     move_id, _, _, plan = new_move(cloud, tmp_path)
     cloud.proxy.fail_next("StopInstances", code="UnauthorizedOperation", status=403)
     result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # the real run would stop there on a permission
     stop_line = next(line for line in result.stdout.splitlines() if "ec2.stop_instances(" in line)
     assert stop_line.endswith("[denied (UnauthorizedOperation)]")
     assert "StopInstances" in cloud.proxy.seen and cloud.tagged(move_id) == {}
+
+
+DRY_DENIALS = [
+    # (action, code, the call line that must carry the denial)
+    ("GetCallerIdentity", "InvalidClientTokenId", "sts.get_caller_identity()"),
+    ("DescribeInstanceTypeOfferings", "AuthFailure", "ec2.describe_instance_type_offerings("),
+    ("RunInstances", "UnauthorizedOperation", "ec2.run_instances("),
+]
+
+
+@pytest.mark.parametrize("action,code,call", DRY_DENIALS, ids=[c for _, c, _ in DRY_DENIALS])
+def test_dry_run_with_rejected_credentials_exits_4(cloud: Cloud, runner: Any, tmp_path: Path, action: str,
+                                                   code: str, call: str) -> None:
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next(action, code=code, status=403)
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert action not in cloud.proxy.faults, "the fault was never triggered"
+    assert result.exit_code == 4, result.output
+    line = next(line for line in result.stdout.splitlines() if call in line)
+    assert line.endswith(f"[denied ({code})]")
+    for step in ("preflight", "acquire", "trigger_checkpoint", "stop_source", "resume_target", "record"):
+        assert step in result.stdout  # every step is still printed
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: move {move_id} would fail: ")
+    assert cloud.tagged(move_id) == {}
+
+
+def test_dry_run_exit_codes_follow_the_moves(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """One move would fail on input (a bid above on-demand): 2 alone, 3 beside a move that would work."""
+    tag = uuid.uuid4().hex[:8]
+    trigger = {"via": "ssm", "command": "true"}
+    good = make_move(f"ok-{tag}", "aws", REGION, ZONE, ITYPE, cloud.source(None), f"s3://{BUCKET}/ok-{tag}",
+                     cloud.image, trigger)
+    bad = make_move(f"bad-{tag}", "aws", REGION, ZONE, ITYPE, cloud.source(None), f"s3://{BUCKET}/bad-{tag}",
+                    cloud.image, trigger, max_price=2.0, on_demand_price=1.0)
+    alone = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "bad.json", [bad])), "--dry-run"])
+    assert alone.exit_code == 2, alone.output
+    assert "ec2.run_instances(" in alone.stdout and "[permission ok (DryRun)]" in alone.stdout
+    both = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "both.json", [good, bad])), "--dry-run"])
+    assert both.exit_code == 3, both.output
+    assert f"1 of 2 moves would fail: bad-{tag}" in both.stderr
+    assert f"move ok-{tag} (workload wl-ok-{tag}): dry-run\n" in both.stdout
+
+
+def test_real_run_with_one_ok_one_cloud_and_one_input_failure_is_partial(cloud: Cloud, runner: Any,
+                                                                       tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    trigger = {"via": "ssm", "command": "pkill -USR1 -f train.py"}
+    moves = {}
+    for name, kw in (("input", {"max_price": 2.0, "on_demand_price": 1.0}), ("cloud", {}), ("ok", {})):
+        storage = f"s3://{BUCKET}/{name}-{tag}"
+        moves[name] = make_move(f"{name}-{tag}", "aws", REGION, ZONE, ITYPE, cloud.source(storage), storage,
+                                cloud.image, trigger, **kw)
+    # The input move never reaches RunInstances, so the fault hits the cloud move's launch.
+    cloud.proxy.fail_next("RunInstances", code="InsufficientInstanceCapacity")
+    plan = write_plan(tmp_path / "p.json", [moves["input"], moves["cloud"], moves["ok"]])
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 3, result.output
+    assert f"2 of 3 moves failed: input-{tag}, cloud-{tag}" in result.stderr
+    statuses = {m["move_id"]: m["status"] for m in json.loads(runner.invoke(
+        app, ["migrations", "list", "-o", "json"]).stdout)}
+    assert statuses[f"ok-{tag}"] == "done" and statuses[f"cloud-{tag}"] == "rolled-back"
+    assert cloud.live_tagged(f"cloud-{tag}") == {} and cloud.tagged(f"input-{tag}") == {}
 
 
 @pytest.mark.timeout(90)

@@ -153,3 +153,20 @@ def test_bad_token_is_a_credentials_error(azure: AzureArmEmulator, runner: Any, 
     result = runner.invoke(app, ["migrate", str(plan), "--yes"])
     assert result.exit_code == 4, result.output
     assert "wrong-token" not in result.output
+
+
+def test_dry_run_with_rejected_credentials_exits_4(azure: AzureArmEmulator, runner: Any, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    move_id, _, plan = new_move(azure, tmp_path)
+    azure.fail_next("vmSizes.list", status=403, code="AuthorizationFailed")
+    denied = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert "vmSizes.list" not in azure.faults, "the fault was never triggered"
+    assert denied.exit_code == 4, denied.output
+    assert "compute.virtual_machine_sizes.list(location='eastus')  [denied (403 AuthorizationFailed)]" \
+        in denied.stdout
+    assert "begin_create_or_update(" in denied.stdout and "begin_deallocate(" in denied.stdout
+    monkeypatch.setenv("SPOTPLAN_AZURE_TOKEN", "wrong-token")  # a 401 from ARM
+    unauthenticated = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert unauthenticated.exit_code == 4, unauthenticated.output
+    assert "wrong-token" not in unauthenticated.output
+    assert azure.tagged("spotplan-move", move_id) == {}

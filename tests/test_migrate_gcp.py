@@ -147,3 +147,18 @@ def test_failing_trigger_command_rolls_back(gcp: GcpComputeEmulator, runner: Any
     result = runner.invoke(app, ["migrate", str(plan), "--yes"])
     assert result.exit_code == 1 and "exited 7" in result.stderr
     assert_invariants(gcp, move_id, src, expect_done=False)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_dry_run_with_rejected_credentials_exits_4(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path,
+                                                   status: int) -> None:
+    move_id, _, plan = new_move(gcp, tmp_path)
+    gcp.fail_next("machineTypes.get", status=status)
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert "machineTypes.get" not in gcp.faults, "the fault was never triggered"
+    assert result.exit_code == 4, result.output
+    line = next(line for line in result.stdout.splitlines() if "compute.machine_types.get(" in line)
+    # A 401 makes google-auth try to refresh the anonymous credentials, which is the error raised.
+    assert line.endswith("[denied (403 Forbidden)]" if status == 403 else "[denied (InvalidOperation)]"), line
+    assert "compute.instances.insert(" in result.stdout and "compute.instances.stop(" in result.stdout
+    assert gcp.labelled("spotplan-move", move_id) == {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spotplan.watch.http import request
+from spotplan.watch.http import HttpError, endpoint_problem, request
 from spotplan.watch.sources import (
     AwsImds,
     AzureScheduledEvents,
@@ -236,6 +236,29 @@ def test_url_source() -> None:
         assert notice.source == "url" and notice.kind == "terminate" and notice.deadline is not None
     with pytest.raises(MetadataError):
         make_source("url", None)
+
+
+def test_unreachable_endpoint_error_names_the_url_once() -> None:
+    base = _closed_port()
+    with pytest.raises(MetadataError) as url_err:
+        UrlSource(f"{base}/x").poll()
+    assert str(url_err.value).startswith(f"GET {base}/x: ") and "/x/x" not in str(url_err.value)
+    # An endpoint with a path prefix and a request path: the prefix once, then the path.
+    with pytest.raises(HttpError) as prefixed:
+        request(f"{base}/prefix/", "GET", "/latest/meta-data")
+    assert str(prefixed.value).startswith(f"GET {base}/prefix/latest/meta-data: ")
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://127.0.0.1/x", "127.0.0.1:9", "http://127.0.0.1:99999/", "unix:"])
+def test_unusable_endpoint_is_a_usage_error(runner, endpoint: str) -> None:
+    from spotplan.cli.main import app
+
+    assert endpoint_problem(endpoint) is not None
+    result = runner.invoke(app, ["watch", "--source", "url", "--endpoint", endpoint, "--once"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --endpoint: ") and len(result.stderr.strip().splitlines()) == 1
+    for fine in ("http://127.0.0.1:9/x", "https://127.0.0.1", "unix:/run/eci.sock", "unix:///run/eci.sock"):
+        assert endpoint_problem(fine) is None
 
 
 def test_rfc1123_and_rfc3339_times() -> None:

@@ -112,12 +112,19 @@ class UniformProgress(Greedy):
 class LengthStats:
     """Completed run lengths (ticks) seen so far, for the expected remaining length of a run that
     has lasted `age` ticks: E[L − age | L > age]. Spot lifetimes are far from memoryless (a run
-    that has lasted tends to last), so the age matters."""
+    that has lasted tends to last), so the age matters.
 
-    def __init__(self, prior_ticks: float, prior_weight: int = 2) -> None:
+    The estimate is shrunk towards a prior run whose remaining life is max(prior, tail·age): once
+    a run outlives most of the runs seen, the few longer ones (or none) would otherwise pin the
+    estimate to the fixed prior, and a policy on on-demand would sit out the longest spot runs of
+    all. tail = 2 is the expected remaining life of a Pareto tail with index 1.5 (heavy, as spot
+    lifetimes are); tail = 0 gives a fixed prior."""
+
+    def __init__(self, prior_ticks: float, prior_weight: int = 2, tail: float = 0.0) -> None:
         self.lengths: list[int] = []
         self.prior = prior_ticks
         self.prior_weight = prior_weight
+        self.tail = tail
         self._sorted: np.ndarray | None = None
         self._suffix: np.ndarray | None = None
 
@@ -139,9 +146,10 @@ class LengthStats:
         assert self._sorted is not None and self._suffix is not None
         idx = int(np.searchsorted(self._sorted, age, side="right"))
         count = len(self._sorted) - idx
-        # shrink towards a memoryless prior run when few runs lasted this long
+        # shrink towards the prior run when few runs lasted this long
         w = self.prior_weight
-        return (self._suffix[idx] - age * count + self.prior * w) / (count + w)
+        prior = max(self.prior, self.tail * age)
+        return (self._suffix[idx] - age * count + prior * w) / (count + w)
 
 
 class SpotplanPolicy:
@@ -160,22 +168,31 @@ class SpotplanPolicy:
     pays for the changeover: from idle o > kd/(k−1), from on-demand o > 2·(2kd/(k−1)) (Can't Be
     Late's oracle rule with the oracle replaced by the estimate, and a factor 2 against the
     estimate's optimism in flapping markets). Spot lifetimes are far from memoryless, so the age
-    matters. Below the reserve each excursion from on-demand (2d of margin) is dearer, so the
-    required life grows with the shortfall (`scarcity`), which keeps flapping markets from eating
-    the margin and locking the job onto on-demand. The safety net checks every tick that an
-    on-demand finish stays possible (margin ≥ d after the tick), so the job never misses a deadline
-    on-demand could meet, yet it can still hop onto spot late in the run.
+    matters; a run older than nearly all runs seen is credited with a heavy tail (expected
+    remaining life ≥ `tail`·age, see `LengthStats`), so a job on on-demand does not sit out the
+    longest spot runs when margin is short. Below the reserve each excursion from on-demand (2d
+    of margin) is dearer, so the required life grows with the shortfall (`scarcity`), which keeps
+    flapping markets from eating the margin and locking the job onto on-demand. The safety net
+    checks every tick that an on-demand finish stays possible (margin ≥ d after the tick), so the
+    job never misses a deadline on-demand could meet, yet it can still hop onto spot late in the
+    run.
 
     β, the factors and the reserve shape were chosen on the 600 s availability traces with
-    d = 0.2 h; the 32 s preemption traces and d = 0.05 h were not used for tuning.
+    d = 0.2 h, `tail` on the same traces (seed-0 starts, R = 52 h); the 32 s preemption traces were
+    held out (docs/backtest.md, `benchmarks/backtest_policies.py`).
     """
 
     name = "spotplan"
 
     def __init__(
-        self, prior_run_hours: float = 2.0, od_exit_factor: float = 2.0, scarcity: float = 10.0
+        self,
+        prior_run_hours: float = 2.0,
+        od_exit_factor: float = 2.0,
+        scarcity: float = 10.0,
+        tail: float = 2.0,
     ) -> None:
         self.prior_run_hours = prior_run_hours
+        self.tail = tail
         self.od_exit_factor = od_exit_factor
         self.scarcity = scarcity
 
@@ -184,7 +201,7 @@ class SpotplanPolicy:
         self.grid = g
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
-        self.runs = LengthStats(self.prior_run_hours / self.gap_h)
+        self.runs = LengthStats(self.prior_run_hours / self.gap_h, tail=self.tail)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0

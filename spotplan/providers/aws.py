@@ -129,8 +129,10 @@ class AwsProvider:
 
             # Retries absorb throttling and 5xx; everything else reaches the executor. boto3's own
             # AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win, as they would without spotplan's default.
-            retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 4),
-                       "mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
+            attempts = os.environ.get("AWS_MAX_ATTEMPTS") or "4"
+            if not attempts.isdigit():
+                raise InputError(f"AWS_MAX_ATTEMPTS={attempts!r}: expected a whole number of attempts")
+            retries = {"max_attempts": int(attempts), "mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
             config = Config(retries=retries, connect_timeout=10, read_timeout=60)
             self._clients[service] = boto3.client(service, region_name=self.region, config=config)
         return self._clients[service]
