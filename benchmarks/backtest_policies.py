@@ -4,8 +4,8 @@ the twelve AWS GPU traces, for R ∈ {52, 70} h and d ∈ {0.2, 0.05} h, per tra
 Start points are drawn exactly as `spotplan backtest` draws them (one generator for all traces, the
 eight availability traces first), so `--seed 0 --starts 100` reproduces the CLI's numbers. The
 optimum does not depend on the policies, so its costs are cached per (trace, R, d, seed, starts) in
-`--cache` (default: a folder in the system temp dir); the first full run computes them (~10 min on
-2 cores, mostly the 32 s traces at R = 70 h), later runs take seconds.
+`--cache` (default: a folder in the system temp dir); the first full run computes them (~10 min of
+CPU, mostly the 32 s traces at R = 70 h), later runs take ~20 s.
 
 Run: .venv/bin/python benchmarks/backtest_policies.py [--seed 0] [--starts 100]
      [--group all|availability|preemption] [--policy uniform-progress --policy spotplan]
@@ -18,6 +18,7 @@ import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from spotplan.backtest.optimal import optimal_costs
 from spotplan.backtest.policies import make_policy
 from spotplan.backtest.replay import pick_starts, spot_price_series
-from spotplan.backtest.simulator import Job, Policy, make_grid, replay
+from spotplan.backtest.simulator import Grid, Job, Policy, make_grid, replay
 from spotplan.backtest.traces import Trace, expand_paths, load_trace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skypilot-spot-traces"
@@ -62,32 +63,52 @@ def _cached_optimum(cache: Path, key: str, compute: Callable[[], np.ndarray]) ->
     return value
 
 
+def _optimum(up: np.ndarray, prices: np.ndarray, chosen: np.ndarray, job: Job, grid: Grid) -> np.ndarray:
+    w = np.stack([up[s : s + grid.T] for s in chosen])
+    p = np.stack([prices[s : s + grid.T] for s in chosen])
+    return optimal_costs(w, p, job, grid, track_hours=False).cost
+
+
 def build_cases(
-    markets: Sequence[tuple[str, Trace]], R: float, d: float, seed: int, starts: int, cache: Path
+    markets: Sequence[tuple[str, Trace]],
+    R: float,
+    d: float,
+    seed: int,
+    starts: int,
+    cache: Path,
+    groups: Sequence[str] = tuple(FOLDERS),
 ) -> list[Case]:
-    """Starts drawn as `run_backtest` draws them, with the optimum's costs (cached)."""
+    """Starts drawn as `run_backtest` draws them (from all markets, so that a subset keeps its
+    starts), with the optimum's costs (cached), for the markets of `groups`."""
     job = Job(48.0, R, d)
     rng = np.random.default_rng(seed)
     cases = []
     for group, trace in markets:
         grid = make_grid(job, trace.gap_seconds)
         chosen = pick_starts(trace, grid.T, starts, rng)
+        if group not in groups:
+            continue
         up = trace.available >= 1
         prices = spot_price_series(trace, job)
 
-        def compute(chosen: np.ndarray = chosen, up: np.ndarray = up, prices: np.ndarray = prices) -> np.ndarray:
-            w = np.stack([up[s : s + grid.T] for s in chosen])
-            p = np.stack([prices[s : s + grid.T] for s in chosen])
-            return optimal_costs(w, p, job, grid, track_hours=False).cost
-
         key = f"{trace.source or trace.name}|{trace.ticks}|{R}|{d}|{seed}|{starts}"
-        cases.append(Case(group, trace, job, chosen, _cached_optimum(cache, key, compute)))
+        opt = _cached_optimum(cache, key, partial(_optimum, up, prices, chosen, job, grid))
+        cases.append(Case(group, trace, job, chosen, opt))
     return cases
 
 
-def evaluate(cases: Sequence[Case], factory: Callable[[], Policy]) -> tuple[np.ndarray, int]:
-    """Per-start costs of a policy over all cases (in order) and its deadline misses."""
-    costs, misses = [], 0
+@dataclass
+class Outcome:
+    """Per-start results of one policy over a list of cases, in order."""
+
+    cost: np.ndarray
+    spot_hours: np.ndarray
+    on_demand_hours: np.ndarray
+    misses: int
+
+
+def evaluate(cases: Sequence[Case], factory: Callable[[], Policy]) -> Outcome:
+    cost, spot, od, misses = [], [], [], 0
     for c in cases:
         grid = make_grid(c.job, c.trace.gap_seconds)
         up = c.trace.available >= 1
@@ -95,9 +116,11 @@ def evaluate(cases: Sequence[Case], factory: Callable[[], Policy]) -> tuple[np.n
         pol = factory()
         for s in c.starts:
             r = replay(pol, up[s : s + grid.T], prices[s : s + grid.T], c.job, grid, history=up[:s])
-            costs.append(r.cost)
+            cost.append(r.cost)
+            spot.append(r.spot_hours)
+            od.append(r.on_demand_hours)
             misses += not r.met_deadline
-    return np.asarray(costs), misses
+    return Outcome(np.asarray(cost), np.asarray(spot), np.asarray(od), misses)
 
 
 def main() -> None:
@@ -112,33 +135,36 @@ def main() -> None:
         raise SystemExit(f"needs the real traces in {DATA}")
     names = args.policy or list(ONLINE)
     markets = load_markets()
-    print(f"mean cost ÷ optimal (P75 of per-start ratios), seed {args.seed}, {args.starts} starts a trace,"
-          f" traces: {args.group}; misses per policy in brackets after the group means\n")
+    print(
+        f"mean cost ÷ optimal (P75 of per-start ratios), seed {args.seed}, {args.starts} starts a trace,"
+        f" traces: {args.group}; misses per policy in brackets after the group means\n"
+    )
     header = f"{'R h':>4} {'d h':>5} {'group':>12} " + " ".join(f"{n:>18}" for n in names)
     print(header)
+    print(f"{'':>23}" + " ".join(f"{'mean $ spot/OD h':>18}" for _ in names))
     overall: dict[str, list[float]] = {n: [] for n in names}
     for R, d in SCENARIOS:
-        cases = build_cases(markets, R, d, args.seed, args.starts, args.cache)
-        results = {n: evaluate(cases, lambda n=n: make_policy(n)) for n in names}
+        wanted = tuple(FOLDERS) if args.group == "all" else (args.group,)
+        cases = build_cases(markets, R, d, args.seed, args.starts, args.cache, wanted)
+        results = {n: evaluate(cases, partial(make_policy, n)) for n in names}
         opt = np.concatenate([c.opt for c in cases])
         groups = np.concatenate([[c.group] * len(c.starts) for c in cases])
-        for label in ("availability", "preemption", "all"):
-            if args.group not in ("all", label) and label != "all":
-                continue
+        for label in (*wanted, "all") if len(wanted) > 1 else wanted:
             sel = np.ones(len(opt), bool) if label == "all" else groups == label
-            if args.group != "all":
-                sel &= groups == args.group
-            if not sel.any():
-                continue
             cells = []
             for n in names:
-                cost, misses = results[n]
+                cost, misses = results[n].cost, results[n].misses
                 ratio = cost[sel].mean() / opt[sel].mean()
                 p75 = np.percentile(cost[sel] / opt[sel], 75)
-                cells.append(f"{ratio:6.3f} ({p75:4.2f})" + (f" [{misses}]" if label == "all" else "     "))
-                if label == "all":
+                last = label == ("all" if len(wanted) > 1 else wanted[0])
+                cells.append(f"{ratio:6.3f} ({p75:4.2f})" + (f" [{misses}]" if last else "     "))
+                if last:
                     overall[n].append(ratio)
             print(f"{R:4.0f} {d:5.2f} {label:>12} " + " ".join(f"{c:>18}" for c in cells))
+        money = [
+            f"${o.cost.mean():.2f} {o.spot_hours.mean():.1f}/{o.on_demand_hours.mean():.1f}" for o in results.values()
+        ]
+        print(f"{'':>23}" + " ".join(f"{c:>18}" for c in money) + f"   (optimal ${opt.mean():.2f})")
     print("\nmean over the four scenarios: " + ", ".join(f"{n} {np.mean(v):.3f}" for n, v in overall.items()))
 
 

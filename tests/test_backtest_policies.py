@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotplan.backtest.policies import Greedy, SpotplanPolicy, UniformProgress
+from spotplan.backtest.policies import Greedy, LengthStats, SpotplanPolicy, UniformProgress
 from spotplan.backtest.replay import run_backtest
 from spotplan.backtest.simulator import IDLE, OD, SPOT, Job, make_grid, replay
 from spotplan.backtest.traces import Trace, expand_paths, load_trace
@@ -151,3 +151,93 @@ def test_trace_shorter_than_the_deadline_is_skipped() -> None:
     res = run_backtest([short, *_synthetic_traces()[:1]], Job(12, 14, 0.2), starts=2, seed=0)
     assert any("short" in n for n in res.notes)
     assert {s.trace for s in res.starts} == {"flappy"}
+
+
+def _all_patterns(n: int) -> np.ndarray:
+    """Every 0/1 availability sequence of length n, one per row."""
+    return ((np.arange(2**n)[:, None] >> np.arange(n)[::-1]) & 1).astype(bool)
+
+
+@pytest.mark.parametrize("slack_ticks", [0, 1, 2, 3])
+def test_spotplan_safety_net_on_every_tiny_trace(slack_ticks: int) -> None:
+    # Adversarial by exhaustion: C = 2 h on 30-minute ticks, d = 1 tick, and every possible
+    # availability sequence (spot vanishing right after each changeover, flapping every tick,
+    # arriving only at the end...). With the deadline at C + d + slack, on-demand always meets it,
+    # so spotplan must too, whatever the history it was given.
+    d = 0.5
+    ticks = 4 + 1 + slack_ticks
+    job = Job(2.0, ticks * 0.5, d, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 1800.0)
+    histories = [np.zeros(0, bool), np.ones(40, bool), np.tile([True, False], 20)]
+    for hist in histories:
+        for avail in _all_patterns(grid.T):
+            r = replay(SpotplanPolicy(), avail, np.ones(grid.T), job, grid, history=hist)
+            assert r.met_deadline, (slack_ticks, avail.astype(int).tolist(), len(hist))
+
+
+def test_spotplan_decisions_depend_only_on_the_prefix() -> None:
+    # Every tiny trace at once: two traces that agree up to tick t must get the same actions up
+    # to t, however they differ afterwards (no look-ahead, checked exhaustively).
+    job = Job(2.0, 4.0, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 1800.0)
+    hist = _markov(60, 0.8, 0.6, 7)
+    seen: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for avail in _all_patterns(grid.T):
+        r = replay(SpotplanPolicy(), avail, np.ones(grid.T), job, grid, history=hist, record=True)
+        assert r.actions is not None
+        for t in range(grid.T):
+            key = tuple(avail[: t + 1].astype(int).tolist())
+            acts = tuple(r.actions[: t + 1].tolist())
+            assert seen.setdefault(key, acts) == acts, key
+
+
+def test_spotplan_is_deterministic_and_reset_between_runs() -> None:
+    # One policy object replayed over many windows must act exactly as a fresh one on each:
+    # reset() forgets the previous run (the backtest reuses one object for all starts).
+    job = Job(12, 14, 0.2)
+    grid = make_grid(job, 600)
+    trace = _markov(3000, 0.9, 0.7, 9)
+    shared = SpotplanPolicy()
+    for s in (200, 900, 1500, 2100):
+        win, hist = trace[s : s + grid.T], trace[:s]
+        a = replay(shared, win, np.ones(grid.T), job, grid, history=hist, record=True)
+        b = replay(SpotplanPolicy(), win, np.ones(grid.T), job, grid, history=hist, record=True)
+        c = replay(SpotplanPolicy(), win, np.ones(grid.T), job, grid, history=hist, record=True)
+        assert a.actions is not None and b.actions is not None and c.actions is not None
+        assert a.actions.tolist() == b.actions.tolist() == c.actions.tolist()
+        assert a.cost == b.cost == c.cost
+
+
+def test_length_stats_heavy_tail_beyond_the_runs_seen() -> None:
+    fixed, tail = LengthStats(4.0, tail=0.0), LengthStats(4.0, tail=2.0)
+    for st in (fixed, tail):
+        for x in (1, 2, 3, 10, 30):
+            st.add(x)
+    # within the data both follow the runs: of the runs > 2 ticks (3, 10, 30), 1 + 8 + 28 left
+    assert fixed.expected_remaining(2) == pytest.approx((1 + 8 + 28 + 4 * 2) / 5)
+    assert tail.expected_remaining(2) == pytest.approx((1 + 8 + 28 + 4 * 2) / 5)
+    # past the longest run seen, the fixed prior pins the estimate; the tail grows with the age
+    assert fixed.expected_remaining(40) == pytest.approx(4.0)
+    assert tail.expected_remaining(40) == pytest.approx(80.0)
+    assert tail.expected_remaining(80) > tail.expected_remaining(40)
+
+
+def test_spotplan_leaves_on_demand_for_a_run_longer_than_any_seen() -> None:
+    # History of 30-minute runs, then spot for good after a 40-minute outage. A fixed 0.5 h prior
+    # caps the estimated remaining life below the bar for leaving on-demand, so the job would stay
+    # there to the end; with the heavy tail the run's age alone soon clears the bar.
+    job = Job(12, 14, 0.2, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 600)
+    hist = np.tile([True] * 3 + [False] * 3, 100)
+    win = np.concatenate([np.zeros(4, bool), np.ones(grid.T - 4, bool)])
+    fixed = replay(
+        SpotplanPolicy(prior_run_hours=0.5, tail=0.0), win, np.ones(grid.T), job, grid, history=hist, record=True
+    )
+    heavy = replay(
+        SpotplanPolicy(prior_run_hours=0.5, tail=2.0), win, np.ones(grid.T), job, grid, history=hist, record=True
+    )
+    assert fixed.actions is not None and heavy.actions is not None
+    assert SPOT not in fixed.actions.tolist()
+    first_spot = heavy.actions.tolist().index(SPOT)
+    assert 4 < first_spot < 20
+    assert heavy.met_deadline and heavy.cost < fixed.cost / 2
