@@ -708,6 +708,14 @@ def exit_status(reports: Sequence[MoveReport]) -> tuple[int, str]:
     return code, f"all {len(failed)} moves {verb}: {names} ({lead.move_id}: {lead.error})"
 
 
+def _journaled_move(journal: Journal, move_id: str) -> tuple[dict[str, Any], Move]:
+    """The journal's record of a move and the move itself, or an input error naming the fix."""
+    prior = journal.get_move(move_id)
+    if prior is None:
+        raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
+    return prior, Move.model_validate(prior["move"])
+
+
 def resume_move(
     move_id: str,
     opts: Options,
@@ -715,10 +723,7 @@ def resume_move(
     factory: ProviderFactory = get_provider,
     log: Callable[[str], None] = lambda _m: None,
 ) -> MoveReport:
-    prior = journal.get_move(move_id)
-    if prior is None:
-        raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
-    move = Move.model_validate(prior["move"])
+    prior, move = _journaled_move(journal, move_id)
     if prior["status"] in ("done", "rolled-back"):
         return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
@@ -740,10 +745,7 @@ def fallback_move(
     log: Callable[[str], None] = lambda _m: None,
 ) -> MoveReport:
     """Resume a move's workload from its latest checkpoint on on-demand capacity."""
-    prior = journal.get_move(move_id)
-    if prior is None:
-        raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
-    move = Move.model_validate(prior["move"])
+    prior, move = _journaled_move(journal, move_id)
     if move.fallback != "on-demand":
         raise InputError(f"move {move_id} has fallback {move.fallback!r}, not 'on-demand'")
     if prior["kind"] == "migrate" and prior["status"] != "done":
