@@ -105,7 +105,7 @@ def _footnote(meta: dict[str, Any]) -> str:
     lead = f"Prices from the {meta['origin']}" if meta["origin"].startswith("bundled snapshot") else (
         f"Prices from {meta['origin']}"
     )
-    return f"{lead} ({'; '.join(parts)})." if parts else f"{lead}."
+    return f"{lead}: {'; '.join(parts)}." if parts else f"{lead}."
 
 
 def _price(value: float | None) -> str:
