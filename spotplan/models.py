@@ -199,6 +199,8 @@ class OfferResult(BaseModel):
     savings: float
     savings_pct: float
     recommended_checkpoint_minutes: float | None
+    #: Extension of §4.3 (issue 3): the 95th percentile of the pool's prices over the window.
+    price_per_hour_p95: float | None = None
 
 
 class WorkloadResult(BaseModel):

@@ -383,8 +383,8 @@ def _price_candidates(
 
     if wl.empty or spot.empty:
         return pd.DataFrame()
-    offers = spot.rename(columns={"price": "p_s"})[
-        ["provider", "region", "zone", "instance_type", "gpu_model", "gpu_count", "interruption_band", "p_s"]
+    offers = spot.rename(columns={"price": "p_s", "price_p95": "p_s95"})[
+        ["provider", "region", "zone", "instance_type", "gpu_model", "gpu_count", "interruption_band", "p_s", "p_s95"]
     ]
     offers = offers[offers["gpu_model"].astype(str) != ""]
     df = wl.merge(offers, on="gpu_model", how="inner")
@@ -470,6 +470,7 @@ def _offer(r: Mapping[str, Any]) -> OfferResult:
         zone=str(r["zone"]) or None,
         instance_type=str(r["instance_type"]),
         price_per_hour=float(r["p_s"]),
+        price_per_hour_p95=float(r["p_s95"]),
         interruption_band=str(r["interruption_band"]) or None,
         mtbf_hours=float(r["mtbf"]),
         expected_interruptions=float(r["k"]),

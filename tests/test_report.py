@@ -107,11 +107,12 @@ def test_json_keeps_floats_unrounded_and_keys_in_schema_order() -> None:
     best = doc["workloads"][0]["best"]
     assert best["cost"] == source["workloads"][0]["best"]["cost"]
     assert best["cost"] != round(best["cost"], 2)
+    # the §4.3 fields in schema order, then extensions
     assert list(best) == [
         "provider", "region", "zone", "instance_type", "price_per_hour", "interruption_band",
         "mtbf_hours", "expected_interruptions", "lost_hours_per_interruption", "restart_hours",
         "wall_hours", "wall_hours_p90", "cost", "cost_p90", "migration_cost", "savings", "savings_pct",
-        "recommended_checkpoint_minutes",
+        "recommended_checkpoint_minutes", "price_per_hour_p95",
     ]
     assert list(doc["workloads"][0]["current"]) == [
         "provider", "region", "instance_type", "market", "count", "price_per_hour", "hours", "cost",

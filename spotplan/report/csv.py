@@ -67,6 +67,7 @@ BEST_FIELDS: tuple[tuple[str, _Fmt], ...] = (
     ("savings", cents),
     ("savings_pct", _two),
     ("recommended_checkpoint_minutes", _two),
+    ("price_per_hour_p95", _price),
 )
 
 COLUMNS: tuple[str, ...] = (
