@@ -133,3 +133,9 @@ def test_same_seed_same_json(runner, tmp_path: Path) -> None:  # type: ignore[no
     assert runs[0] == runs[1]
     other = json.loads(runner.invoke(app, [*BASE, "--trace", str(t), "-o", "json", "--seed", "8"]).stdout)
     assert [s["start_tick"] for s in other["starts"]] != [s["start_tick"] for s in runs[0]["starts"]]
+
+
+def test_job_hours_required_without_inventory(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = runner.invoke(app, ["backtest", "--trace", str(_trace(tmp_path)), "--deadline-hours", "10"])
+    assert res.exit_code == 2
+    assert "--job-hours is required" in res.stderr

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
+from spotplan.errors import InputError
 
 
 class TraceFormat(str, Enum):
@@ -39,11 +40,21 @@ def backtest(
         ),
     ],
     job_hours: Annotated[
-        float, typer.Option("--job-hours", help="Compute hours C the job needs.", show_default=False)
-    ],
+        float | None,
+        typer.Option(
+            "--job-hours",
+            help="Compute hours C the job needs. Required, except with --inventory (then 48).",
+            show_default=False,
+        ),
+    ] = None,
     deadline_hours: Annotated[
-        float, typer.Option("--deadline-hours", help="Hours R from the start to the deadline.", show_default=False)
-    ],
+        float | None,
+        typer.Option(
+            "--deadline-hours",
+            help="Hours R from the start to the deadline. Required, except with --inventory (then 52).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[TraceFormat, typer.Option("--format", help="Trace format; auto detects it.")] = TraceFormat.auto,
     changeover_hours: Annotated[
         float,
@@ -90,6 +101,15 @@ def backtest(
             sys.stderr.write(msg + "\n")
             sys.stderr.flush()
 
+        defaults_note = None
+        if job_hours is None or deadline_hours is None:
+            if inventory is None:
+                missing = "--job-hours" if job_hours is None else "--deadline-hours"
+                raise InputError(f"{missing} is required (or give --inventory to calibrate analyze)")
+            # Calibration alone: replay the policies on the paper's setup so the report stays whole.
+            defaults_note = "policy replay used Can't Be Late's setup: C = 48 h, R = 52 h (no --job-hours given)"
+            job_hours = 48.0 if job_hours is None else job_hours
+            deadline_hours = 52.0 if deadline_hours is None else deadline_hours
         traces = load_traces(expand_paths(trace), fmt.value)
         job = Job(
             compute_hours=job_hours,
@@ -101,6 +121,8 @@ def backtest(
         )
         names = [p.value for p in policy] if policy else [p.value for p in PolicyName]
         result = run_backtest(traces, job, names, starts=starts, seed=seed, progress=progress)
+        if defaults_note:
+            result.notes.append(defaults_note)
         if inventory is not None:
             from spotplan.backtest.calibrate import calibrate
 
