@@ -241,3 +241,26 @@ def test_spotplan_leaves_on_demand_for_a_run_longer_than_any_seen() -> None:
     first_spot = heavy.actions.tolist().index(SPOT)
     assert 4 < first_spot < 20
     assert heavy.met_deadline and heavy.cost < fixed.cost / 2
+
+
+@pytest.mark.parametrize(("run_ticks", "waits"), [(12, True), (18, True), (30, False), (60, False)])
+def test_spotplan_waits_d_on_on_demand_only_when_a_wasted_changeover_outweighs_the_margin_per_outage(
+    run_ticks: int, waits: bool
+) -> None:
+    # C = 12 h, R = 14 h, d = 0.2 h (one 600 s tick), k = 3: a wasted changeover costs k·d = 0.6 h.
+    # No spot for 40 minutes puts the job on on-demand; then spot comes back for good. History of
+    # runs of `run_ticks` ticks and 20-minute outages: with 2-3 h runs there are ~4-6 outages left
+    # in the ~13 h to go, under 0.6 h of the ~1.8 h margin each, so the job sits out the run's first
+    # d on on-demand; with 5-10 h runs each outage left has more margin than k·d, so it enters at
+    # once, as without the rule.
+    job = Job(12, 14, 0.2, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 600)
+    hist = np.tile([True] * run_ticks + [False] * 2, 40)
+    win = np.concatenate([np.zeros(4, bool), np.ones(grid.T - 4, bool)])
+    acts = {}
+    for od_wait in (0.0, 1.0):
+        r = replay(SpotplanPolicy(od_wait=od_wait), win, np.ones(grid.T), job, grid, history=hist, record=True)
+        assert r.actions is not None and r.met_deadline
+        acts[od_wait] = r.actions.tolist()
+    assert acts[0.0][:5] == [OD, OD, OD, OD, SPOT]
+    assert acts[1.0][:6] == ([OD] * 5 + [SPOT] if waits else [OD] * 4 + [SPOT, SPOT])

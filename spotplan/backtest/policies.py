@@ -7,9 +7,10 @@ state, and the trace *before* the job started; never the future.
   hysteresis on on-demand until progress reaches the expectation at t + 2d; Safety Net.
 - `spotplan`: ours. Spends the margin (time left − work left) along a reserve that shrinks to the
   deadline, enters spot when the run's age-conditioned expected remaining life (estimated online
-  from the runs seen so far) pays for the changeover, and keeps an exact, non-sticky safety net:
-  an on-demand finish stays possible after every tick (so it never misses a deadline on-demand could
-  meet) while it can still hop onto spot late in the run.
+  from the runs seen so far) pays for the changeover, sits out the first d of a run on on-demand
+  when a wasted changeover (k·d) outweighs the margin per outage left, and keeps an exact,
+  non-sticky safety net: an on-demand finish stays possible after every tick (so it never misses a
+  deadline on-demand could meet) while it can still hop onto spot late in the run.
 
 The Safety Net of the paper (idle and R < C + 2d → on-demand to the end) is checked on the state
 *after* the coming tick, since a tick-based policy cannot act in the middle of one.
@@ -172,14 +173,20 @@ class SpotplanPolicy:
     remaining life ≥ `tail`·age, see `LengthStats`), so a job on on-demand does not sit out the
     longest spot runs when margin is short. Below the reserve each excursion from on-demand (2d
     of margin) is dearer, so the required life grows with the shortfall (`scarcity`), which keeps
-    flapping markets from eating the margin and locking the job onto on-demand. The safety net
+    flapping markets from eating the margin and locking the job onto on-demand. On on-demand it
+    also waits out the first d (`od_wait`·d, rounded to ticks) of a new spot run when a wasted
+    changeover, k·d, exceeds the margin per outage left (time left ÷ the mean run + outage cycle
+    seen): a run that dies that young would cost a changeover back that the margin cannot
+    absorb; with margin to spare the wait would only buy on-demand hours. The safety net
     checks every tick that an on-demand finish stays possible (margin ≥ d after the tick), so the
     job never misses a deadline on-demand could meet, yet it can still hop onto spot late in the
     run.
 
     β, the factors and the reserve shape were chosen on the 600 s availability traces with
     d = 0.2 h, `tail` on the same traces (seed-0 starts, R = 52 h); the 32 s preemption traces were
-    held out (docs/backtest.md, `benchmarks/backtest_policies.py`).
+    held out (docs/backtest.md, `benchmarks/backtest_policies.py`). The wait on on-demand has no
+    constant of its own (d and k·d are the job's); it was measured on both seeds and all twelve
+    traces.
     """
 
     name = "spotplan"
@@ -190,7 +197,9 @@ class SpotplanPolicy:
         od_exit_factor: float = 2.0,
         scarcity: float = 10.0,
         tail: float = 2.0,
+        od_wait: float = 1.0,
     ) -> None:
+        self.od_wait = od_wait
         self.prior_run_hours = prior_run_hours
         self.tail = tail
         self.od_exit_factor = od_exit_factor
@@ -202,6 +211,8 @@ class SpotplanPolicy:
         self.k = ctx.k
         self.gap_h = g.gap_seconds / 3600.0
         self.runs = LengthStats(self.prior_run_hours / self.gap_h, tail=self.tail)
+        # outage lengths only to count the outages left (for the wait on on-demand)
+        self.outages = LengthStats(self.prior_run_hours / self.gap_h)
         hist = ctx.history.astype(bool)
         self.state: bool | None = None
         self.age = 0
@@ -213,6 +224,8 @@ class SpotplanPolicy:
             for i in range(1, len(lengths) - 1):
                 if hist[bounds[i]]:
                     self.runs.add(int(lengths[i]))
+                else:
+                    self.outages.add(int(lengths[i]))
             self.state = bool(hist[-1])
             self.age = int(lengths[-1])
         d_h = g.D * g.grain_hours
@@ -223,11 +236,15 @@ class SpotplanPolicy:
         tightness = g.slack / (g.T * g.m)
         self.beta = min(1.0, max(0.5, 1.25 - 2.5 * tightness))
         self.M0 = g.slack
+        self.wasted_changeover_h = k * d_h  # d on on-demand, in spot-hours; k = ∞ never waits
+        self.wait_ticks = round(self.od_wait * d_h / self.gap_h)
 
     def _observe(self, has_spot: bool) -> None:
         if self.state is None or has_spot != self.state:
             if self.state:
                 self.runs.add(self.age)
+            elif self.state is not None:
+                self.outages.add(self.age)
             self.state = has_spot
             self.age = 0
         self.age += 1
@@ -242,6 +259,19 @@ class SpotplanPolicy:
                 return a
         return OD
 
+    def _wait_on_od(self, margin: int, time_left: int) -> bool:
+        """Whether to sit out the first `od_wait`·d of a spot run on on-demand: only when a wasted
+        changeover, k·d (d on on-demand, in spot-hours), exceeds the margin per outage left
+        (time left ÷ the mean run + outage cycle seen): then the margin cannot absorb the short
+        runs and a run that dies young costs a changeover back; otherwise waiting only buys
+        on-demand hours."""
+        if self.age > self.wait_ticks or math.isinf(self.k):
+            return False
+        g = self.grid
+        cycle_ticks = max(self.runs.mean() + self.outages.mean(), 1.0)
+        outages_left = max(time_left / g.m / cycle_ticks, 1e-9)
+        return self.wasted_changeover_h > margin * g.grain_hours / outages_left
+
     def _preferences(self, t: int, has_spot: bool, mode: int, progress: int) -> list[int]:
         g = self.grid
         time_left = (g.T - t) * g.m
@@ -254,6 +284,8 @@ class SpotplanPolicy:
             need = self.enter_from_od_h if mode == OD else self.enter_from_idle_h
             if mode == OD and margin < reserve:
                 need *= 1.0 + self.scarcity * (reserve - margin) / max(reserve, 1)
+            if mode == OD and self._wait_on_od(margin, time_left):
+                return [OD]
             if life_h > need:
                 return [SPOT, OD]
             return [OD] if mode == OD else [IDLE, OD]
