@@ -60,11 +60,9 @@ def load_prices(paths: Sequence[Path] | None) -> Prices:
         return Prices(read_price_paths(paths), ", ".join(str(p) for p in paths))
     table = load_snapshot()
     source = f"bundled snapshot ({snapshot_dir().name})"
-    try:
-        from spotplan.pricing.store import read_store
-    except ImportError:  # the store module ships with the prices extra work; absent means no store
-        read_store = None  # type: ignore[assignment]
-    stored = read_store() if read_store is not None else None
+    from spotplan.pricing.store import read_store
+
+    stored = read_store()
     if stored is not None and not stored.empty:
         table = pd.concat([table, stored], ignore_index=True)
         source += " + local price store (spotplan prices pull)"

@@ -35,12 +35,6 @@ class CloudError(SpotplanError):
     exit_code = EXIT_RUNTIME
 
 
-class PartialFailure(SpotplanError):
-    """Some moves of a migration failed while others succeeded. Exit code 3."""
-
-    exit_code = EXIT_PARTIAL
-
-
 class CredentialsError(SpotplanError):
     """Missing or rejected credentials, or a permission denied. Exit code 4."""
 

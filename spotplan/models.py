@@ -157,9 +157,6 @@ class Workload(_Strict):
         return self.gang if self.gang is not None else self.kind == "training"
 
 
-class Inventory(_Strict):
-    workloads: list[Workload]
-
 
 # ---- analysis result (schema spotplan.analysis/1) -------------------------------------------
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from spotplan import costmodel as cm
 from spotplan import eligibility as el
+from spotplan.gpus import normalize_gpu_model
 from spotplan.models import (
     ANALYSIS_SCHEMA,
     PLAN_SCHEMA,
@@ -110,8 +111,6 @@ def analyze(
         if shape is not None:
             gpu_model = gpu_model or shape[0]
             gpu_count = gpu_count or shape[1]
-        from spotplan.gpus import normalize_gpu_model
-
         gpu_model = normalize_gpu_model(gpu_model) if gpu_model else ""
         gpu_count = float(gpu_count or 0.0)
         w0 = w.remaining_hours if seed_model else float(cm.failure_free_hours(w.remaining_hours, tau, delta, enabled))
@@ -193,7 +192,7 @@ def analyze(
         rec["gpu"] = (gpu_model, gpu_count)
 
     # ---- workloads × offers, vectorised -------------------------------------------------------
-    priced = _price_candidates(pd.DataFrame(cand_rows), spot, od_price, opt, seed_model)
+    priced = _price_candidates(pd.DataFrame(cand_rows), spot, opt, seed_model)
     with_offer: set[int] = set()
     top_by_w: dict[int, list[dict[str, Any]]] = {}
     if not priced.empty:
@@ -374,7 +373,6 @@ def _pick_zone(prices: Mapping[str, float], zone: str | None) -> float | None:
 def _price_candidates(
     wl: pd.DataFrame,
     spot: pd.DataFrame,
-    od_price: Mapping[tuple[str, str, str], Mapping[str, float]],
     opt: AnalyzeOptions,
     seed_model: bool,
 ) -> pd.DataFrame:
@@ -431,13 +429,6 @@ def _price_candidates(
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(c_cur > 0, 100.0 * savings / c_cur, 0.0)
         tau_star = cm.daly_interval_hours(delta, 1.0 / lam_job) * 60.0
-    od_target = np.array(
-        [
-            _pick_zone(od_price.get((p, r, t), {}), z) or np.nan
-            for p, r, t, z in zip(df["provider"], df["region"], df["instance_type"], df["zone"])
-        ],
-        dtype=float,
-    )
     df = df.assign(
         notice_h=notice_h,
         mtbf=mtbf,
@@ -454,7 +445,6 @@ def _price_candidates(
         savings_pct=pct,
         tau_star=np.where(ck & (delta > 0), tau_star, np.nan),
         progresses=progresses,
-        od_target=od_target,
     )
     # Best first; ties broken by price then name so the choice is stable.
     df["_neg"] = -df["savings"].where(df["progresses"], -np.inf)

@@ -85,7 +85,6 @@ def analyze(
         import os
 
         from spotplan.analysis import make_plan, parse_now, parse_window, run
-        from spotplan.cli.common import emit as _emit
         from spotplan.planner import AnalyzeOptions
         from spotplan.report import render
 
@@ -104,7 +103,7 @@ def analyze(
         for warning in (result.prices.model_extra or {}).get("warnings", []):
             sys.stderr.write(f"warning: {warning}\n")
         color = out is None and fmt == OutputFormat.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        _emit(render(result, fmt.value, color=color), out)
+        emit(render(result, fmt.value, color=color), out)
         if plan_out is not None:
             plan = make_plan(result, workloads, price_data, options)
             text = json.dumps(plan.to_json_dict(), indent=2)

@@ -47,11 +47,7 @@ def _dtype(col: str) -> str:
 
 def normalize_band(value: object) -> str:
     """Map the band spellings seen in feeds ("<5%", "5-10 %", "5-10", ">20%") onto BANDS or ''."""
-    import pandas as pd
-
-    if value is None:
-        return ""
-    if not isinstance(value, str) and bool(pd.isna(value)):  # type: ignore[call-overload]
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN; pd.NA reads "<NA>"
         return ""
     s = str(value).strip().replace(" ", "")
     if s in ("", "nan", "None", "NaN", "<NA>", "NaT"):
@@ -90,9 +86,7 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     out["gpu_model"] = out["gpu_model"].map(
         lambda v: normalize_gpu_model(None if pd.isna(v) else str(v))
     )
-    raw_band = out["interruption_band"].map(
-        lambda v: "" if v is None or (not isinstance(v, str) and bool(pd.isna(v))) else str(v).strip()
-    )
+    raw_band = out["interruption_band"].fillna("").astype(str).str.strip()
     out["interruption_band"] = raw_band.map(normalize_band)
     for col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
