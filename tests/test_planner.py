@@ -174,21 +174,28 @@ def test_totals_and_plan(prices: pd.DataFrame, fleet: list[Workload]) -> None:
     assert pre.checkpoint.storage == "s3://ckpt/pretrain" and pre.fallback == "on-demand"
 
 
+def _pools(instance_type: str, gpu: str, gpus: int, points: list[tuple[str, float, str, str]]) -> pd.DataFrame:
+    """A one-region price table: (market, price, observed_at, band) per observation."""
+    return normalize(pd.DataFrame([
+        dict(provider="aws", region="r", instance_type=instance_type, gpu_model=gpu, gpu_count=gpus, market=m,
+             price_per_hour=price, observed_at=at, interruption_band=band)
+        for m, price, at, band in points
+    ]))
+
+
+def _dev_job(instance_type: str, hours: float) -> Workload:
+    return Workload.model_validate(
+        dict(id="j", kind="dev", provider="aws", region="r", instance_type=instance_type, remaining_hours=hours)
+    )
+
+
 def test_time_weighted_spot_price_over_window() -> None:
     # spot at 10 for the first 10 days of a 20-day window, then 20: mean 15 over the window
-    rows = [
-        dict(provider="aws", region="r", instance_type="p4d.24xlarge", gpu_model="A100-40GB", gpu_count=8,
-             market="on-demand", price_per_hour=40.0, observed_at="2026-01-01"),
-        dict(provider="aws", region="r", instance_type="p4d.24xlarge", gpu_model="A100-40GB", gpu_count=8,
-             market="spot", price_per_hour=10.0, observed_at="2026-10-01"),
-        dict(provider="aws", region="r", instance_type="p4d.24xlarge", gpu_model="A100-40GB", gpu_count=8,
-             market="spot", price_per_hour=20.0, observed_at="2026-11-13"),
-    ]
-    w = Workload.model_validate(
-        dict(id="j", kind="dev", provider="aws", region="r", instance_type="p4d.24xlarge", remaining_hours=5)
-    )
+    table = _pools("p4d.24xlarge", "A100-40GB", 8, [("on-demand", 40.0, "2026-01-01", ""),
+                                                   ("spot", 10.0, "2026-10-01", ""), ("spot", 20.0, "2026-11-13", "")])
+    w = _dev_job("p4d.24xlarge", 5)
     opts = AnalyzeOptions(now=datetime(2026, 11, 23, tzinfo=timezone.utc), window_hours=20 * 24)
-    best = analyze([w], normalize(pd.DataFrame(rows)), opts).workloads[0].best
+    best = analyze([w], table, opts).workloads[0].best
     assert best is not None and best.price_per_hour == pytest.approx(15.0)
     # p95 of the prices in force over the window (10 and 20): 10 + 0.95·(20 − 10) = 19.5
     assert best.price_per_hour_p95 == pytest.approx(19.5)
@@ -197,18 +204,9 @@ def test_time_weighted_spot_price_over_window() -> None:
 def test_on_demand_price_is_the_latest_list_price_not_a_window_mean() -> None:
     # on-demand 2.0 until 11-15, then 1.0; spot flat 0.5. p_od must be 1.0 (current), and the plan's
     # max_price must not exceed it (§4.4), even though a 30-day mean would be 1.8333.
-    rows = [
-        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
-             market="on-demand", price_per_hour=2.0, observed_at="2026-10-01"),
-        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
-             market="on-demand", price_per_hour=1.0, observed_at="2026-11-15"),
-        dict(provider="aws", region="r", instance_type="g5.xlarge", gpu_model="A10G", gpu_count=1,
-             market="spot", price_per_hour=0.5, interruption_band="<5%", observed_at="2026-10-01"),
-    ]
-    table = normalize(pd.DataFrame(rows))
-    w = Workload.model_validate(
-        dict(id="j", kind="dev", provider="aws", region="r", instance_type="g5.xlarge", remaining_hours=10)
-    )
+    table = _pools("g5.xlarge", "A10G", 1, [("on-demand", 2.0, "2026-10-01", ""), ("on-demand", 1.0, "2026-11-15", ""),
+                                            ("spot", 0.5, "2026-10-01", "<5%")])
+    w = _dev_job("g5.xlarge", 10)
     now = datetime(2026, 11, 20, tzinfo=timezone.utc)
     result = analyze([w], table, AnalyzeOptions(now=now))
     assert result.workloads[0].current.price_per_hour == 1.0
