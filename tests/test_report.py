@@ -218,7 +218,7 @@ def test_markdown_lists_every_assumption_and_the_prices_source() -> None:
     assert f"- prices as of: {result.prices.as_of}\n" in assumptions
     for key in result.assumptions:
         assert f"- {key}: " in assumptions
-    assert "- mtbf_hours: <5%: 156, 5-10%: 49, 10-15%: 28, 15-20%: 19, >20%: 12\n" in assumptions
+    assert "- mtbf_hours_by_band: <5%: 156, 5-10%: 49, 10-15%: 28, 15-20%: 19, >20%: 12\n" in assumptions
 
 
 def test_markdown_escapes_pipes_and_newlines_inside_cells() -> None:

@@ -1,10 +1,9 @@
 """Reading the result's `assumptions` (and `prices`) for people: the one-line footnote of the table
 and the full list of the markdown report.
 
-The planner owns the keys; this module knows the few that a footnote must name (price window,
-MTBF table, Monte Carlo runs and seed, overhead model), under the spellings the planner uses and a
-few plain alternatives, and prints everything else generically, so a new assumption shows up in the
-markdown list without a change here.
+The planner owns the keys; this module knows the few that a footnote must name (`window_hours`,
+`mtbf_hours_by_band`, `p90.samples`/`p90.seed`, `overhead_model`) and prints everything else
+generically, so a new assumption shows up in the markdown list without a change here.
 """
 
 from __future__ import annotations
@@ -13,16 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from spotplan.models import AnalysisResult
-
-_MTBF_KEYS = ("mtbf_hours_by_band", "mtbf_hours", "mtbf_by_band")
-_P90_KEYS = ("p90", "monte_carlo")
-
-
-def _pick(a: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if a.get(key) is not None:
-            return a[key]
-    return None
 
 
 def value_text(value: Any) -> str:
@@ -48,19 +37,12 @@ def when(stamp: str) -> str:
     return stamp
 
 
-def _hours_text(hours: float) -> str:
-    return f"{hours / 24:g}d" if hours % 24 == 0 else f"{hours:g}h"
-
-
 def window_text(a: Mapping[str, Any]) -> str | None:
-    """The price window as '30d' / '12h', from whichever key the result carries."""
-    if isinstance(a.get("window"), str):
-        return str(a["window"])
-    for key, per_hour in (("window_hours", 1.0), ("window_days", 24.0)):
-        value = a.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _hours_text(float(value) * per_hour)
-    return None
+    """The price window as '30d' / '12h'."""
+    hours = a.get("window_hours")
+    if not isinstance(hours, (int, float)) or isinstance(hours, bool):
+        return None
+    return f"{hours / 24:g}d" if hours % 24 == 0 else f"{hours:g}h"
 
 
 def as_of_text(result: AnalysisResult) -> str:
@@ -78,12 +60,11 @@ def footnote(result: AnalysisResult) -> str:
     source = f"{result.prices.source}, as of {as_of_text(result)}"
     window = window_text(a)
     parts = [f"Spot prices: time-weighted mean over {window} of {source}" if window else f"Spot prices: {source}"]
-    mtbf = _pick(a, _MTBF_KEYS)
+    mtbf = a.get("mtbf_hours_by_band")
     if isinstance(mtbf, Mapping) and mtbf:
         parts.append("MTBF by band: " + ", ".join(f"{k} {value_text(v)} h" for k, v in mtbf.items()))
-    p90 = _pick(a, _P90_KEYS)
-    p90 = p90 if isinstance(p90, Mapping) else a
-    samples, seed = p90.get("samples"), p90.get("seed")
+    p90 = a.get("p90")
+    samples, seed = (p90.get("samples"), p90.get("seed")) if isinstance(p90, Mapping) else (None, None)
     if samples is not None:
         seeded = f", seed {value_text(seed)}" if seed is not None else ""
         parts.append(f"Monte Carlo P90 over {value_text(samples)} runs{seeded}")
