@@ -47,8 +47,9 @@ def mtbf_hours(bands: ArrayLike, table: Mapping[str, float] | None = None) -> Ar
     table = dict(DEFAULT_MTBF_HOURS if table is None else table)
     fallback = table[EMPTY_BAND]
     arr = np.asarray(bands, dtype=object)
-    flat = [table.get(str(b), fallback) if b not in (None, "") else fallback for b in arr.ravel()]
-    return np.asarray(flat, dtype=np.float64).reshape(arr.shape)
+    # Look up each distinct band once; a fleet has five bands but many thousand (workload, offer) rows.
+    uniq, inverse = np.unique(np.where(arr == None, "", arr).astype(str), return_inverse=True)  # noqa: E711
+    return np.array([table.get(b, fallback) for b in uniq], dtype=np.float64)[inverse].reshape(arr.shape)
 
 
 def job_rate(mtbf: ArrayLike, count: ArrayLike, gang: ArrayLike) -> Array:
