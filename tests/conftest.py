@@ -45,3 +45,12 @@ def runner():  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture
+def sockdir():  # type: ignore[no-untyped-def]
+    """A short temp dir for unix sockets: AF_UNIX paths are limited to ~107 bytes, tmp_path can be longer."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="spw", dir="/tmp") as d:
+        yield Path(d)

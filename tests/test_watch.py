@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,12 +57,6 @@ class Trainer:
             _, err = self.proc.communicate()
             return -9, err
         return self.proc.returncode, err
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="spw", dir="/tmp") as d:
-        yield Path(d)
 
 
 @pytest.fixture

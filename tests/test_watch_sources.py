@@ -4,7 +4,6 @@ them correctly: tokens, long-polls, rate limits, failures, acknowledgement and a
 from __future__ import annotations
 
 import socket
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,13 +31,6 @@ from tests.emulators.metadata import (
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def sockdir():
-    # AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be longer.
-    with tempfile.TemporaryDirectory(prefix="spw", dir="/tmp") as d:
-        yield Path(d)
 
 
 def _closed_port() -> str:

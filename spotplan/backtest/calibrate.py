@@ -98,8 +98,8 @@ def calibrate(
     starts: int = 100,
     progress: Callable[[str], None] | None = None,
 ) -> Calibration:
+    from spotplan import costmodel as cm
     from spotplan.analysis import run
-    from spotplan.costmodel import DEFAULT_MTBF_HOURS
     from spotplan.planner import AnalyzeOptions
 
     if not traces:
@@ -113,16 +113,12 @@ def calibrate(
     for wr in result.workloads:
         if wr.status not in ("recommended", "conditional") or wr.best is None:
             continue
-        w = by_id[wr.id]
         best = wr.best
-        ck = w.checkpoint
-        tau = (ck.interval_minutes or 0) / 60.0 if ck.enabled else 0.0
-        delta = (ck.save_seconds or 0) / 3600.0 if ck.enabled else 0.0
-        w0 = w.remaining_hours * (1.0 + delta / tau) if tau > 0 else w.remaining_hours
-        n = int(w.count)
-        gang = bool(w.gang) if w.gang is not None else w.kind == "training"
+        # the analysis already priced the current run over W0 (§5.2): replay that same work
+        w0 = wr.current.hours
+        n = int(wr.current.count)
+        gang = by_id[wr.id].is_gang
         billed_all: list[float] = []
-        wall_all: list[float] = []
         ints: list[int] = []
         for tr in traces:
             need = _needed(tr, n if gang else 1)
@@ -133,11 +129,10 @@ def calibrate(
             gap_h = tr.gap_seconds / 3600.0
             picks = rng.integers(0, tr.ticks, size=starts)
             for s in picks:
-                b, wall, k = replay_spot_with_restarts(
+                b, _wall, k = replay_spot_with_restarts(
                     up, gap_h, int(s), w0, best.lost_hours_per_interruption, best.restart_hours
                 )
                 billed_all.append(b)
-                wall_all.append(wall)
                 ints.append(k)
         if not billed_all:
             continue
@@ -148,9 +143,11 @@ def calibrate(
         refit_wall = refit_cost = None
         if fitted:
             # §5.5 with the traces' MTBF; a 0/1 trace already is the gang's all-or-none rate
-            load = (best.lost_hours_per_interruption + best.restart_hours) / fitted
-            if load < 1:
-                refit_wall = w0 / (1.0 - load)
+            t_refit, progresses = cm.expected_wall_hours(
+                w0, 1.0 / fitted, best.lost_hours_per_interruption, best.restart_hours
+            )
+            if bool(progresses):
+                refit_wall = float(t_refit)
                 refit_cost = refit_wall * n * best.price_per_hour
         rows.append(
             CalibrationRow(
@@ -181,6 +178,6 @@ def calibrate(
         fitted_mtbf_hours=fitted,
         fitted_interruptions=events,
         fitted_exposure_hours=exposure,
-        band_mtbf_hours=dict(DEFAULT_MTBF_HOURS),
+        band_mtbf_hours=dict(cm.DEFAULT_MTBF_HOURS),
         notes=notes,
     )

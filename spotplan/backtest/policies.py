@@ -35,13 +35,6 @@ def _gain(grid: Grid, action: int, mode: int, overhead: int) -> int:
     return grid.m - min(ov, grid.m)
 
 
-def _overhead_after(grid: Grid, action: int, mode: int, overhead: int) -> int:
-    if action == IDLE:
-        return 0
-    ov = overhead if action == mode else grid.D
-    return max(ov - grid.m, 0)
-
-
 def _margin_after(grid: Grid, t: int, action: int, mode: int, overhead: int, progress: int) -> int:
     """(time left − compute left) in grains at the end of this tick, if it goes as planned."""
     remaining_time = (grid.T - t - 1) * grid.m

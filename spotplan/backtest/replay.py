@@ -25,6 +25,7 @@ from spotplan.backtest.result import (
 from spotplan.backtest.simulator import Job, Run, make_grid, replay
 from spotplan.backtest.traces import Trace
 from spotplan.errors import InputError
+from spotplan.models import utcnow_iso
 
 
 def spot_price_series(trace: Trace, job: Job) -> np.ndarray:
@@ -165,7 +166,7 @@ def run_backtest(
     summaries = _summaries(policies, runs, rows, seconds)
     return BacktestResult(
         schema=SCHEMA,
-        generated_at=_now(),
+        generated_at=utcnow_iso(),
         job=JobInfo(
             compute_hours=job.compute_hours,
             deadline_hours=job.deadline_hours,
@@ -211,9 +212,3 @@ def _summaries(
             )
         )
     return out
-
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

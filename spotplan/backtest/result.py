@@ -200,7 +200,9 @@ def to_table(result: BacktestResult) -> str:
         table.add_column(label, justify="left" if key == "policy" else "right")
     for row in _policy_rows(result):
         table.add_row(*[row[k] for k, _ in _COLUMNS])
-    console = _console(width=200)
+    from spotplan.cli.common import stdout_console
+
+    console = stdout_console(width=200)
     with console.capture() as cap:
         console.print(_headline(result), highlight=False)
         console.print(table)
@@ -216,16 +218,6 @@ def to_table(result: BacktestResult) -> str:
         for line in _footnotes(result):
             console.print(f"  * {line}", highlight=False)
     return cap.get()
-
-
-def _console(width: int) -> Any:
-    """No escape codes at all under NO_COLOR or off a terminal: `no_color` alone keeps bold/italic."""
-    import os
-
-    from rich.console import Console
-
-    plain = bool(os.environ.get("NO_COLOR"))
-    return Console(color_system=None if plain else "auto", highlight=False, width=width, soft_wrap=False)
 
 
 def _calibration_table(result: BacktestResult) -> Any:

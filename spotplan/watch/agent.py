@@ -196,18 +196,20 @@ class Agent:
     # -- a notice -----------------------------------------------------------------------------
     def handle(self, notice: Notice) -> WatchResult:
         cfg = self.config
-        deadline = notice.effective_deadline()
-        budget_end = time.monotonic() + max(0.0, (deadline - utcnow()).total_seconds())
         if cfg.checkpoint_timeout is not None:
-            budget_end = time.monotonic() + cfg.checkpoint_timeout
-        self.log("notice", **notice.to_dict(), seconds_left=round(max(0.0, budget_end - time.monotonic()), 3))
+            budget = cfg.checkpoint_timeout
+        else:
+            budget = max(0.0, (notice.effective_deadline() - utcnow()).total_seconds())
+        budget_end = time.monotonic() + budget
+        details = notice.to_dict()
+        self.log("notice", **details, seconds_left=round(max(0.0, budget_end - time.monotonic()), 3))
         sys.stderr.write(
-            f"spotplan watch: {notice.source} {notice.kind} notice, deadline {notice.to_dict()['deadline'] or '?'}\n"
+            f"spotplan watch: {notice.source} {notice.kind} notice, deadline {details['deadline'] or '?'}\n"
         )
         env = {
             "SPOTPLAN_NOTICE_SOURCE": notice.source,
             "SPOTPLAN_NOTICE_KIND": notice.kind,
-            "SPOTPLAN_NOTICE_DEADLINE": notice.to_dict()["deadline"] or "",
+            "SPOTPLAN_NOTICE_DEADLINE": details["deadline"] or "",
         }
         children: list[tuple[str, Any]] = []
         if cfg.pid is not None or cfg.process:
