@@ -636,46 +636,45 @@ def migrate_moves(
     log: Callable[[str], None] = lambda _m: None,
 ) -> list[MoveReport]:
     reports: list[MoveReport] = []
+    live = None if opts.dry_run else journal  # a dry run neither reads nor writes the journal
     for move in moves:
         state: dict[str, Any] = {}
-        if not opts.dry_run and journal is not None:
-            prior = journal.get_move(move.id)
-            if prior is not None:
-                if prior["status"] == "done":
-                    reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
-                    continue
-                refusal = None
-                if prior["status"] not in FINAL_STATUSES:
-                    refusal = f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
-                elif prior["status"] == "failed":
-                    refusal = (f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
-                               f"spotplan migrate --resume {move.id}")
-                if refusal is not None:
-                    # Only this move is refused (nothing is touched); the other moves of the plan still run.
-                    reports.append(MoveReport(move.id, move.workload, prior["kind"], REFUSED, error=refusal,
-                                              exit_code=EXIT_USAGE))
-                    continue
+        prior = live.get_move(move.id) if live is not None else None
+        if prior is not None:
+            if prior["status"] == "done":
+                reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
+                continue
+            refusal = None
+            if prior["status"] not in FINAL_STATUSES:
+                refusal = f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
+            elif prior["status"] == "failed":
+                refusal = (f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
+                           f"spotplan migrate --resume {move.id}")
+            if refusal is not None:
+                # Only this move is refused (nothing is touched); the other moves of the plan still run.
+                reports.append(MoveReport(move.id, move.workload, prior["kind"], REFUSED, error=refusal,
+                                          exit_code=EXIT_USAGE))
+                continue
         if confirm is not None and not opts.dry_run and not confirm(move):
             reports.append(MoveReport(move.id, move.workload, "migrate", "declined"))
             continue
-        if not opts.dry_run and journal is not None:
-            prior = journal.get_move(move.id)
+        if live is not None:
             if prior is None:
-                journal.begin_move(move.id, move.workload, move.target.provider, "migrate",
-                                   move.model_dump(mode="json"), opts.plan_path)
+                live.begin_move(move.id, move.workload, move.target.provider, "migrate",
+                                move.model_dump(mode="json"), opts.plan_path)
             else:
                 # A rolled-back move tried again: fresh idempotency tokens, fresh steps.
                 attempt = int(prior["state"].get("attempt", 1)) + 1
                 state = {"attempt": attempt}
-                journal.set_kind(move.id, "migrate")
-                journal.update_state(move.id, {"attempt": attempt, "steps_done": [], "target_ids": [],
-                                               "checkpoint_verified": False})
+                live.set_kind(move.id, "migrate")
+                live.update_state(move.id, {"attempt": attempt, "steps_done": [], "target_ids": [],
+                                            "checkpoint_verified": False})
         try:
             run = MoveRun(move, journal, opts, factory, state, log)
         except SpotplanError as exc:
             # No provider could even be set up: nothing was created or stopped.
-            if journal is not None and not opts.dry_run:
-                journal.finish(move.id, "rolled-back", f"{exc}; nothing was changed")
+            if live is not None:
+                live.finish(move.id, "rolled-back", f"{exc}; nothing was changed")
             reports.append(MoveReport(move.id, move.workload, "migrate", WOULD_FAIL if opts.dry_run else UNCHANGED,
                                       error=str(exc), exit_code=exc.exit_code))
             continue

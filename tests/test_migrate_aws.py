@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from spotplan.cli.main import app
-from tests.test_migrate_support import FaultProxy, journal_consistent, make_move, write_plan
+from tests.test_migrate_support import (
+    FaultProxy,
+    assert_move_invariants,
+    journal_consistent,
+    journal_of,
+    make_move,
+    write_plan,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,28 +141,10 @@ def new_move(cloud: Cloud, tmp_path: Path, agent: bool = True, **kw: Any) -> tup
     return move_id, storage, src, write_plan(tmp_path / f"{move_id}.json", [move])
 
 
-def journal_of(move_id: str) -> dict[str, Any]:
-    from spotplan.journal import Journal
-
-    return Journal().show(move_id)
-
-
 def assert_invariants(cloud: Cloud, move_id: str, src: list[str], expect_done: bool) -> None:
     """No leaked instance; the source is stopped only with a verified checkpoint; journal consistent."""
-    j = journal_of(move_id)
-    journal_consistent(j["events"])
-    live = cloud.live_tagged(move_id)
-    source_states = {cloud.state(i) for i in src}
-    if expect_done:
-        assert j["status"] in ("done",), j
-        assert sorted(live) == sorted(j["state"]["target_ids"]), "live instances != the journaled targets"
-        assert source_states == {"stopped"}
-    else:
-        assert j["status"] == "rolled-back", j
-        assert live == {}, f"leaked instances {list(live)}"
-        assert source_states <= {"running", "pending"}, source_states
-    if "stopped" in source_states:
-        assert j["state"].get("checkpoint_verified") is True
+    assert_move_invariants(move_id, cloud.live_tagged(move_id), {cloud.state(i) for i in src}, "stopped",
+                           {"running", "pending"}, expect_done)
 
 
 def test_dry_run_prints_exact_calls_and_mutates_nothing(cloud: Cloud, runner: Any, tmp_path: Path) -> None:

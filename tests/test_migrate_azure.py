@@ -16,7 +16,13 @@ import pytest
 
 from spotplan.cli.main import app
 from tests.emulators.azure_arm import AzureArmEmulator
-from tests.test_migrate_support import journal_consistent, make_move, trainer_script, write_plan
+from tests.test_migrate_support import (
+    assert_move_invariants,
+    journal_of,
+    make_move,
+    trainer_script,
+    write_plan,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,27 +55,10 @@ def new_move(azure: AzureArmEmulator, tmp_path: Path, **kw: Any) -> tuple[str, s
     return move_id, src, write_plan(tmp_path / f"{move_id}.json", [move])
 
 
-def journal_of(move_id: str) -> dict[str, Any]:
-    from spotplan.journal import Journal
-
-    return Journal().show(move_id)
-
-
 def assert_invariants(azure: AzureArmEmulator, move_id: str, src: str, expect_done: bool) -> None:
-    j = journal_of(move_id)
-    journal_consistent(j["events"])
-    created = azure.tagged("spotplan-move", move_id)
     power = azure.get(src)["_power"]  # type: ignore[index]
-    if expect_done:
-        assert j["status"] == "done", j
-        assert sorted(created) == sorted(j["state"]["target_ids"])
-        assert power == "deallocated"
-    else:
-        assert j["status"] == "rolled-back", j
-        assert created == {}, f"leaked {list(created)}"
-        assert power == "running"
-    if power == "deallocated":
-        assert j["state"].get("checkpoint_verified") is True
+    assert_move_invariants(move_id, azure.tagged("spotplan-move", move_id), {power}, "deallocated", {"running"},
+                           expect_done)
 
 
 def test_dry_run_shows_spot_vm(azure: AzureArmEmulator, runner: Any, tmp_path: Path) -> None:

@@ -16,7 +16,13 @@ import pytest
 
 from spotplan.cli.main import app
 from tests.emulators.gcp_compute import GcpComputeEmulator
-from tests.test_migrate_support import journal_consistent, make_move, trainer_script, write_plan
+from tests.test_migrate_support import (
+    assert_move_invariants,
+    journal_of,
+    make_move,
+    trainer_script,
+    write_plan,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,27 +54,10 @@ def new_move(gcp: GcpComputeEmulator, tmp_path: Path, trigger_cmd: str | None = 
     return move_id, src, write_plan(tmp_path / f"{move_id}.json", [move])
 
 
-def journal_of(move_id: str) -> dict[str, Any]:
-    from spotplan.journal import Journal
-
-    return Journal().show(move_id)
-
-
 def assert_invariants(gcp: GcpComputeEmulator, move_id: str, src: str, expect_done: bool) -> None:
-    j = journal_of(move_id)
-    journal_consistent(j["events"])
-    created = gcp.labelled("spotplan-move", move_id)
     source_status = gcp.get(src)["status"]  # type: ignore[index]
-    if expect_done:
-        assert j["status"] == "done", j
-        assert sorted(created) == sorted(j["state"]["target_ids"])
-        assert source_status == "TERMINATED"
-    else:
-        assert j["status"] == "rolled-back", j
-        assert created == {}, f"leaked {list(created)}"
-        assert source_status == "RUNNING"
-    if source_status == "TERMINATED":
-        assert j["state"].get("checkpoint_verified") is True
+    assert_move_invariants(move_id, gcp.labelled("spotplan-move", move_id), {source_status}, "TERMINATED",
+                           {"RUNNING"}, expect_done)
 
 
 def test_dry_run_shows_spot_insert(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path) -> None:

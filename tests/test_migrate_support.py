@@ -7,13 +7,15 @@ import http.client
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.emulators._http import Faults, LocalServer, QuietHandler
 
-class FaultProxy:
+
+class FaultProxy(LocalServer):
     """An HTTP proxy to moto that fails the next call of a named action once.
 
     AWS query actions (EC2, STS) are named by their `Action=` form field, JSON ones (SSM) by
@@ -23,22 +25,16 @@ class FaultProxy:
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        self.faults: dict[str, list[Any]] = {}
+        self.faults = Faults()
         self.seen: list[str] = []
         # JSON-protocol answers for actions moto lacks (e.g. EC2 quotas in Service Quotas).
         self.canned: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
+        class Handler(QuietHandler):
             def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 target = self.headers.get("X-Amz-Target")
                 action = target.split(".")[-1] if target else (parse_qs(body.decode(errors="replace"))
                                                                .get("Action", [""])[0])
@@ -46,22 +42,12 @@ class FaultProxy:
                     proxy.seen.append(action)
                     canned = proxy.canned.pop(action, None)
                 if canned is not None:
-                    payload = json.dumps(canned).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self.reply(200, json.dumps(canned).encode(), "application/x-amz-json-1.1")
                     return
                 with proxy.lock:
-                    fault = proxy.faults.get(action)
-                    if fault is not None and fault[2] > 0:
-                        fault[2] -= 1
-                        fault = None
-                    elif fault is not None:
-                        del proxy.faults[action]
+                    fault = proxy.faults.take(action)
                 if fault is not None:
-                    status, code = fault[0], fault[1]
+                    status, code = fault
                     if target:
                         payload = json.dumps({"__type": code, "message": "injected fault"}).encode()
                         ctype = "application/x-amz-json-1.1"
@@ -69,11 +55,7 @@ class FaultProxy:
                         payload = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected fault"
                                    f"</Message></Error></Errors><RequestID>fault</RequestID></Response>").encode()
                         ctype = "text/xml"
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self.reply(status, payload, ctype)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -91,19 +73,12 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler)
 
     def fail_next(self, action: str, code: str = "InternalError", status: int = 400, skip: int = 0) -> None:
         """Fail the next call of `action` (after letting `skip` calls through) once."""
         with self.lock:
-            self.faults[action] = [status, code, skip]
+            self.faults.arm(action, status, code, skip=skip)
 
     def answer_next(self, action: str, body: dict[str, Any]) -> None:
         with self.lock:
@@ -113,10 +88,6 @@ class FaultProxy:
         with self.lock:
             self.faults.clear()
             self.canned.clear()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def write_plan(path: Path, moves: list[dict[str, Any]]) -> Path:
@@ -160,6 +131,32 @@ def make_move(
         "count": len(source_ids),
         "on_demand_price": on_demand_price,
     }
+
+
+def journal_of(move_id: str) -> dict[str, Any]:
+    from spotplan.journal import Journal
+
+    return Journal().show(move_id)
+
+
+def assert_move_invariants(move_id: str, created: Mapping[str, Any], source_states: set[str], stopped: str,
+                           running: set[str], expect_done: bool) -> dict[str, Any]:
+    """After a run on any cloud: no leaked target, the source stopped only with a verified checkpoint,
+    a consistent journal. `created` are the live instances tagged with the move; `source_states` the
+    cloud's own states of the source(s), `stopped`/`running` its words for those."""
+    j = journal_of(move_id)
+    journal_consistent(j["events"])
+    if expect_done:
+        assert j["status"] == "done", j
+        assert sorted(created) == sorted(j["state"]["target_ids"]), "live instances != the journaled targets"
+        assert source_states == {stopped}, source_states
+    else:
+        assert j["status"] == "rolled-back", j
+        assert created == {}, f"leaked instances {list(created)}"
+        assert source_states <= running, source_states
+    if stopped in source_states:
+        assert j["state"].get("checkpoint_verified") is True
+    return j
 
 
 def journal_consistent(events: list[dict[str, Any]]) -> None:

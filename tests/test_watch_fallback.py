@@ -10,18 +10,21 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spotplan.cli.main import app
+from tests import test_migrate_aws
 from tests.emulators.metadata import AwsImdsEmulator, WebhookReceiver
-from tests.test_migrate_aws import Cloud, journal_of, new_move
-from tests.test_migrate_support import journal_consistent
+from tests.test_migrate_aws import Cloud, new_move
+from tests.test_migrate_support import journal_consistent, journal_of
 
 pytestmark = pytest.mark.timeout(60)
+
+# The moto cloud behind the fault proxy and its environment: the migrate tests' own fixtures.
+cloud, _aws_env = test_migrate_aws.cloud, test_migrate_aws._aws_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 9001  # the step the notice's checkpoint carries; the migrate's own checkpoints are small numbers
@@ -34,20 +37,6 @@ uri = sys.argv[1]
 CheckpointStore(uri, storage_options=storage_options_for(uri)).save(
     int(sys.argv[2]), {"model.bin": b"weights" * 64}, {"reason": "spot notice"})
 """
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[Cloud]:
-    c = Cloud()
-    yield c
-    c.close()
-
-
-@pytest.fixture(autouse=True)
-def _aws_env(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in cloud.env.items():
-        monkeypatch.setenv(k, v)
-    cloud.proxy.clear()
 
 
 def saver(uri: str | Path, step: int = STEP) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from spotplan.cli.common import OutPathOpt, VerboseOpt, emit, handle_errors
-from spotplan.errors import EXIT_PARTIAL, InputError, SpotplanError
+from spotplan.errors import InputError, SpotplanError
 
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
 
@@ -203,4 +203,4 @@ def permissions(
         emit(json.dumps(docs[names[0]] if provider else docs, indent=2), out)
 
 
-__all__ = ["migrate", "migrations_app", "permissions", "EXIT_PARTIAL"]
+__all__ = ["migrate", "migrations_app", "permissions"]

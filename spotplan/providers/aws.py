@@ -8,7 +8,6 @@ a dry run, which makes EC2 check the caller's permissions without acting.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -164,7 +163,7 @@ class AwsProvider:
 
         return check
 
-    def _read(self, call: Call, dry_run: bool) -> Any:
+    def _read(self, call: Call) -> Any:
         # Reads are sent in dry runs too: they change nothing and make the dry run truthful.
         result = self._send(call)
         call.outcome = "ok"
@@ -176,7 +175,7 @@ class AwsProvider:
         if not spec.image:
             raise InputError(f"move {spec.move_id}: launch.image (an AMI id) is required to start the target")
         ident = self._call("sts", "get_caller_identity", {}, note="credentials")
-        who = self._read(ident, dry_run)
+        who = self._read(ident)
         where = spec.zone or spec.region
         offer = self._call(
             "ec2",
@@ -190,7 +189,7 @@ class AwsProvider:
             },
             note="the target type exists in the zone",
         )
-        offers = self._read(offer, dry_run)
+        offers = self._read(offer)
         if not offers.get("InstanceTypeOfferings"):
             raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {where}")
         calls = [ident, offer]
@@ -204,7 +203,7 @@ class AwsProvider:
         from botocore.exceptions import ClientError
 
         types = self._call("ec2", "describe_instance_types", {"InstanceTypes": [spec.instance_type]})
-        info = self._read(types, False).get("InstanceTypes") or [{}]
+        info = self._read(types).get("InstanceTypes") or [{}]
         need = spec.count * int(info[0].get("VCpuInfo", {}).get("DefaultVCpus", 0))
         call = self._call("service-quotas", "get_service_quota", {"ServiceCode": "ec2", "QuotaCode": code},
                           note=name)
@@ -233,8 +232,7 @@ class AwsProvider:
             },
             note="instances already created by this step (resume)",
         )
-        resp = self._send(call)
-        call.outcome = "ok"
+        resp = self._read(call)
         ids = [i["InstanceId"] for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
         return call, sorted(ids)
 
@@ -325,24 +323,18 @@ class AwsProvider:
 
     def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
         call = self._call("ec2", "describe_instances", {"InstanceIds": list(ids)})
-        resp = self._read(call, dry_run)
-        found = {
-            i["InstanceId"]: _STATE.get(i["State"]["Name"], i["State"]["Name"])
-            for r in resp.get("Reservations", [])
-            for i in r.get("Instances", [])
-        }
+        found = _states_of(self._read(call))
         return [call], {i: found.get(i, "missing") for i in ids}
 
     def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
         call = self._call("ec2", "describe_instances", {"Filters": [{"Name": f"tag:{MOVE_TAG}", "Values": [move_id]}]})
-        resp = self._send(call)
-        return {
-            i["InstanceId"]: _STATE.get(i["State"]["Name"], i["State"]["Name"])
-            for r in resp.get("Reservations", [])
-            for i in r.get("Instances", [])
-        }
+        return _states_of(self._send(call))
 
 
-def decode_user_data(value: str) -> str:
-    """EC2 returns user data base64-encoded (DescribeInstanceAttribute); used by tests and `show`."""
-    return base64.b64decode(value).decode()
+def _states_of(resp: dict[str, Any]) -> dict[str, str]:
+    """Normalised state per instance id in a describe_instances answer."""
+    return {
+        i["InstanceId"]: _STATE.get(i["State"]["Name"], i["State"]["Name"])
+        for r in resp.get("Reservations", [])
+        for i in r.get("Instances", [])
+    }

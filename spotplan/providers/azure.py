@@ -175,11 +175,9 @@ class AzureProvider:
             self._clients[subscription] = ComputeManagementClient(credential, subscription, **kwargs)
         return self._clients[subscription]
 
-    def _call(self, service: str, method: str, params: dict[str, Any], sub: str, note: str = "") -> Call:
-        call = Call(NAME, f"compute.{service}", method, params,
-                    PERMISSIONS.get(f"compute.{service}.{method}", ()), note)
-        call.ids = []
-        return call
+    def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
+        return Call(NAME, f"compute.{service}", method, params, PERMISSIONS.get(f"compute.{service}.{method}", ()),
+                    note)
 
     def _send(self, call: Call, sub: str) -> Any:
         service = call.service.split(".", 1)[1]
@@ -205,13 +203,13 @@ class AzureProvider:
             raise InputError(f"move {spec.move_id}: launch.image (an image URN) is required to start the target")
         image_reference(spec.image)
         sub, _rg = self._spec_scope(spec)
-        sizes = self._call("virtual_machine_sizes", "list", {"location": spec.region}, sub,
+        sizes = self._call("virtual_machine_sizes", "list", {"location": spec.region},
                            note="credentials, and the target size exists in the region")
         found = [s for s in self._send(sizes, sub) if s.name.lower() == spec.instance_type.lower()]
         sizes.outcome = "ok"
         if not found:
             raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {spec.region}")
-        usage = self._call("usage", "list", {"location": spec.region}, sub, note="Spot vCPU quota")
+        usage = self._call("usage", "list", {"location": spec.region}, note="Spot vCPU quota")
         need = spec.count * (found[0].number_of_cores or 0)
         for item in self._send(usage, sub):
             if item.name.value == "lowPriorityCores" and item.limit - item.current_value < need:
@@ -261,16 +259,17 @@ class AzureProvider:
                              ROLE_TAG: spec.step.split("#")[0]},
                     "properties": props}
             call = self._call("virtual_machines", "begin_create_or_update",
-                              {"resource_group_name": rg, "vm_name": name, "parameters": body}, sub)
+                              {"resource_group_name": rg, "vm_name": name, "parameters": body})
             call.ids = [iid]
             call.run(dry_run, partial(self._send, call, sub))
             calls.append(call)
         return calls, ids
 
-    def _get(self, sub: str, rg: str, name: str, calls: list[Call]) -> Any:
+    def _get(self, sub: str, rg: str, name: str, calls: list[Call], method: str = "get") -> Any:
+        """virtual_machines.<method> (get or instance_view) of one VM, or None when there is no such VM."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        call = self._call("virtual_machines", "get", {"resource_group_name": rg, "vm_name": name}, sub)
+        call = self._call("virtual_machines", method, {"resource_group_name": rg, "vm_name": name})
         calls.append(call)
         try:
             vm = self._send(call, sub)
@@ -292,7 +291,7 @@ class AzureProvider:
         for iid in ids:
             sub, rg, name = parse_id(iid)
             self.seen.add((sub, rg))
-            call = self._call("virtual_machines", method, {"resource_group_name": rg, "vm_name": name}, sub)
+            call = self._call("virtual_machines", method, {"resource_group_name": rg, "vm_name": name})
             call.run(dry_run, partial(self._send, call, sub))
             calls.append(call)
         return calls
@@ -320,28 +319,19 @@ class AzureProvider:
                     tags = dict((vm.tags if vm is not None else None) or {})
             tags[RESUME_TAG] = checkpoint_uri
             call = self._call("virtual_machines", "begin_update",
-                              {"resource_group_name": rg, "vm_name": name, "parameters": {"tags": tags}}, sub)
+                              {"resource_group_name": rg, "vm_name": name, "parameters": {"tags": tags}})
             call.run(dry_run, partial(self._send, call, sub))
             calls.append(call)
         return calls
 
     def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        calls, out = [], {}
+        calls: list[Call] = []
+        out: dict[str, str] = {}
         for iid in ids:
-            sub, rg, name = parse_id(iid)
-            call = self._call("virtual_machines", "instance_view", {"resource_group_name": rg, "vm_name": name}, sub)
-            calls.append(call)
-            try:
-                view = self._send(call, sub)
-            except CloudError as exc:
-                if isinstance(exc.__cause__, ResourceNotFoundError):
-                    call.outcome = "not found"
-                    out[iid] = "missing"
-                    continue
-                raise
-            call.outcome = "ok"
+            view = self._get(*parse_id(iid), calls, method="instance_view")
+            if view is None:
+                out[iid] = "missing"
+                continue
             power = [s.code.split("/", 1)[1] for s in (view.statuses or []) if s.code.startswith("PowerState/")]
             out[iid] = _POWER.get(power[0], "pending") if power else "pending"
         return calls, out
@@ -352,7 +342,7 @@ class AzureProvider:
                 self.seen.add(parse_id(iid)[:2])
         found: list[str] = []
         for sub, rg in sorted(self.seen):
-            call = self._call("virtual_machines", "list", {"resource_group_name": rg}, sub)
+            call = self._call("virtual_machines", "list", {"resource_group_name": rg})
             for vm in self._send(call, sub):
                 if (vm.tags or {}).get(MOVE_TAG) == move_id:
                     found.append(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/"

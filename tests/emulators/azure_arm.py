@@ -16,10 +16,11 @@ import ssl
 import tempfile
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from tests.emulators._http import Faults, LocalServer, QuietHandler
 
 SIZES = {
     "Standard_NC24ads_A100_v4": 24, "Standard_NC48ads_A100_v4": 48, "Standard_ND96isr_H100_v5": 96,
@@ -42,7 +43,7 @@ ROUTES = [
 ]
 
 
-class AzureArmEmulator:
+class AzureArmEmulator(LocalServer):
     def __init__(self, token: str = "test-token", spot_core_limit: int = 1000) -> None:
         import trustme
 
@@ -50,7 +51,7 @@ class AzureArmEmulator:
         self.spot_core_limit = spot_core_limit
         self.vms: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[str] = []
-        self.faults: dict[str, list[Any]] = {}
+        self.faults = Faults()
         self.lock = threading.RLock()
         self._dir = tempfile.TemporaryDirectory(prefix="azure-arm-")
         ca = trustme.CA()
@@ -61,16 +62,10 @@ class AzureArmEmulator:
         cert.configure_cert(ctx)
         emu = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self.read_body()
                 body = json.loads(raw) if raw else {}
                 if self.headers.get("Authorization") != f"Bearer {emu.token}":
                     status, payload = 401, _error("InvalidAuthenticationToken", "The access token is invalid.")
@@ -83,33 +78,20 @@ class AzureArmEmulator:
                     else:
                         status, payload = 404, _error("NotFound", f"no route {self.command} {url.path}")
                 data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("x-ms-request-id", str(uuid.uuid4()))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, data, "application/json; charset=utf-8",
+                           [("x-ms-request-id", str(uuid.uuid4()))])
 
             do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler, tls=ctx)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
         self._dir.cleanup()
 
     def fail_next(self, action: str, status: int = 409, code: str = "OperationNotAllowed", skip: int = 0) -> None:
         with self.lock:
-            self.faults[action] = [status, code, skip]
+            self.faults.arm(action, status, code, skip=skip)
 
     # ---- test helpers ---------------------------------------------------------------------------
 
@@ -136,13 +118,9 @@ class AzureArmEmulator:
     def dispatch(self, action: str, p: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:
             self.calls.append(action)
-            fault = self.faults.get(action)
+            fault = self.faults.take(action)
             if fault is not None:
-                if fault[2] > 0:
-                    fault[2] -= 1
-                else:
-                    del self.faults[action]
-                    return fault[0], _error(fault[1], "injected fault")
+                return fault[0], _error(fault[1], "injected fault")
             if action == "vmSizes.list":
                 return 200, {"value": [{"name": n, "numberOfCores": c, "memoryInMB": c * 8192,
                                         "maxDataDiskCount": 8, "osDiskSizeInMB": 1047552,

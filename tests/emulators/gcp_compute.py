@@ -12,9 +12,10 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.emulators._http import Faults, LocalServer, QuietHandler
 
 MACHINE_TYPES = {
     "a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96, "a2-ultragpu-8g": 96,
@@ -36,7 +37,7 @@ ROUTES = [
 ]
 
 
-class GcpComputeEmulator:
+class GcpComputeEmulator(LocalServer):
     def __init__(self, instance_quota: int = 24, pending_ops: bool = False) -> None:
         # pending_ops: operations come back RUNNING and are DONE when polled (the B11 poller path).
         self.pending_ops = pending_ops
@@ -44,22 +45,17 @@ class GcpComputeEmulator:
         self.operations: dict[str, dict[str, Any]] = {}
         self.request_ids: dict[str, str] = {}
         self.calls: list[str] = []
-        self.faults: dict[str, list[Any]] = {}
+        self.faults = Faults()
         self.instance_quota = instance_quota
         self.lock = threading.RLock()
         emu = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                raw = self.read_body()
+                body = json.loads(raw) if raw else {}
                 for method, pattern, action in ROUTES:
                     m = re.match(pattern, url.path)
                     if m and method == self.command:
@@ -67,31 +63,15 @@ class GcpComputeEmulator:
                         break
                 else:
                     status, payload = 404, _error(404, f"no route {self.command} {url.path}", "notFound")
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(payload).encode(), "application/json; charset=UTF-8")
 
             do_GET = do_POST = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     def fail_next(self, action: str, status: int = 503, skip: int = 0) -> None:
         with self.lock:
-            self.faults[action] = [status, skip]
+            self.faults.arm(action, status, skip=skip)
 
     # ---- state helpers used by tests --------------------------------------------------------
 
@@ -121,13 +101,9 @@ class GcpComputeEmulator:
                  ) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls.append(action)
-            fault = self.faults.get(action)
+            fault = self.faults.take(action)
             if fault is not None:
-                if fault[1] > 0:
-                    fault[1] -= 1
-                else:
-                    del self.faults[action]
-                    return fault[0], _error(fault[0], "injected fault", "backendError")
+                return fault[0], _error(fault[0], "injected fault", "backendError")
             key = (p.get("project", ""), p.get("zone", ""), p.get("name", ""))
             if action == "machineTypes.get":
                 if p["name"] not in MACHINE_TYPES:
