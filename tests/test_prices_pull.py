@@ -233,8 +233,6 @@ def test_pull_all_then_analyze_prices_pool_by_time_weighted_mean(runner, emu: Pr
     at = now + timedelta(seconds=5)
     res = runner.invoke(app, ["analyze", str(inv), "--window", "12h", "--now", at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                               "-o", "json"])
-    if res.exit_code != 0 and "not implemented" in res.output:
-        pytest.skip("spotplan analyze is not implemented yet")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     w = out["workloads"][0]

@@ -21,6 +21,7 @@ from spotplan.cli.common import (
     emit,
     handle_errors,
     stderr_console,
+    stdout_console,
 )
 from spotplan.cli.prices import app
 from spotplan.errors import InputError
@@ -53,16 +54,6 @@ NowOpt = Annotated[
 ]
 
 
-def _now(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(timezone.utc)
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--now is {value!r}, expected an ISO-8601 time such as 2026-11-01T00:00:00Z") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
 def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[str, Any], floats: int = 4) -> str:
     """Small tables of these commands: rich table, CSV, markdown or JSON (`rows` + `meta`)."""
     if output == OutputFormat.json:
@@ -89,9 +80,7 @@ def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[st
         table.add_column(col, justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*(cell(v) for v in row))
-    from spotplan.cli.prices_show import table_console
-
-    console = table_console(width=200)
+    console = stdout_console(width=200)
     with console.capture() as cap:
         console.print(table)
     return cap.get()
@@ -160,21 +149,16 @@ def pull(
     Example: spotplan prices pull --provider aws --region us-east-1 --days 30 --gpu H100
     """
     with handle_errors(verbose):
-        from spotplan.gpus import VOCABULARY, gpu_family, gpu_matches
         from spotplan.paths import price_store_dir
         from spotplan.pricing import store
         from spotplan.pricing.sources import PullRequest, pull_all
 
         providers = ["aws", "gcp", "azure"] if provider == PullProvider.all else [provider.value]
-        # The sources filter on one exact model; a bare family ("A100") spans several, so it is
-        # pulled unfiltered and narrowed here, like `prices show --gpu`.
-        family = gpu is not None and sum(gpu_family(v).lower() == gpu.strip().lower() for v in VOCABULARY) > 1
-        req = PullRequest(regions=list(region or []), days=days, gpu=None if family else gpu)
+        # Every source filters with `spotplan.gpus.gpu_matches`, so a bare family ("A100") takes all
+        # its variants there, like `prices show --gpu`.
+        req = PullRequest(regions=list(region or []), days=days, gpu=gpu)
         with _Bars() as bars:
             rows = pull_all(providers, req, bars)
-        if gpu is not None and not rows.empty:
-            models = rows["gpu_model"].fillna("").astype(str)
-            rows = rows[models.isin({m for m in models.unique() if gpu_matches(gpu, m)})].reset_index(drop=True)
         for note in req.notes:
             sys.stderr.write(f"note: {note}\n")
         result = store.merge_into_store(rows)
@@ -267,6 +251,7 @@ def history(
     with handle_errors(verbose):
         import pandas as pd
 
+        from spotplan.analysis import parse_now
         from spotplan.pricing.charts import terminal_chart, write_png
         from spotplan.pricing.history import history_stats, select_history
         from spotplan.pricing.snapshot import load_snapshot
@@ -274,7 +259,7 @@ def history(
 
         if provider not in ("aws", "gcp", "azure"):
             raise InputError(f"--provider is {provider!r}, expected aws, gcp or azure")
-        t_now = _now(now)
+        t_now = parse_now(now or None) or datetime.now(timezone.utc)
         stored = read_store()
         snap = load_snapshot()
         rows = select_history(stored, provider, region, instance_type, days, t_now) if stored is not None else None
@@ -325,16 +310,11 @@ def alerts(
     Example: spotplan prices alerts --ratio 0.7 --webhook https://hooks.slack.com/services/...
     """
     with handle_errors(verbose):
-        import pandas as pd
-
+        from spotplan.analysis import load_prices
         from spotplan.pricing.alerts import find_alerts, post_webhook, slack_payload
-        from spotplan.pricing.snapshot import load_snapshot
-        from spotplan.pricing.store import read_store
 
-        stored = read_store()
-        table = load_snapshot()
-        if stored is not None:
-            table = pd.concat([table, stored], ignore_index=True)
+        # The prices analyze and `prices show` use: the bundled snapshot plus the local store.
+        table = load_prices(None).table
         if provider:
             table = table[table["provider"] == provider]
         hits = find_alerts(table, ratio)

@@ -4,14 +4,21 @@ bundled snapshot plus the local store, or `--prices` files), as a table, CSV, ma
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
+from spotplan.cli.common import (
+    OutPathOpt,
+    OutputFormat,
+    OutputOpt,
+    VerboseOpt,
+    emit,
+    handle_errors,
+    stdout_console,
+)
 from spotplan.cli.prices import app
 
 if TYPE_CHECKING:
@@ -142,16 +149,6 @@ def _human_cells(rows: pd.DataFrame, with_zone: bool) -> tuple[list[str], list[l
     return headers, body
 
 
-def table_console(width: int | None = None) -> Any:
-    """A stdout console for the prices tables that writes no escape codes at all under NO_COLOR (nor
-    when stdout is not a terminal). `Console(no_color=True)` drops colours but still writes bold and
-    italic; only `color_system=None` turns every style off."""
-    from rich.console import Console
-
-    plain = bool(os.environ.get("NO_COLOR"))
-    return Console(color_system=None if plain else "auto", highlight=False, width=width, soft_wrap=False)
-
-
 def _render_table(rows: pd.DataFrame, meta: dict[str, Any]) -> str:
     from rich.measure import Measurement
 
@@ -159,12 +156,12 @@ def _render_table(rows: pd.DataFrame, meta: dict[str, Any]) -> str:
         return ""
     with_zone = bool((rows["zone"] != "").any())
     headers, body = _human_cells(rows, with_zone)
-    console = table_console()
+    console = stdout_console()
     table = _rich_table(headers, body, len(rows), meta)
     needed = Measurement.get(console, console.options.update(width=1000), table).maximum
     if not console.is_terminal:
         # Piped or captured: print the whole table rather than squeezing it into 80 columns.
-        console = table_console(width=max(80, needed))
+        console = stdout_console(width=max(80, needed))
     elif needed > console.width:
         # A narrow terminal: drop the columns that matter least before rich starts truncating.
         keep = [i for i, h in enumerate(headers) if h not in _OPTIONAL]

@@ -425,16 +425,9 @@ _NEGATIVE = "spot above on-demand"
 def _advisor_reference(reference: pd.DataFrame | None) -> pd.DataFrame:
     if reference is not None:
         return reference
-    import pandas as pd
+    from spotplan.analysis import load_prices
 
-    from spotplan.pricing.snapshot import load_snapshot
-    from spotplan.pricing.store import read_store
-
-    frames = [load_snapshot()]
-    stored = read_store()
-    if stored is not None:
-        frames.append(stored)
-    return pd.concat(frames, ignore_index=True)
+    return load_prices(None).table  # the bundled snapshot plus the local store
 
 
 def _observed_spot_pools(reference: pd.DataFrame) -> set[tuple[str, str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spotplan.paths import price_store_dir
+from spotplan.pricing.history import parse_times
 from spotplan.pricing.table import COLUMNS, POOL_KEY, PROVIDERS
 
 if TYPE_CHECKING:
@@ -49,10 +50,8 @@ def canonical_time(values: pd.Series) -> pd.Series:
 
     Unparseable values are kept as given (the table allows any ISO-8601 date or time).
     """
-    import pandas as pd
-
     raw = values.fillna("").astype(str)
-    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+    parsed = parse_times(raw)
     return parsed.dt.strftime(TIME_FORMAT).where(parsed.notna(), raw)
 
 
@@ -79,7 +78,7 @@ def store_as_of(root: Path | None = None) -> dict[str, str]:
     df = read_store(root)
     if df is None:
         return out
-    times = pd.to_datetime(df["observed_at"], utc=True, errors="coerce", format="mixed")
+    times = parse_times(df["observed_at"])
     newest = times.groupby(df["provider"]).max()
     for provider, ts in newest.items():
         if pd.notna(ts):
@@ -90,17 +89,23 @@ def store_as_of(root: Path | None = None) -> dict[str, str]:
 def newest_observation(provider: str, region: str, market: str, root: Path | None = None) -> datetime | None:
     """When the newest stored row of (provider, region, market) was observed: where an incremental
     pull can resume."""
+    return newest_observations(provider, market, root).get(region)
+
+
+def newest_observations(provider: str, market: str, root: Path | None = None) -> dict[str, datetime]:
+    """`newest_observation` for every stored region of (provider, market), from one read of the store."""
     import pandas as pd
 
     path = store_file(provider, root)
     if not path.exists():
-        return None
+        return {}
     df = _read(path)
-    df = df[(df["region"] == region) & (df["market"] == market)]
-    if df.empty:
-        return None
-    ts = pd.to_datetime(df["observed_at"], utc=True, errors="coerce", format="mixed").max()
-    return None if pd.isna(ts) else ts.to_pydatetime().astimezone(timezone.utc)
+    df = df[df["market"] == market]
+    times = parse_times(df["observed_at"])
+    newest = times.groupby(df["region"]).max()
+    return {
+        str(region): ts.to_pydatetime().astimezone(timezone.utc) for region, ts in newest.items() if pd.notna(ts)
+    }
 
 
 def merge_into_store(rows: pd.DataFrame, root: Path | None = None) -> MergeResult:

@@ -30,7 +30,9 @@ class PullRequest:
 
     regions: list[str] = field(default_factory=list)  # empty: every region the provider lists
     days: int = 90
-    gpu: str | None = None  # a gpu_model of the shared vocabulary, or None for all GPU types
+    #: A --gpu filter, applied with `spotplan.gpus.gpu_matches`: one model (any provider's spelling),
+    #: a bare family (A100: every variant), or None for all GPU types.
+    gpu: str | None = None
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     #: Where each region's spot history may resume: (region) -> newest stored time, or None.
     resume_from: Callable[[str], datetime | None] = lambda region: None
@@ -86,13 +88,6 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def in_gpu(gpu_model: str, wanted: str | None) -> bool:
-    """Does a row's gpu_model match the --gpu filter? A family name (A100) matches all its variants."""
-    from spotplan.gpus import gpu_matches
-
-    return gpu_matches(wanted, gpu_model)
-
-
 def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_progress) -> Any:
     """Pull every provider in turn and return all rows as one price table (nothing is stored here:
     the caller merges into the store only when every provider succeeded, so a failure changes
@@ -116,10 +111,8 @@ def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_pro
         regions = [r for r in req.regions if region_belongs(provider, r)]
         if req.regions and not regions:
             continue  # regions were given, none of them this provider's
-        def resume(region: str, p: str = provider) -> datetime | None:
-            return store.newest_observation(p, region, "spot")
-
-        sub = dataclasses.replace(req, regions=regions, resume_from=resume)
+        newest = store.newest_observations(provider, "spot")  # one read of the store per provider
+        sub = dataclasses.replace(req, regions=regions, resume_from=newest.get)
         frames.append(modules[provider].pull(sub, progress))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_table()

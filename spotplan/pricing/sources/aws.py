@@ -17,11 +17,11 @@ from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
+from spotplan.gpus import gpu_matches
 from spotplan.pricing.sources import (
     Progress,
     PullRequest,
     http_retryable,
-    in_gpu,
     iso,
     no_progress,
     with_retries,
@@ -86,7 +86,7 @@ def gpu_shape(instance_type: str) -> tuple[str, float | None]:
 
 def family_patterns(gpu: str | None = None) -> list[str]:
     """`instance-type` filter values (wildcards) for the GPU families, optionally one GPU model."""
-    return [f"{fam}.*" for fam, (model, _) in GPU_FAMILIES.items() if in_gpu(model, gpu)]
+    return [f"{fam}.*" for fam, (model, _) in GPU_FAMILIES.items() if gpu_matches(gpu, model)]
 
 
 def region_of_az_id(az_id: str) -> str:

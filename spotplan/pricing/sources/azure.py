@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
+from spotplan.gpus import gpu_matches
 from spotplan.pricing.sources import (
     Progress,
     PullRequest,
     http_retryable,
-    in_gpu,
     iso,
     no_progress,
     with_retries,
@@ -128,7 +128,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     rows = [r for part in parts for r in part]
     for r in rows:
         r["observed_at"] = pulled_at
-    rows = [r for r in rows if in_gpu(r["gpu_model"], req.gpu)]
+    rows = [r for r in rows if gpu_matches(req.gpu, r["gpu_model"])]
     df = pd.DataFrame(rows) if rows else empty_table()
     graph = _resource_graph(sorted({r["region"] for r in rows}), req, progress)
     if graph is not None and not df.empty:
@@ -142,7 +142,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
         for h in history:
             h["instance_type"] = spelling.get(h["instance_type"].lower(), h["instance_type"])
             key = (h["instance_type"], h["region"])
-            if key in shapes.index and in_gpu(str(shapes.loc[key, "gpu_model"]), req.gpu):
+            if key in shapes.index and gpu_matches(req.gpu, str(shapes.loc[key, "gpu_model"])):
                 s = shapes.loc[key]
                 extra.append({**h, "gpu_model": s["gpu_model"], "gpu_count": s["gpu_count"], "vcpus": s["vcpus"],
                               "interruption_band": bands.get(f"{key[0].lower()}|{key[1].lower()}", "")})

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
-from spotplan.pricing.sources import Progress, PullRequest, in_gpu, iso, no_progress, with_retries
+from spotplan.gpus import gpu_matches
+from spotplan.pricing.sources import Progress, PullRequest, iso, no_progress, with_retries
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,7 +62,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
             from spotplan.gpus import normalize_gpu_model
 
             model = family_gpu(name) or normalize_gpu_model(mt["accelerator"])
-            if not in_gpu(model, req.gpu):
+            if not gpu_matches(req.gpu, model):
                 continue
             rows.append({
                 "provider": "gcp", "region": region, "zone": "", "instance_type": name,
