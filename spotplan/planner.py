@@ -72,16 +72,14 @@ def analyze(
     """Score every workload against the spot offers in `prices` (price-table rows, §4.2)."""
     import pandas as pd
 
-    from spotplan.pricing.history import parse_times, summarize
+    from spotplan.pricing.history import as_utc, parse_times, summarize
 
     opt = options or AnalyzeOptions()
     if opt.scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     if opt.overhead_model not in OVERHEAD_MODELS:
         raise ValueError(f"overhead model must be one of {OVERHEAD_MODELS}")
-    now = opt.now or datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+    now = as_utc(opt.now)
     seed_model = opt.overhead_model == "seed"
 
     pools = summarize(prices, opt.window_hours, now)

@@ -31,6 +31,13 @@ SUMMARY_COLUMNS = (
 )
 
 
+def as_utc(now: datetime | None) -> datetime:
+    """`now` as an aware UTC time (naive means UTC); None means the current time."""
+    if now is None:
+        return datetime.now(timezone.utc)
+    return now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+
+
 def parse_times(values: pd.Series) -> pd.Series:
     """observed_at strings (dates or times, any ISO-8601) to UTC timestamps; unparseable → NaT."""
     import pandas as pd
@@ -48,10 +55,7 @@ def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = N
     import numpy as np
     import pandas as pd
 
-    if now is None:
-        now = datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+    now = as_utc(now)
     if table.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     now_ts = pd.Timestamp(now)
@@ -109,10 +113,7 @@ def count_changes(table: pd.DataFrame, window_hours: float, now: datetime | None
     """
     import pandas as pd
 
-    if now is None:
-        now = datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+    now = as_utc(now)
     if table.empty:
         return pd.Series(dtype=int)
     now_ts = pd.Timestamp(now)
@@ -150,10 +151,7 @@ def select_history(
     when the window opens). Adds a parsed `_t` column; sorted by time."""
     import pandas as pd
 
-    if now is None:
-        now = datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+    now = as_utc(now)
     sel = table[
         (table["provider"] == provider) & (table["region"] == region) & (table["instance_type"] == instance_type)
     ].copy()
