@@ -8,7 +8,7 @@ optimum does not depend on the policies, so its costs are cached per (trace, R, 
 CPU, mostly the 32 s traces at R = 70 h), later runs take ~20 s.
 
 Run: .venv/bin/python benchmarks/backtest_policies.py [--seed 0] [--starts 100]
-     [--group all|availability|preemption] [--policy uniform-progress --policy spotplan]
+     [--group all|availability|preemption|cpu] [--policy uniform-progress --policy spotplan]
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ FOLDERS = {
     "availability": DATA / "availability/1-node/aws-10-26-2022",
     "preemption": DATA / "preemption/1-node/aws-04-22-2023",
 }
+# The CPU (r5.16xlarge) preemption traces, with their own varying spot prices: only on request, and
+# drawn after the GPU traces so that the GPU traces keep their starts.
+EXTRA = {"cpu": DATA / "preemption/1-node/aws-04-19-2023"}
 SCENARIOS = ((52.0, 0.2), (52.0, 0.05), (70.0, 0.2), (70.0, 0.05))
 ONLINE = ("on-demand", "greedy", "uniform-progress", "spotplan")
 
@@ -49,8 +52,9 @@ class Case:
     opt: np.ndarray
 
 
-def load_markets() -> list[tuple[str, Trace]]:
-    return [(g, load_trace(p)) for g, folder in FOLDERS.items() for p in expand_paths([folder])]
+def load_markets(extra: bool = False) -> list[tuple[str, Trace]]:
+    folders = {**FOLDERS, **EXTRA} if extra else FOLDERS
+    return [(g, load_trace(p)) for g, folder in folders.items() for p in expand_paths([folder])]
 
 
 def _cached_optimum(cache: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -127,14 +131,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--starts", type=int, default=100)
-    ap.add_argument("--group", choices=("all", *FOLDERS), default="all")
+    ap.add_argument("--group", choices=("all", *FOLDERS, *EXTRA), default="all", help="'all' is the GPU traces")
     ap.add_argument("--policy", action="append", choices=ONLINE, help="repeatable (default: all)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "spotplan-backtest-optimum")
     args = ap.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the real traces in {DATA}")
     names = args.policy or list(ONLINE)
-    markets = load_markets()
+    markets = load_markets(extra=args.group in EXTRA)
     print(
         f"mean cost ÷ optimal (P75 of per-start ratios), seed {args.seed}, {args.starts} starts a trace,"
         f" traces: {args.group}; misses per policy in brackets after the group means\n"
