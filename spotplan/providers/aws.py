@@ -9,12 +9,20 @@ a dry run, which makes EC2 check the caller's permissions without acting.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
-from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+from spotplan.providers.base import (
+    MOVE_TAG,
+    RESUME_TAG,
+    ROLE_TAG,
+    TOKEN_TAG,
+    Call,
+    LaunchSpec,
+    all_permissions,
+    translated,
+)
 
 NAME = "aws"
 
@@ -68,11 +76,10 @@ _STATE = {"shutting-down": "terminated"}
 
 
 def permission_document() -> dict[str, Any]:
-    actions = sorted({a for perms in PERMISSIONS.values() for a in perms})
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "SpotplanMigrate", "Effect": "Allow", "Action": actions, "Resource": "*"},
+            {"Sid": "SpotplanMigrate", "Effect": "Allow", "Action": all_permissions(PERMISSIONS), "Resource": "*"},
         ],
     }
 
@@ -85,30 +92,20 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-@contextmanager
-def _translated(call: Call) -> Iterator[None]:
-    """botocore errors as spotplan errors: one line naming the call, credentials problems exit 4."""
+def _translate(where: str, exc: Exception) -> tuple[SpotplanError, str] | None:
+    """botocore errors as spotplan errors; credentials problems exit 4."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-    where = f"{call.service}.{call.method}"
-    failure: SpotplanError
-    cause: BaseException
-    try:
-        yield
-        return
-    except (NoCredentialsError, PartialCredentialsError) as exc:
-        failure = CredentialsError(f"{where}: {exc}", hint="configure AWS credentials (aws configure)")
-        detail, cause = "no AWS credentials", exc
-    except ClientError as exc:
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        hint = "configure AWS credentials (aws configure)"
+        return CredentialsError(f"{where}: {exc}", hint=hint), "no AWS credentials"
+    if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "Error"), err.get("Message", "")
-        failure = (CredentialsError if code in _CREDENTIAL_CODES else CloudError)(f"{where}: {code}: {message}")
-        detail, cause = code, exc
-    except BotoCoreError as exc:
-        failure = CloudError(f"{where}: {exc}")
-        detail, cause = type(exc).__name__, exc
-    call.mark_failed(failure, detail)
-    raise failure from cause
+        return (CredentialsError if code in _CREDENTIAL_CODES else CloudError)(f"{where}: {code}: {message}"), code
+    if isinstance(exc, BotoCoreError):
+        return CloudError(f"{where}: {exc}"), type(exc).__name__
+    return None
 
 
 class AwsProvider:
@@ -137,10 +134,10 @@ class AwsProvider:
         return self._clients[service]
 
     def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
-        return Call(NAME, service, method, params, PERMISSIONS.get(f"{service}.{method}", ()), note)
+        return Call.of(NAME, service, method, params, PERMISSIONS, note)
 
     def _send(self, call: Call) -> Any:
-        with _translated(call):
+        with translated(call, _translate):
             return getattr(self._client(call.service), call.method)(**call.params)
 
     def _ec2_check(self, call: Call) -> Callable[[], str]:
@@ -152,7 +149,7 @@ class AwsProvider:
         def check() -> str:
             from botocore.exceptions import ClientError
 
-            with _translated(call):
+            with translated(call, _translate):
                 try:
                     getattr(self._client("ec2"), call.method)(**call.params, DryRun=True)
                 except ClientError as exc:
@@ -207,7 +204,7 @@ class AwsProvider:
         need = spec.count * int(info[0].get("VCpuInfo", {}).get("DefaultVCpus", 0))
         call = self._call("service-quotas", "get_service_quota", {"ServiceCode": "ec2", "QuotaCode": code},
                           note=name)
-        with _translated(call):
+        with translated(call, _translate):
             try:
                 value = self._client("service-quotas").get_service_quota(**call.params)["Quota"]["Value"]
             except ClientError as exc:

@@ -13,13 +13,21 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
-from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+from spotplan.providers.base import (
+    MOVE_TAG,
+    RESUME_TAG,
+    ROLE_TAG,
+    TOKEN_TAG,
+    Call,
+    LaunchSpec,
+    all_permissions,
+    translated,
+)
 
 NAME = "azure"
 
@@ -68,12 +76,11 @@ _POWER = {
 
 
 def permission_document() -> dict[str, Any]:
-    actions = sorted({a for acts in PERMISSIONS.values() for a in acts})
     return {
         "Name": "spotplan migrate",
         "IsCustom": True,
         "Description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
-        "Actions": actions,
+        "Actions": all_permissions(PERMISSIONS),
         "NotActions": [],
         "AssignableScopes": ["/subscriptions/<subscription-id>"],
     }
@@ -118,32 +125,23 @@ class _StaticToken:
         return AccessToken(self._token, 4102444800)
 
 
-@contextmanager
-def _translated(call: Call) -> Iterator[None]:
+def _translate(where: str, exc: Exception) -> tuple[SpotplanError, str] | None:
+    """azure-core errors as spotplan errors; credentials problems (and 401/403) exit 4."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
-    where = f"{call.service}.{call.method}"
-    failure: SpotplanError
-    cause: BaseException
-    try:
-        yield
-        return
-    except ClientAuthenticationError as exc:
+    if isinstance(exc, ClientAuthenticationError):
         first = (exc.message or "authentication failed").strip().splitlines()[0]
         failure = CredentialsError(f"{where}: {first}", hint="az login, or set SPOTPLAN_AZURE_TOKEN")
-        detail, cause = f"{exc.status_code or ''} {type(exc).__name__}".strip(), exc
-    except HttpResponseError as exc:
+        return failure, f"{exc.status_code or ''} {type(exc).__name__}".strip()
+    if isinstance(exc, HttpResponseError):
         code = getattr(exc.error, "code", None) or exc.reason
         if exc.status_code in (401, 403):
-            failure = CredentialsError(f"{where}: {exc.status_code} {code}")
-        else:
-            failure = CloudError(f"{where}: {exc.status_code} {code}: {(exc.message or '').splitlines()[0]}")
-        detail, cause = f"{exc.status_code} {code}", exc
-    except AzureError as exc:
-        failure = CloudError(f"{where}: {exc}")
-        detail, cause = type(exc).__name__, exc
-    call.mark_failed(failure, detail)
-    raise failure from cause
+            return CredentialsError(f"{where}: {exc.status_code} {code}"), f"{exc.status_code} {code}"
+        message = (exc.message or "").splitlines()[0]
+        return CloudError(f"{where}: {exc.status_code} {code}: {message}"), f"{exc.status_code} {code}"
+    if isinstance(exc, AzureError):
+        return CloudError(f"{where}: {exc}"), type(exc).__name__
+    return None
 
 
 class AzureProvider:
@@ -176,12 +174,11 @@ class AzureProvider:
         return self._clients[subscription]
 
     def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
-        return Call(NAME, f"compute.{service}", method, params, PERMISSIONS.get(f"compute.{service}.{method}", ()),
-                    note)
+        return Call.of(NAME, f"compute.{service}", method, params, PERMISSIONS, note)
 
     def _send(self, call: Call, sub: str) -> Any:
         service = call.service.split(".", 1)[1]
-        with _translated(call):
+        with translated(call, _translate):
             result = getattr(getattr(self._client(sub), service), call.method)(**call.params)
             if call.method.startswith("begin_"):
                 return result.result()

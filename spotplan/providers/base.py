@@ -65,6 +65,19 @@ class Call:
         if built is not None:
             built.append(self)
 
+    @classmethod
+    def of(
+        cls,
+        provider: str,
+        service: str,
+        method: str,
+        params: dict[str, Any],
+        permissions: Mapping[str, tuple[str, ...]],
+        note: str = "",
+    ) -> Call:
+        """A call with the permissions its `service.method` needs, looked up in a provider's table."""
+        return cls(provider, service, method, params, permissions.get(f"{service}.{method}", ()), note)
+
     def mark_failed(self, exc: SpotplanError, detail: str) -> None:
         """Put the failure beside the call: `denied (...)` for credentials/permissions, else `failed (...)`."""
         self.outcome = f"{'denied' if isinstance(exc, CredentialsError) else 'failed'} ({detail})"
@@ -97,6 +110,31 @@ class Call:
         result = send()
         self.outcome = "ok"
         return result
+
+
+#: A provider's reading of its SDK's exceptions: (the spotplan error, a short detail) given the call's
+#: `service.method` and the exception, or None for an exception it does not know (re-raised as is).
+Translate = Callable[[str, Exception], "tuple[SpotplanError, str] | None"]
+
+
+@contextmanager
+def translated(call: Call, translate: Translate) -> Iterator[None]:
+    """Send one SDK request: an exception `translate` knows becomes a one-line spotplan error naming
+    the call (credential problems exit 4), marked on the call as denied or failed."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate(f"{call.service}.{call.method}", exc)
+        if mapped is None:
+            raise
+        failure, detail = mapped
+        call.mark_failed(failure, detail)
+        raise failure from exc
+
+
+def all_permissions(table: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Every permission a provider's calls need, sorted, once each: what its policy document grants."""
+    return sorted({p for perms in table.values() for p in perms})
 
 
 _RECORDING: ContextVar[list[Call] | None] = ContextVar("spotplan_calls", default=None)

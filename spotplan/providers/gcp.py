@@ -12,12 +12,20 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanError, require_extra
-from spotplan.providers.base import MOVE_TAG, RESUME_TAG, ROLE_TAG, TOKEN_TAG, Call, LaunchSpec
+from spotplan.providers.base import (
+    MOVE_TAG,
+    RESUME_TAG,
+    ROLE_TAG,
+    TOKEN_TAG,
+    Call,
+    LaunchSpec,
+    all_permissions,
+    translated,
+)
 
 NAME = "gcp"
 
@@ -65,12 +73,11 @@ _STATE = {
 
 
 def permission_document() -> dict[str, Any]:
-    perms = sorted({p for ps in PERMISSIONS.values() for p in ps})
     return {
         "title": "spotplan migrate",
         "description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
         "stage": "GA",
-        "includedPermissions": perms,
+        "includedPermissions": all_permissions(PERMISSIONS),
     }
 
 
@@ -95,35 +102,21 @@ def instance_name(move_id: str, token: str, index: int) -> str:
     return f"sp-{base}-{token[:8]}-{index}"
 
 
-@contextmanager
-def _translated(call: Call) -> Iterator[None]:
+def _translate(where: str, exc: Exception) -> tuple[SpotplanError, str] | None:
+    """google-api-core and google-auth errors as spotplan errors; credentials problems exit 4."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as authexc
 
-    where = f"{call.service}.{call.method}"
-    failure: SpotplanError
-    cause: BaseException
-    try:
-        yield
-        return
-    except authexc.GoogleAuthError as exc:
-        failure = CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login")
-        detail, cause = type(exc).__name__, exc
-    except (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Forbidden) as exc:
-        failure = CredentialsError(f"{where}: {exc.message}")
-        detail, cause = f"{exc.code} {type(exc).__name__}", exc
-    except gexc.GoogleAPICallError as exc:
-        failure = CloudError(f"{where}: {exc.code} {exc.message}")
-        detail, cause = f"{exc.code} {type(exc).__name__}", exc
-    except gexc.GoogleAPIError as exc:
-        failure = CloudError(f"{where}: {exc}")
-        detail, cause = type(exc).__name__, exc
-    except OSError as exc:
-        # requests' ConnectionError (an OSError) escapes google-api-core on an unreachable endpoint.
-        failure = CloudError(f"{where}: {exc}")
-        detail, cause = type(exc).__name__, exc
-    call.mark_failed(failure, detail)
-    raise failure from cause
+    if isinstance(exc, authexc.GoogleAuthError):
+        return CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login"), type(exc).__name__
+    if isinstance(exc, (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Forbidden)):
+        return CredentialsError(f"{where}: {exc.message}"), f"{exc.code} {type(exc).__name__}"
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return CloudError(f"{where}: {exc.code} {exc.message}"), f"{exc.code} {type(exc).__name__}"
+    # requests' ConnectionError (an OSError) escapes google-api-core on an unreachable endpoint.
+    if isinstance(exc, (gexc.GoogleAPIError, OSError)):
+        return CloudError(f"{where}: {exc}"), type(exc).__name__
+    return None
 
 
 class GcpProvider:
@@ -173,14 +166,13 @@ class GcpProvider:
         return self._clients[kind]
 
     def _call(self, service: str, method: str, params: dict[str, Any], note: str = "") -> Call:
-        return Call(NAME, f"compute.{service}", method, params, PERMISSIONS.get(f"compute.{service}.{method}", ()),
-                    note)
+        return Call.of(NAME, f"compute.{service}", method, params, PERMISSIONS, note)
 
     def _send(self, call: Call, wait: bool = False) -> Any:
         service = call.service.split(".", 1)[1]
         # The whole request message (not the flattened arguments): request_id and filter are only there.
         params = {"request": dict(call.params)}
-        with _translated(call):
+        with translated(call, _translate):
             result = getattr(self._client(service), call.method)(**params)
             if wait:
                 result.result(timeout=600)
