@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from spotplan.errors import InputError, SpotplanError
+from spotplan.errors import InputError, MissingExtraError, SpotplanError
 
 MANIFEST = "MANIFEST.json"
 DEFAULT_FILE = "checkpoint.bin"
@@ -83,6 +83,18 @@ def _check_name(name: str) -> str:
     return "/".join(parts)
 
 
+def _default_options(uri: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """s3:// follows the same endpoint override as the SDK calls (AWS_ENDPOINT_URL[_S3]). Naming the
+    endpoint in the options, rather than leaving botocore to read it, also keys fsspec's instance
+    cache by endpoint, so a process that talks to two endpoints never reuses the wrong client."""
+    if given is not None:
+        return given
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if uri.startswith("s3://") and endpoint:
+        return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
 class CheckpointStore:
     """Save, list, verify and load checkpoints under one fsspec URI (see the module docstring)."""
 
@@ -94,11 +106,11 @@ class CheckpointStore:
         self.uri = str(uri)
         self.keep = keep
         try:
-            self.fs, root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
+            self.fs, root = fsspec.core.url_to_fs(self.uri, **_default_options(self.uri, storage_options))
         except ImportError as exc:
             scheme = self.uri.split("://", 1)[0]
             extra = {"s3": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure"}.get(scheme, "all")
-            raise CheckpointError(
+            raise MissingExtraError(
                 f"no filesystem for {scheme}:// ({exc})", hint=f"pip install 'spotplan[{extra}]'"
             ) from None
         self.root = root.rstrip("/")

@@ -147,15 +147,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def storage_options_for(uri: str) -> dict[str, Any]:
-    """fsspec options so checkpoint reads follow the same endpoint overrides as the SDK calls."""
-    if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            return {"client_kwargs": {"endpoint_url": endpoint}}
-    return {}
-
-
 def build_user_data(move: Move, provider_name: str) -> str:
     """The target's boot script: hold until spotplan names the checkpoint, then run the resume command.
 
@@ -280,10 +271,9 @@ class MoveRun:
             raise InputError(f"move {m.id}: source.instance_ids is empty: nothing to move")
         if not m.checkpoint.storage:
             raise InputError(f"move {m.id}: checkpoint.storage is required to verify a checkpoint")
-        trigger = m.launch.checkpoint_trigger if m.launch else None
-        if trigger is None:
-            raise InputError(f"move {m.id}: launch.checkpoint_trigger is required")
-        if trigger.via == "ssm" and m.source.provider != "aws":
+        # The whole trigger is checked here, before any capacity is bought for it.
+        via, _command = self._trigger_command()
+        if via == "ssm" and m.source.provider != "aws":
             raise InputError(f"move {m.id}: checkpoint_trigger via ssm works only for AWS sources")
         calls, data = self.target.preflight(self._spec("acquire", "spot"), self.dry)
         return calls, data
@@ -382,20 +372,24 @@ class MoveRun:
         uri = self.state.get("checkpoint_uri") or "<verified checkpoint uri>"
         return self.target.signal_resume(self._target_ids(), uri, self.dry), {"resumed_from": uri}
 
-    def _health(self, key: str) -> tuple[list[Call], dict[str, Any]]:
-        ids = self._target_ids(key)
-        calls, states = self.target.states(ids, self.dry) if not self.dry else ([], {})
+    def _wait_running(self, ids: list[str], deadline: float) -> list[Call]:
+        """Poll the targets until all run; the calls of the last poll (a placeholder in a dry run)."""
         if self.dry:
-            calls = [Call(self.target.name, "health", "wait_running", {"ids": ids}, (), "polls the state")]
-            calls[0].outcome = "dry-run"
-        deadline = time.monotonic() + self.opts.health_timeout
-        while not self.dry and any(s != "running" for s in states.values()):
+            call = Call(self.target.name, "health", "wait_running", {"ids": ids}, (), "polls the state")
+            call.outcome = "dry-run"
+            return [call]
+        calls, states = self.target.states(ids)
+        while any(s != "running" for s in states.values()):
             bad = {i: s for i, s in states.items() if s in ("terminated", "missing", "stopped")}
             if bad or time.monotonic() > deadline:
                 raise CloudError(f"move {self.move.id}: target not running: {bad or states}")
             time.sleep(self.opts.poll_interval)
-            more, states = self.target.states(ids, False)
-            calls = more
+            calls, states = self.target.states(ids)
+        return calls
+
+    def _health(self, key: str) -> tuple[list[Call], dict[str, Any]]:
+        deadline = time.monotonic() + self.opts.health_timeout
+        calls = self._wait_running(self._target_ids(key), deadline)
         readiness = self.move.launch.readiness_command if self.move.launch else None
         if readiness:
             call = _local_call("run_command", {"command": readiness}, note="readiness, retried until exit 0")
@@ -453,7 +447,7 @@ class MoveRun:
         spot = [i for i in self.state.get("target_ids") or [] if i not in (self.state.get("fallback_ids") or [])]
         if not spot:
             return [], {}
-        calls, states = self.target.states(spot, self.dry) if not self.dry else ([], {i: "running" for i in spot})
+        calls, states = self.target.states(spot) if not self.dry else ([], {i: "running" for i in spot})
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         if live:
             calls += self.target.release(live, self.dry)
@@ -590,7 +584,7 @@ class MoveRun:
             report.steps.append(StepReport(name, calls))
 
     def _release_live(self, ids: list[str]) -> list[Call]:
-        calls, states = self.target.states(ids, False)
+        calls, states = self.target.states(ids)
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         return calls + (self.target.release(live, False) if live else [])
 
@@ -599,29 +593,14 @@ def wait_for_checkpoint(storage: str, newer_than: datetime | None, timeout: floa
     """Poll the checkpoint store until a verified checkpoint newer than `newer_than` appears."""
     from spotplan.checkpoint import CheckpointStore
 
-    store = CheckpointStore(storage, storage_options=storage_options_for(storage))
+    # s3:// follows AWS_ENDPOINT_URL[_S3] through botocore, like the SDK calls.
+    store = CheckpointStore(storage)
     deadline = time.monotonic() + timeout
     while True:
-        with _quiet_cache(store):
-            info = store.latest(newer_than=newer_than)
+        info = store.latest(newer_than=newer_than)  # lists afresh: the store drops fsspec's listing cache
         if info is not None or time.monotonic() >= deadline:
             return info
         time.sleep(interval)
-
-
-class _quiet_cache:
-    """Object-store listings are cached by fsspec; a poll must see new checkpoints."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def __enter__(self) -> None:
-        invalidate = getattr(self.store.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate()
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ---- entry points used by the CLI --------------------------------------------------------------
@@ -666,9 +645,8 @@ def migrate_moves(
                 # A rolled-back move tried again: fresh idempotency tokens, fresh steps.
                 attempt = int(prior["state"].get("attempt", 1)) + 1
                 state = {"attempt": attempt}
-                live.set_kind(move.id, "migrate")
-                live.update_state(move.id, {"attempt": attempt, "steps_done": [], "target_ids": [],
-                                            "checkpoint_verified": False})
+                live.restart(move.id, "migrate", {"attempt": attempt, "steps_done": [], "target_ids": [],
+                                                  "checkpoint_verified": False})
         try:
             run = MoveRun(move, journal, opts, factory, state, log)
         except SpotplanError as exc:
@@ -756,8 +734,7 @@ def fallback_move(
     state["fallback_ids"] = []
     state["attempt"] = int(state.get("attempt", 1)) + (1 if prior["kind"] == "fallback" else 0)
     if not opts.dry_run:
-        journal.set_kind(move_id, "fallback")
-        journal.update_state(move_id, {"steps_done": state["steps_done"], "fallback_ids": [],
-                                       "attempt": state["attempt"]})
+        journal.restart(move_id, "fallback", {"steps_done": state["steps_done"], "fallback_ids": [],
+                                              "attempt": state["attempt"]})
     run = MoveRun(move, journal, opts, factory, state, log)
     return run.run(FALLBACK_STEPS, "fallback")

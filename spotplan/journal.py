@@ -101,8 +101,10 @@ class Journal:
                 (move_id, json.dumps({"kind": kind, "plan": plan_path}), now),
             )
 
-    def set_kind(self, move_id: str, kind: str) -> None:
-        """Start a new run (a retry, or a fallback) of a recorded move: a fresh `begin` event."""
+    def restart(self, move_id: str, kind: str, state: dict[str, Any]) -> None:
+        """Start a new run (a retry, or a fallback) of a recorded move: a fresh `begin` event and the
+        state it starts from, in one transaction, so a crash never leaves the new run with the old
+        run's steps, attempt or targets."""
         now = utcnow_iso()
         with self._tx() as db:
             db.execute("UPDATE moves SET kind = ?, status = 'running', error = NULL, updated_at = ?"
@@ -111,6 +113,7 @@ class Journal:
                 "INSERT INTO events (move_id, step, phase, data, at) VALUES (?, 'begin', 'info', ?, ?)",
                 (move_id, json.dumps({"kind": kind}), now),
             )
+            self._merge_state(db, move_id, state, now)
 
     def finish(self, move_id: str, status: str, error: str | None = None) -> None:
         now = utcnow_iso()
@@ -137,18 +140,14 @@ class Journal:
         """Record the result and merge it into the move's state in one transaction."""
         now = utcnow_iso()
         with self._tx() as db:
-            row = db.execute("SELECT state_json FROM moves WHERE move_id = ?", (move_id,)).fetchone()
-            state = json.loads(row["state_json"]) if row else {}
-            state.update(data)
-            state.setdefault("steps_done", [])
-            if step not in state["steps_done"]:
+            state = self._merge_state(db, move_id, data, now)
+            if step not in state.setdefault("steps_done", []):
                 state["steps_done"].append(step)
+                db.execute("UPDATE moves SET state_json = ? WHERE move_id = ?", (json.dumps(state), move_id))
             db.execute(
                 "INSERT INTO events (move_id, step, phase, calls, data, at) VALUES (?, ?, 'done', ?, ?, ?)",
                 (move_id, step, json.dumps(calls), json.dumps(data), now),
             )
-            db.execute("UPDATE moves SET state_json = ?, updated_at = ? WHERE move_id = ?",
-                       (json.dumps(state), now, move_id))
 
     def step_failed(self, move_id: str, step: str, calls: list[dict[str, Any]], error: str) -> None:
         with self._tx() as db:
@@ -159,11 +158,17 @@ class Journal:
 
     def update_state(self, move_id: str, data: dict[str, Any]) -> None:
         with self._tx() as db:
-            row = db.execute("SELECT state_json FROM moves WHERE move_id = ?", (move_id,)).fetchone()
-            state = json.loads(row["state_json"]) if row else {}
-            state.update(data)
-            db.execute("UPDATE moves SET state_json = ?, updated_at = ? WHERE move_id = ?",
-                       (json.dumps(state), utcnow_iso(), move_id))
+            self._merge_state(db, move_id, data, utcnow_iso())
+
+    @staticmethod
+    def _merge_state(db: sqlite3.Connection, move_id: str, data: dict[str, Any], now: str) -> dict[str, Any]:
+        """Merge `data` into the move's state inside the caller's transaction; return the new state."""
+        row = db.execute("SELECT state_json FROM moves WHERE move_id = ?", (move_id,)).fetchone()
+        state: dict[str, Any] = json.loads(row["state_json"]) if row else {}
+        state.update(data)
+        db.execute("UPDATE moves SET state_json = ?, updated_at = ? WHERE move_id = ?",
+                   (json.dumps(state), now, move_id))
+        return state
 
     # ---- reading ---------------------------------------------------------------------------
 

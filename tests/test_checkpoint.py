@@ -326,3 +326,15 @@ def test_guard_with_a_polled_source_waits_between_polls() -> None:
         assert 3 <= polls <= 7, f"{polls} polls in 1 s at a 0.2 s interval"
         emu.schedule_notice(0)
         assert guard.wait(3) and guard.reason == "aws:terminate"
+
+
+def test_a_missing_filesystem_is_a_missing_extra() -> None:
+    import importlib.util
+
+    from spotplan.errors import MissingExtraError
+
+    if importlib.util.find_spec("paramiko") is not None:
+        pytest.skip("paramiko is installed, so sftp:// has its filesystem")
+    with pytest.raises(MissingExtraError, match="no filesystem for sftp://") as caught:
+        CheckpointStore("sftp://127.0.0.1/ckpt")
+    assert caught.value.exit_code == 2

@@ -57,6 +57,25 @@ def test_duplicate_move_is_refused_by_the_database(tmp_path: Path) -> None:
     assert [e["step"] for e in j.events("m3")] == ["begin"]
 
 
+def test_restart_is_one_transaction(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite3")
+    j.begin_move("m4", "wl", "aws", "migrate", {}, None)
+    j.step_done("m4", "acquire", [], {"target_ids": ["i-old"], "attempt": 1})
+    j.finish("m4", "rolled-back", "capacity")
+    j.restart("m4", "migrate", {"attempt": 2, "steps_done": [], "target_ids": []})
+    move = j.get_move("m4")
+    assert move is not None and move["status"] == "running" and move["error"] is None
+    assert move["state"] == {"attempt": 2, "steps_done": [], "target_ids": []}
+    assert [e["step"] for e in j.events("m4")] == ["begin", "acquire", "end", "begin"]
+
+    # A state that cannot be stored aborts the whole restart: no fresh begin over the old run's state.
+    with pytest.raises(TypeError):
+        j.restart("m4", "fallback", {"unstorable": object()})
+    move = j.get_move("m4")
+    assert move is not None and move["kind"] == "migrate"
+    assert [e["step"] for e in j.events("m4")] == ["begin", "acquire", "end", "begin"]
+
+
 def test_default_path_follows_xdg_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     j = Journal()

@@ -11,13 +11,10 @@ from typing import Any
 import pytest
 
 from spotplan.cli.main import app
-from spotplan.executor import MoveReport, exit_status
+from spotplan.executor import STEPS, MoveReport, exit_status
 from tests.test_migrate_support import make_move, write_plan
 
 pytestmark = pytest.mark.timeout(30)
-
-STEPS = ("preflight", "acquire", "trigger_checkpoint", "verify_checkpoint", "stop_source", "resume_target",
-         "health_check", "record")
 
 
 def _rep(move_id: str, status: str, code: int = 0) -> MoveReport:
@@ -112,6 +109,22 @@ def test_dry_run_bid_above_on_demand_is_an_input_error(unreachable_aws: None, ru
     assert result.exit_code == 2, result.output
     assert all(step in result.stdout for step in STEPS) and "ec2.run_instances(" in result.stdout
     assert "above the on-demand price" in result.stderr
+
+
+@pytest.mark.parametrize("trigger,missing", [
+    ({"via": "docker", "command": "kill -USR1 1"}, "needs a container"),
+    ({"via": "ssh", "command": "pkill -USR1 -f train.py"}, "needs a host"),
+    ({"via": "command"}, "checkpoint_trigger.command is required"),
+])
+def test_incomplete_trigger_fails_preflight_before_any_capacity(unreachable_aws: None, runner: Any, tmp_path: Path,
+                                                                 trigger: dict[str, Any], missing: str) -> None:
+    move = _aws_move("m1", "i-0aaaaaaaaaaaaaaa1")
+    move["launch"]["checkpoint_trigger"] = trigger
+    result = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "p.json", [move])), "--yes"])
+    assert result.exit_code == 2, result.output
+    assert missing in result.stderr
+    # Refused on the plan alone: not even the credential check was sent.
+    assert "sts.get_caller_identity" not in result.stdout and "ec2.run_instances" not in result.stdout
 
 
 def test_failed_preflight_says_nothing_was_changed(unreachable_aws: None, runner: Any, tmp_path: Path) -> None:

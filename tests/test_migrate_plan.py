@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def test_valid_plan_loads(tmp_path: Path) -> None:
 def test_bad_files(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "p.json"
     path.write_text(content)
-    with pytest.raises(InputError, match=message.replace("(", r"\(").replace("'", "'")):
+    with pytest.raises(InputError, match=re.escape(message)):
         load_plan(path)
 
 

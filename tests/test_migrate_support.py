@@ -173,9 +173,7 @@ def journal_consistent(events: list[dict[str, Any]]) -> None:
 TRAINER = """
 import os, sys
 from spotplan.checkpoint import CheckpointStore
-from spotplan.executor import storage_options_for
-uri = os.environ["SPOTPLAN_CHECKPOINT_STORAGE"]
-store = CheckpointStore(uri, storage_options=storage_options_for(uri))
+store = CheckpointStore(os.environ["SPOTPLAN_CHECKPOINT_STORAGE"])
 last = store.latest()
 step = (last.step + 1) if last else 1
 store.save(step, {"model.bin": os.urandom(64)}, metadata={"move": os.environ["SPOTPLAN_MOVE_ID"]})

@@ -54,6 +54,6 @@ def test_quota_launch_reuse_and_states(emu: AzureArmEmulator) -> None:
         AzureProvider("eastus").preflight(spec(src, move_id="m2"), False)
     provider.stop([src], False)
     provider.release([ids[1]], False)
-    _, states = provider.states([src, *ids], False)
+    _, states = provider.states([src, *ids])
     assert states == {src: "stopped", ids[0]: "running", ids[1]: "missing"}
     assert provider.list_created("m1") == {ids[0]: "running"}

@@ -38,6 +38,16 @@ def test_permission_documents_cover_every_declared_call() -> None:
         permission_document("oci")
 
 
+def test_a_call_missing_from_the_permission_table_is_refused() -> None:
+    # What keeps the documents above complete: a provider cannot build a call its table does not list.
+    from spotplan.providers.base import Call
+
+    assert Call.of("aws", "ec2", "stop_instances", {}, aws.PERMISSIONS).permissions == ("ec2:StopInstances",)
+    assert Call.of("aws", "sts", "get_caller_identity", {}, aws.PERMISSIONS).permissions == ()
+    with pytest.raises(KeyError, match="ec2.reboot_instances is not in"):
+        Call.of("aws", "ec2", "reboot_instances", {}, aws.PERMISSIONS)
+
+
 def test_permissions_cli(runner: Any) -> None:
     result = runner.invoke(app, ["permissions"])
     assert result.exit_code == 0

@@ -47,11 +47,11 @@ def test_launch_polls_operations_on_the_emulator_and_is_idempotent(emu: GcpCompu
     labels = emu.get(ids[0])["labels"]  # type: ignore[index]
     assert labels == {"team": "ml", "spotplan-move": "m1", "spotplan-token": spec(src).token,
                       "spotplan-role": "acquire"}
-    _, states = provider.states([*ids, src], dry_run=False)
+    _, states = provider.states([*ids, src])
     assert set(states.values()) == {"running"}
     provider.stop([src], dry_run=False)
     provider.release([ids[0]], dry_run=False)
-    _, states = provider.states([ids[0], src], dry_run=False)
+    _, states = provider.states([ids[0], src])
     assert states == {ids[0]: "missing", src: "stopped"}
     assert provider.list_created("m1") == {ids[1]: "running"}
 

@@ -32,9 +32,7 @@ STEP = 9001  # the step the notice's checkpoint carries; the migrate's own check
 SAVER = """
 import sys
 from spotplan.checkpoint import CheckpointStore
-from spotplan.executor import storage_options_for
-uri = sys.argv[1]
-CheckpointStore(uri, storage_options=storage_options_for(uri)).save(
+CheckpointStore(sys.argv[1]).save(
     int(sys.argv[2]), {"model.bin": b"weights" * 64}, {"reason": "spot notice"})
 """
 

@@ -139,14 +139,11 @@ def watch(
                 raise InputError(f"--endpoint: {problem}")
         if journal is not None and not fallback_move:
             raise InputError("--journal needs --fallback-move")
-        storage_options: dict[str, object] = {}
         if fallback_move:
             storage = _fallback_storage(fallback_move, journal)
             if not checkpoint_uri:
-                from spotplan.executor import storage_options_for
-
                 # Check freshness in the very store the fallback resumes from.
-                checkpoint_uri, storage_options = storage, storage_options_for(storage)
+                checkpoint_uri = storage
             elif storage and storage.rstrip("/") not in {u.rstrip("/") for u in (checkpoint_uri, upload_to) if u}:
                 sys.stderr.write(
                     f"spotplan watch: warning: move {fallback_move} resumes from {storage}, which is neither "
@@ -172,7 +169,6 @@ def watch(
             verbose=is_verbose(verbose),
             fallback_move=fallback_move,
             journal=journal,
-            storage_options=storage_options,
         )
         agent = Agent(config)
         try:

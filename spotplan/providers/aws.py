@@ -318,7 +318,7 @@ class AwsProvider:
             "create_tags", {"Resources": list(ids), "Tags": _tags({RESUME_TAG: checkpoint_uri})}, dry_run
         )
 
-    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
         call = self._call("ec2", "describe_instances", {"InstanceIds": list(ids)})
         found = _states_of(self._read(call))
         return [call], {i: found.get(i, "missing") for i in ids}

@@ -321,7 +321,7 @@ class AzureProvider:
             calls.append(call)
         return calls
 
-    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
         calls: list[Call] = []
         out: dict[str, str] = {}
         for iid in ids:
@@ -344,4 +344,4 @@ class AzureProvider:
                 if (vm.tags or {}).get(MOVE_TAG) == move_id:
                     found.append(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/"
                                  f"virtualMachines/{vm.name}")
-        return self.states(found, False)[1] if found else {}
+        return self.states(found)[1] if found else {}

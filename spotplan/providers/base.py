@@ -75,8 +75,13 @@ class Call:
         permissions: Mapping[str, tuple[str, ...]],
         note: str = "",
     ) -> Call:
-        """A call with the permissions its `service.method` needs, looked up in a provider's table."""
-        return cls(provider, service, method, params, permissions.get(f"{service}.{method}", ()), note)
+        """A call with the permissions its `service.method` needs, from the provider's table. Every call
+        must be in the table (an empty entry for calls that need none), so `spotplan permissions` can
+        never miss one."""
+        key = f"{service}.{method}"
+        if key not in permissions:
+            raise KeyError(f"{provider}: {key} is not in the provider's PERMISSIONS table")
+        return cls(provider, service, method, params, permissions[key], note)
 
     def mark_failed(self, exc: SpotplanError, detail: str) -> None:
         """Put the failure beside the call: `denied (...)` for credentials/permissions, else `failed (...)`."""
@@ -211,7 +216,7 @@ class Provider(Protocol):
         """Tell the held target which checkpoint to resume from (a tag / metadata key)."""
         ...
 
-    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
         """Normalised state per id: running, pending, stopping, stopped, terminated, missing."""
         ...
 

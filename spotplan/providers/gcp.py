@@ -323,7 +323,7 @@ class GcpProvider:
             calls.append(call)
         return calls
 
-    def states(self, ids: Sequence[str], dry_run: bool) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
         from google.api_core import exceptions as gexc
 
         calls, out = [], {}

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,7 +47,6 @@ class WatchConfig:
     checkpoint_uri: str | None = None
     checkpoint_timeout: float | None = None
     upload_to: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
     webhook: str | None = None
     once: bool = False
     act_on_rebalance: bool = False
@@ -246,7 +245,7 @@ class Agent:
 
         cfg = self.config
         assert cfg.checkpoint_uri is not None
-        store = CheckpointStore(cfg.checkpoint_uri, keep=0, storage_options=cfg.storage_options)
+        store = CheckpointStore(cfg.checkpoint_uri, keep=0)
         self.log("checkpoint_wait", uri=cfg.checkpoint_uri, newer_than=notice.to_dict()["detected_at"])
         info = actions.wait_for_checkpoint(store, notice.detected_at, budget_end)
         if info is None:
@@ -260,7 +259,7 @@ class Agent:
             self.log("upload_skipped", reason="only a local checkpoint is copied to a remote store")
         elif cfg.upload_to:
             try:
-                remote = CheckpointStore(cfg.upload_to, keep=0, storage_options=cfg.storage_options)
+                remote = CheckpointStore(cfg.upload_to, keep=0)
                 result.uploaded = store.copy_to(info, remote)
                 self.log("uploaded", uri=result.uploaded.uri, step=info.step)
             except (CheckpointError, OSError, ValueError) as exc:
