@@ -83,6 +83,14 @@ def _check_name(name: str) -> str:
     return "/".join(parts)
 
 
+def _folder_time(folder: str) -> datetime:
+    """The creation time a checkpoint folder's name carries (the minimum for a foreign name)."""
+    match = _FOLDER_RE.match(folder.rsplit("/", 1)[-1])
+    if match is None:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return datetime.strptime(match.group(2), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+
+
 def _default_options(uri: str, given: dict[str, Any] | None) -> dict[str, Any]:
     """s3:// follows the same endpoint override as the SDK calls (AWS_ENDPOINT_URL[_S3]). Naming the
     endpoint in the options, rather than leaving botocore to read it, also keys fsspec's instance
@@ -216,15 +224,25 @@ class CheckpointStore:
                 os.close(fd)
 
     def _retain(self, committed: str) -> None:
+        """Drop all but the `keep` highest steps (0: keep all) and the folders of dead writers. The
+        checkpoint just committed is never dropped, even when it has a lower step than the others (a
+        run restarted from an older checkpoint): `save` has just handed it to the caller."""
         folders = self._folders()
         committed_name = committed.rsplit("/", 1)[-1]
-        with_manifest = [f for f in folders if self._exists(f"{f}/{MANIFEST}")]
+        # One listing for all manifests, not a HEAD per folder.
+        try:
+            manifests = self.fs.glob(f"{self.root}/step-*/{MANIFEST}")
+        except OSError:
+            return
+        manifested = {str(p).rstrip("/").rsplit("/", 2)[-2] for p in manifests}
+        name = {f: f.rsplit("/", 1)[-1] for f in folders}
+        with_manifest = [f for f in folders if name[f] in manifested and name[f] != committed_name]
         doomed: builtins.list[str] = []
         if self.keep:
-            doomed += with_manifest[: max(0, len(with_manifest) - self.keep)]
+            doomed += with_manifest[: max(0, len(with_manifest) - (self.keep - 1))]
         # Folders without a manifest that sort before the one just committed are leftovers of
         # writers that died; anything after it may belong to a writer still at work.
-        doomed += [f for f in folders if f not in with_manifest and f.rsplit("/", 1)[-1] < committed_name]
+        doomed += [f for f in folders if name[f] not in manifested and name[f] < committed_name]
         for folder in doomed:
             with contextlib.suppress(FileNotFoundError, OSError):
                 self.fs.rm_file(f"{folder}/{MANIFEST}")  # uncommit first: never a half-deleted "committed" one
@@ -249,6 +267,8 @@ class CheckpointStore:
         if newer_than is not None and newer_than.tzinfo is None:
             newer_than = newer_than.replace(tzinfo=timezone.utc)
         for folder in reversed(self._folders()):
+            if newer_than is not None and _folder_time(folder) <= newer_than:
+                continue  # the name carries the creation time: no manifest read for old checkpoints
             read = self._read(folder)
             if read is None:
                 continue
@@ -347,12 +367,6 @@ class CheckpointStore:
             if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
                 return False
         return True
-
-    def _exists(self, path: str) -> bool:
-        try:
-            return bool(self.fs.exists(path))
-        except OSError:
-            return False
 
     def _stream_source(self, path: str) -> Callable[[], Iterator[bytes]]:
         def chunks() -> Iterator[bytes]:

@@ -131,6 +131,15 @@ def test_newer_than_filters_on_creation_time(tmp_path: Path) -> None:
     assert store.latest(newer_than=naive) == second
 
 
+def test_retention_never_drops_the_checkpoint_it_just_saved(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), keep=2)
+    store.save(10, b"a")
+    store.save(11, b"b")
+    restarted = store.save(5, b"c")  # a run restarted from an older checkpoint saves a lower step
+    assert store.verify(restarted) and store.load(restarted) == b"c"
+    assert [i.step for i in store.list()] == [5, 11]  # keep 2: the one just saved and the highest other
+
+
 def test_retention_keeps_the_last_n_and_sweeps_dead_writers(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path), keep=2)
     leftover = tmp_path / "step-000000000000-20000101T000000000000Z-00000000"
@@ -284,7 +293,7 @@ def test_kill_9_during_save_on_s3(moto_s3) -> None:
 
     def partials() -> int:
         folders = reader._folders()
-        return sum(1 for f in folders if not reader._exists(f"{f}/{MANIFEST}"))
+        return sum(1 for f in folders if not reader.fs.exists(f"{f}/{MANIFEST}"))
 
     stats = _kill_loop("s3://ckpt/crash", moto_s3[1], kills, 0.4, reader, partials)
     assert stats["best"] > 0

@@ -227,6 +227,24 @@ def test_eci_notice_runs_a_command_with_notice_env(tmp_path: Path, sockdir: Path
     assert marker.read_text().strip() == "eci terminate"
 
 
+def test_a_chatty_command_still_gets_its_checkpoint_saved(tmp_path: Path, sockdir: Path, runner) -> None:
+    # 200 kB of output before the save: more than a pipe holds, so a child writing into an unread pipe
+    # would block before saving and the watcher would give up (exit 3).
+    ckpt, log = tmp_path / "ckpt", tmp_path / "w.jsonl"
+    save = f"from spotplan.checkpoint import CheckpointStore; CheckpointStore({str(ckpt)!r}).save(7, b'w')"
+    command = f"head -c 200000 /dev/zero | tr '\\0' x; {sys.executable} -c \"{save}\"; echo saved"
+    with EciGuestAgentEmulator(str(sockdir / "eci.sock")) as eci:
+        eci.schedule_notice(0.2)
+        result = runner.invoke(app, [
+            "watch", "--source", "eci", "--endpoint", eci.endpoint, "--interval", "0.2", "--command", command,
+            "--checkpoint-uri", str(ckpt), "--checkpoint-timeout", "20", "--log", str(log),
+        ], env={"PYTHONPATH": str(ROOT)})
+    assert result.exit_code == 0, result.output
+    done = next(r for r in read_log(log) if r["event"] == "command_done")
+    assert done["returncode"] == 0 and done["output"].endswith("saved")
+    assert CheckpointStore(str(ckpt)).latest().step == 7  # type: ignore[union-attr]
+
+
 def test_url_source_metadata_errors_are_retried(tmp_path: Path, runner) -> None:
     log = tmp_path / "w.jsonl"
     with NoticeUrlEmulator() as emu:

@@ -8,12 +8,14 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from spotplan.errors import InputError
 
@@ -63,9 +65,27 @@ def send_signal(sig: int, pid: int | None = None, process: str | None = None) ->
     return {"signal": signal.Signals(sig).name, "pids": sent, "failed": failed, "target": process or pid}
 
 
-def start_docker(
-    container: str, sig: int | None, stop_timeout: int | None
-) -> tuple[list[str], subprocess.Popen[bytes]]:
+@dataclass
+class Child:
+    """An action started and not awaited. Its output goes to an unnamed temporary file, not a pipe:
+    nobody reads a pipe while the checkpoint is awaited, and a command that printed more than the
+    pipe holds would block on its own output instead of saving."""
+
+    proc: subprocess.Popen[bytes]
+    output: IO[bytes]
+
+    def finish(self, timeout: float) -> tuple[int, str | None]:
+        """Wait up to `timeout` s; the exit code and the last 500 characters of the output.
+        Raises subprocess.TimeoutExpired when it is still running."""
+        code = self.proc.wait(timeout=timeout)
+        self.output.seek(0, os.SEEK_END)
+        self.output.seek(max(0, self.output.tell() - 2000))
+        tail = self.output.read().decode(errors="replace").strip()[-500:]
+        self.output.close()
+        return code, tail or None
+
+
+def start_docker(container: str, sig: int | None, stop_timeout: int | None) -> tuple[list[str], Child]:
     """`docker kill -s SIG` (or `docker stop -t N` when a stop timeout is given), started, not awaited."""
     if stop_timeout is not None:
         argv = ["docker", "stop", "-t", str(stop_timeout)]  # -t: --time/--timeout differ by version
@@ -74,20 +94,21 @@ def start_docker(
     else:
         argv = ["docker", "kill", "--signal", signal.Signals(sig or signal.SIGTERM).name]
     argv.append(container)
-    return argv, _popen(argv)
+    return argv, _spawn(argv)
 
 
-def start_command(command: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    return _popen(["/bin/sh", "-c", command], env={**os.environ, **env})
+def start_command(command: str, env: Mapping[str, str]) -> Child:
+    return _spawn(["/bin/sh", "-c", command], env={**os.environ, **env})
 
 
-def _popen(argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(argv: list[str], env: Mapping[str, str] | None = None) -> Child:
+    output = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the Child, closed by finish()
     try:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env)
     except OSError as exc:
+        output.close()
         raise RuntimeError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    return Child(proc, output)
 
 
 def wait_for_checkpoint(store: Any, newer_than: datetime, until: float, every: float = 0.25) -> Any:

@@ -210,15 +210,15 @@ class Agent:
             "SPOTPLAN_NOTICE_KIND": notice.kind,
             "SPOTPLAN_NOTICE_DEADLINE": details["deadline"] or "",
         }
-        children: list[tuple[str, Any]] = []
+        children: list[tuple[str, actions.Child]] = []
         if cfg.pid is not None or cfg.process:
             sig = cfg.signal or signal.SIGTERM
             outcome = actions.send_signal(sig, pid=cfg.pid, process=cfg.process)
             self.log("signal_sent" if outcome["pids"] else "signal_failed", **outcome)
         if cfg.docker:
             try:
-                argv, proc = actions.start_docker(cfg.docker, cfg.signal, cfg.docker_stop_timeout)
-                children.append(("docker", proc))
+                argv, child = actions.start_docker(cfg.docker, cfg.signal, cfg.docker_stop_timeout)
+                children.append(("docker", child))
                 self.log("docker_started", argv=argv)
             except RuntimeError as exc:
                 self.log("docker_failed", error=str(exc))
@@ -322,14 +322,13 @@ class Agent:
             "resumed_from": data.get("fallback_resume", {}).get("resumed_from"),
         }
 
-    def _reap(self, children: list[tuple[str, Any]], budget_end: float) -> None:
-        for what, proc in children:
+    def _reap(self, children: list[tuple[str, actions.Child]], budget_end: float) -> None:
+        for what, child in children:
             try:
-                out, _ = proc.communicate(timeout=max(0.1, budget_end - time.monotonic()))
-                self.log(f"{what}_done", returncode=proc.returncode,
-                         output=out.decode(errors="replace").strip()[-500:] or None)
+                code, tail = child.finish(timeout=max(0.1, budget_end - time.monotonic()))
+                self.log(f"{what}_done", returncode=code, output=tail)
             except Exception:  # still running at the deadline: leave it, the node is going anyway
-                self.log(f"{what}_running", pid=proc.pid)
+                self.log(f"{what}_running", pid=child.proc.pid)
 
     def _alert(self, notice: Notice, result: WatchResult) -> None:
         cfg = self.config
