@@ -64,6 +64,25 @@ def test_no_escape_codes_under_no_color_on_a_terminal(runner, tmp_path: Path, mo
     assert ESC in styled.stdout  # without NO_COLOR a terminal does get styles: the check above means something
 
 
+def test_out_files_follow_their_suffix_and_carry_no_escape_codes(runner, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Every command renders through the same choice as analyze: -o, else the --out suffix, else a table;
+    # and a file is never a terminal, even when stdout is one.
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR")
+    for name, args in _commands(tmp_path).items():
+        table = tmp_path / f"{name}.txt"
+        res = runner.invoke(app, [*args, "--out", str(table)])
+        assert res.exit_code == 0, res.output
+        assert table.read_text().strip() and ESC not in table.read_text(), name
+        as_json = tmp_path / f"{name}.json"
+        assert runner.invoke(app, [*args, "--out", str(as_json)]).exit_code == 0
+        json.loads(as_json.read_text())
+        as_csv = tmp_path / f"{name}.csv"
+        assert runner.invoke(app, [*args, "--out", str(as_csv), "-o", "markdown"]).exit_code == 0
+        # An explicit -o wins over the suffix: a markdown table row, not CSV.
+        assert any(line.startswith("|") and line.endswith("|") for line in as_csv.read_text().splitlines()), name
+
+
 def test_piped_output_has_no_escape_codes(runner, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.delenv("FORCE_COLOR", raising=False)

@@ -113,14 +113,16 @@ class BacktestResult(BaseModel):
         raise KeyError(name)
 
 
-def render(result: BacktestResult, fmt: str) -> str:
+def render(result: BacktestResult, fmt: str, *, color: bool = False) -> str:
     if fmt == "json":
         return to_json(result)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "markdown":
         return to_markdown(result)
-    return to_table(result)
+    if fmt == "table":
+        return to_table(result, color=color)
+    raise ValueError(f"unknown format {fmt!r}")
 
 
 def to_json(result: BacktestResult) -> str:
@@ -192,7 +194,7 @@ def _policy_rows(result: BacktestResult) -> list[dict[str, str]]:
     ]
 
 
-def to_table(result: BacktestResult) -> str:
+def to_table(result: BacktestResult, color: bool = False) -> str:
     from rich.table import Table
 
     table = Table(show_edge=False)
@@ -200,9 +202,9 @@ def to_table(result: BacktestResult) -> str:
         table.add_column(label, justify="left" if key == "policy" else "right")
     for row in _policy_rows(result):
         table.add_row(*[row[k] for k, _ in _COLUMNS])
-    from spotplan.cli.common import stdout_console
+    from spotplan.report._console import capture_console
 
-    console = stdout_console(width=200)
+    console = capture_console(width=200, color=color)
     with console.capture() as cap:
         console.print(_headline(result), highlight=False)
         console.print(table)

@@ -10,13 +10,12 @@ from typing import Annotated
 import typer
 
 from spotplan.cli.common import (
-    MaybeOutputOpt,
     OutPathOpt,
-    OutputFormat,
+    OutputOpt,
     VerboseOpt,
     emit,
     handle_errors,
-    resolve_format,
+    rendering,
 )
 
 
@@ -72,7 +71,7 @@ def analyze(
         Path | None,
         typer.Option("--plan-out", help="Write the plan (recommended and conditional moves) to this JSON file."),
     ] = None,
-    output: MaybeOutputOpt = None,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -82,7 +81,6 @@ def analyze(
     """
     with handle_errors(verbose):
         import json
-        import os
 
         from spotplan.analysis import make_plan, parse_now, parse_window, run
         from spotplan.planner import AnalyzeOptions
@@ -98,12 +96,11 @@ def analyze(
             seed=seed,
             now=parse_now(now),
         )
-        fmt = resolve_format(output, out)
+        shown = rendering(output, out)
         result, workloads, price_data = run(inventory, prices, options)
         for warning in (result.prices.model_extra or {}).get("warnings", []):
             sys.stderr.write(f"warning: {warning}\n")
-        color = out is None and fmt == OutputFormat.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        emit(render(result, fmt.value, color=color), out)
+        emit(render(result, shown.format.value, color=shown.color), out)
         if plan_out is not None:
             plan = make_plan(result, workloads, price_data, options)
             text = json.dumps(plan.to_json_dict(), indent=2)

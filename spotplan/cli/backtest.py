@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors
+from spotplan.cli.common import OutPathOpt, OutputOpt, VerboseOpt, emit, handle_errors, rendering
 from spotplan.errors import InputError
 
 
@@ -82,7 +82,7 @@ def backtest(
     png: Annotated[
         Path | None, typer.Option("--png", help="Write a chart: cost vs optimal per policy and one timeline.")
     ] = None,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -132,4 +132,5 @@ def backtest(
 
             write_png(result, png)
             progress(f"wrote {png}")
-        emit(render(result, output.value), out)
+        shown = rendering(output, out)
+        emit(render(result, shown.format.value, color=shown.color), out)

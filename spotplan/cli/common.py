@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -24,10 +25,6 @@ class OutputFormat(str, Enum):
 
 
 OutputOpt = Annotated[
-    OutputFormat,
-    typer.Option("--output", "-o", help="Rendering: table, csv, markdown or json.", case_sensitive=False),
-]
-MaybeOutputOpt = Annotated[
     OutputFormat | None,
     typer.Option(
         "--output",
@@ -40,13 +37,29 @@ MaybeOutputOpt = Annotated[
 _SUFFIX_FORMATS = {".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".json": "json"}
 
 
-def resolve_format(output: OutputFormat | None, out: Path | None) -> OutputFormat:
-    """An explicit -o wins; else the --out file's suffix; else the table."""
+@dataclass(frozen=True)
+class Rendering:
+    """What every command renders its result as: the format, and whether it goes to a terminal."""
+
+    format: OutputFormat
+    terminal: bool
+
+    @property
+    def color(self) -> bool:
+        """Colour only for a table on a terminal, and never under NO_COLOR."""
+        return self.terminal and self.format == OutputFormat.table and not os.environ.get("NO_COLOR")
+
+
+def rendering(output: OutputFormat | None, out: Path | None) -> Rendering:
+    """An explicit -o wins; else the --out file's suffix; else the table. A file is never a terminal."""
+    fmt = OutputFormat.table
     if output is not None:
-        return output
-    if out is not None and Path(out).suffix.lower() in _SUFFIX_FORMATS:
-        return OutputFormat(_SUFFIX_FORMATS[Path(out).suffix.lower()])
-    return OutputFormat.table
+        fmt = output
+    elif out is not None and Path(out).suffix.lower() in _SUFFIX_FORMATS:
+        fmt = OutputFormat(_SUFFIX_FORMATS[Path(out).suffix.lower()])
+    # FORCE_COLOR is the convention (rich's too) for "treat stdout as a terminal".
+    terminal = out is None and (sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR")))
+    return Rendering(fmt, terminal=terminal)
 
 
 OutPathOpt = Annotated[
@@ -70,20 +83,6 @@ def stderr_console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
     return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
-
-
-def stdout_console(width: int | None = None):  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    plain = bool(os.environ.get("NO_COLOR"))
-    # no_color alone still emits bold/italic; NO_COLOR users want no escape codes at all.
-    return Console(
-        no_color=plain or None,
-        color_system=None if plain else "auto",
-        highlight=False,
-        width=width,
-        soft_wrap=False,
-    )
 
 
 def fail(message: str, code: int) -> typer.Exit:

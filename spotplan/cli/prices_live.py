@@ -17,11 +17,12 @@ from spotplan.cli.common import (
     OutPathOpt,
     OutputFormat,
     OutputOpt,
+    Rendering,
     VerboseOpt,
     emit,
     handle_errors,
+    rendering,
     stderr_console,
-    stdout_console,
 )
 from spotplan.cli.prices import app
 from spotplan.errors import InputError
@@ -54,8 +55,9 @@ NowOpt = Annotated[
 ]
 
 
-def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[str, Any], floats: int = 4) -> str:
+def _render(df: pd.DataFrame, shown: Rendering, *, title: str, meta: dict[str, Any], floats: int = 4) -> str:
     """Small tables of these commands: rich table, CSV, markdown or JSON (`rows` + `meta`)."""
+    output = shown.format
     if output == OutputFormat.json:
         records = json.loads(df.to_json(orient="records"))
         return json.dumps({**meta, "rows": records}, indent=2)
@@ -80,7 +82,9 @@ def _render(df: pd.DataFrame, output: OutputFormat, *, title: str, meta: dict[st
         table.add_column(col, justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         table.add_row(*(cell(v) for v in row))
-    console = stdout_console(width=200)
+    from spotplan.report._console import capture_console
+
+    console = capture_console(width=200, color=shown.color)
     with console.capture() as cap:
         console.print(table)
     return cap.get()
@@ -137,7 +141,7 @@ def pull(
         str | None, typer.Option("--gpu", metavar="MODEL",
                                   help="Only this GPU model, e.g. A100-80GB; a bare family (A100) takes every variant.")
     ] = None,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -171,7 +175,7 @@ def pull(
              "stored": result.total.get(p, 0), "newest": as_of.get(p, "")}
             for p in providers
         ])
-        emit(_render(summary, output, title=f"price store: {price_store_dir()}",
+        emit(_render(summary, rendering(output, out), title=f"price store: {price_store_dir()}",
                      meta={"schema": "spotplan.pull/1", "store": str(price_store_dir())}), out)
 
 
@@ -189,7 +193,7 @@ def import_(
                           "modification time, with a note on stderr."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Parse and report; do not touch the store.")] = False,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -224,7 +228,7 @@ def import_(
              "skipped": result.skipped_total(p)}
             for p in providers
         ])
-        emit(_render(summary, output, title=f"{file} ({result.format})",
+        emit(_render(summary, rendering(output, out), title=f"{file} ({result.format})",
                      meta={"schema": "spotplan.import/1", "file": str(file), "format": result.format,
                            "dry_run": dry_run, "skipped": result.skipped}), out)
 
@@ -239,7 +243,7 @@ def history(
         Path | None, typer.Option("--png", metavar="PATH", help="Also write a PNG chart here.", dir_okay=False)
     ] = None,
     now: NowOpt = None,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -283,12 +287,12 @@ def history(
         if png is not None:
             write_png(rows, stats, png, title=title, start=start, now=t_now)
             sys.stderr.write(f"wrote {png}\n")
-        if output == OutputFormat.table:
+        if rendering(output, out).format == OutputFormat.table:
             emit(terminal_chart(rows, stats, title=title, start=start, now=t_now), out)
             return
         cols = ["zone", "market", "price", "price_p95", "latest_price", "changes", "observations", "as_of"]
         view = stats[cols].rename(columns={"price": "mean"})
-        emit(_render(view, output, title=title,
+        emit(_render(view, rendering(output, out), title=title,
                      meta={"schema": "spotplan.history/1", "instance_type": instance_type, "provider": provider,
                            "region": region, "days": days, "now": t_now.strftime("%Y-%m-%dT%H:%M:%SZ")}), out)
 
@@ -300,7 +304,7 @@ def alerts(
     webhook: Annotated[
         str | None, typer.Option("--webhook", metavar="URL", help="POST a Slack-compatible JSON message here.")
     ] = None,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -323,5 +327,5 @@ def alerts(
             sys.stderr.write(f"posted {len(hits)} alert(s) to the webhook\n")
         if hits.empty:
             sys.stderr.write(f"no spot pool above {ratio:g}× on-demand\n")
-        emit(_render(hits, output, title=f"spot pools above {ratio:g}× on-demand",
+        emit(_render(hits, rendering(output, out), title=f"spot pools above {ratio:g}× on-demand",
                      meta={"schema": "spotplan.alerts/1", "ratio": ratio}), out)

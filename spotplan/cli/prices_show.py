@@ -5,6 +5,8 @@ bundled snapshot plus the local store, or `--prices` files), as a table, CSV, ma
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +19,7 @@ from spotplan.cli.common import (
     VerboseOpt,
     emit,
     handle_errors,
-    stdout_console,
+    rendering,
 )
 from spotplan.cli.prices import app
 
@@ -60,7 +62,7 @@ def show(
             "and the local store.",
         ),
     ] = None,
-    output: OutputOpt = OutputFormat.table,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -87,13 +89,14 @@ def show(
         meta = {"origin": origin, "as_of": snapshot_as_of(shown), "sources": snapshot_sources(shown)}
         if rows.empty:
             sys.stderr.write(f"no prices match {_describe(gpu, provider, region, market)} in {origin}\n")
-        renderers = {
-            OutputFormat.table: _render_table,
+        view = rendering(output, out)
+        renderers: dict[OutputFormat, Callable[[pd.DataFrame, dict[str, Any]], str]] = {
+            OutputFormat.table: partial(_render_table, terminal=view.terminal, color=view.color),
             OutputFormat.csv: _render_csv,
             OutputFormat.markdown: _render_markdown,
             OutputFormat.json: _render_json,
         }
-        text = renderers[output](rows, meta)
+        text = renderers[view.format](rows, meta)
         if text or out is not None:
             emit(text, out)
 
@@ -149,19 +152,21 @@ def _human_cells(rows: pd.DataFrame, with_zone: bool) -> tuple[list[str], list[l
     return headers, body
 
 
-def _render_table(rows: pd.DataFrame, meta: dict[str, Any]) -> str:
+def _render_table(rows: pd.DataFrame, meta: dict[str, Any], *, terminal: bool, color: bool) -> str:
     from rich.measure import Measurement
 
     if rows.empty:
         return ""
     with_zone = bool((rows["zone"] != "").any())
     headers, body = _human_cells(rows, with_zone)
-    console = stdout_console()
+    from spotplan.report._console import capture_console
+
+    console = capture_console(color=color)
     table = _rich_table(headers, body, len(rows), meta)
     needed = Measurement.get(console, console.options.update(width=1000), table).maximum
-    if not console.is_terminal:
-        # Piped or captured: print the whole table rather than squeezing it into 80 columns.
-        console = stdout_console(width=max(80, needed))
+    if not terminal:
+        # A file, a pipe or a capture: print the whole table rather than squeezing it into 80 columns.
+        console = capture_console(width=max(80, needed))
     elif needed > console.width:
         # A narrow terminal: drop the columns that matter least before rich starts truncating.
         keep = [i for i, h in enumerate(headers) if h not in _OPTIONAL]
