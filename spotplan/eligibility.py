@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from spotplan.costmodel import SPOT_NEAR_ON_DEMAND_RATIO
 from spotplan.models import Workload
+from spotplan.report._format import usd as _usd  # the reports' rounding, so messages agree with tables
 
 
 @dataclass(frozen=True)
@@ -16,10 +17,6 @@ class Finding:
 
 
 SHORT_JOB_HOURS = 0.5
-
-
-def _usd(x: float) -> str:
-    return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
 
 
 def serving(w: Workload) -> Finding | None:

@@ -223,6 +223,9 @@ class PricesInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
     source: str
     as_of: str | None
+    # Extensions after the §4.3 fields: each provider's newest observation, and staleness warnings.
+    as_of_by_provider: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class AnalysisResult(BaseModel):

@@ -485,7 +485,8 @@ def build_plan(
     """The plan (§4.4): one move per recommended or conditional workload.
 
     `max_price` is the target pool's on-demand price when known, else the current on-demand price,
-    so a bid never exceeds on-demand.
+    so a bid never exceeds on-demand; `on_demand_price` records that price (the executor refuses a
+    hand-edited plan whose bid exceeds it).
     """
     by_id = {w.id: w for w in workloads}
     moves: list[Move] = []
@@ -522,7 +523,7 @@ def build_plan(
                     "fallback": "on-demand",
                     "expected": {"savings": b.savings, "cost": b.cost + b.migration_cost},
                     "count": w.count,
-                    "on_demand_price": max_price,
+                    "on_demand_price": None if cap is None else float(cap),
                     "status": r.status,
                 }
             )

@@ -169,6 +169,11 @@ def test_totals_and_plan(prices: pd.DataFrame, fleet: list[Workload]) -> None:
     for m in plan.moves:
         assert m.target.market == "spot"
         assert m.target.max_price <= (m.on_demand_price or 0) + 1e-9
+        # The cap is the target pool's latest on-demand price, read here from the table itself.
+        t = m.target
+        od = prices[(prices["market"] == "on-demand") & (prices["provider"] == t.provider)
+                    & (prices["region"] == t.region) & (prices["instance_type"] == t.instance_type)]
+        assert m.on_demand_price == pytest.approx(od.sort_values("observed_at")["price_per_hour"].iloc[-1])
     pre = next(m for m in plan.moves if m.workload == "pretrain")
     assert pre.source.instance_ids == ["i-01", "i-02"] and pre.target.max_price == 20.0
     assert pre.checkpoint.storage == "s3://ckpt/pretrain" and pre.fallback == "on-demand"

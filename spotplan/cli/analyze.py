@@ -98,7 +98,7 @@ def analyze(
         )
         shown = rendering(output, out)
         result, workloads, price_data = run(inventory, prices, options)
-        for warning in (result.prices.model_extra or {}).get("warnings", []):
+        for warning in result.prices.warnings:
             sys.stderr.write(f"warning: {warning}\n")
         emit(render(result, shown.format.value, color=shown.color), out)
         if plan_out is not None:

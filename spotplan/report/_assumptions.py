@@ -47,9 +47,8 @@ def window_text(a: Mapping[str, Any]) -> str | None:
 
 def as_of_text(result: AnalysisResult) -> str:
     """'2026-11-01', or per provider when their snapshots differ: 'aws 2025-11-30, gcp 2026-07-30'."""
-    extra = result.prices.model_extra or {}
-    by_provider = extra.get("as_of_by_provider")
-    if isinstance(by_provider, Mapping) and len({str(v) for v in by_provider.values()}) > 1:
+    by_provider = result.prices.as_of_by_provider
+    if len(set(by_provider.values())) > 1:
         return ", ".join(f"{p} {when(str(t))}" for p, t in by_provider.items())
     return when(result.prices.as_of) if result.prices.as_of else "an unknown date"
 
@@ -79,12 +78,10 @@ def items(result: AnalysisResult) -> list[tuple[str, str]]:
     any staleness warnings."""
     prices = result.prices
     rows = [("prices", prices.source), ("prices as of", when(prices.as_of) if prices.as_of else "unknown")]
-    for key, value in (prices.model_extra or {}).items():
-        if key == "warnings" and isinstance(value, (list, tuple)):
-            rows += [("prices warning", str(w)) for w in value]
-        elif key == "as_of_by_provider" and isinstance(value, Mapping):
-            rows.append(("prices as of, by provider", ", ".join(f"{p}: {when(str(t))}" for p, t in value.items())))
-        else:
-            rows.append((f"prices {key}", value_text(value)))
+    if prices.as_of_by_provider:
+        by_provider = prices.as_of_by_provider.items()
+        rows.append(("prices as of, by provider", ", ".join(f"{p}: {when(t)}" for p, t in by_provider)))
+    rows += [("prices warning", w) for w in prices.warnings]
+    rows += [(f"prices {key}", value_text(value)) for key, value in (prices.model_extra or {}).items()]
     rows += [(str(k), value_text(v)) for k, v in result.assumptions.items()]
     return rows
