@@ -69,6 +69,9 @@ def test_uniform_progress_idles_when_ahead() -> None:
 def test_uniform_progress_safety_net() -> None:
     job = Job(2, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
     assert _actions(UniformProgress(), [0, 0, 1, 1], job) == [IDLE, OD, OD, OD]
+    # Where the net alone decides: spot is back at hour 1 and rule 2 would take it, but after that tick
+    # 2 h would be left for 1.5 h of work, a margin under 2d, so the net goes to on-demand for good.
+    assert _actions(UniformProgress(), [0, 1, 0, 0], job) == [IDLE, OD, OD, OD]
 
 
 @pytest.mark.parametrize("d", [0.05, 0.2, 0.5])

@@ -539,18 +539,6 @@ def test_instance_type_hint_against_the_real_aws_gpu_catalog(tmp_path: Path, sha
 # ---- through the CLI: exit code 2 and one line on stderr -------------------------------------
 
 
-def _analyze_implemented() -> bool:
-    from typer.testing import CliRunner
-
-    from spotplan.cli.main import app
-
-    result = CliRunner().invoke(app, ["analyze", "--help"])
-    text = (result.output or "").lower()
-    return result.exit_code == 0 and "not implemented" not in text
-
-
-needs_analyze = pytest.mark.skipif(not _analyze_implemented(), reason="`spotplan analyze` is not implemented yet")
-
 CLI_CASES = [
     YAML_ERRORS[0],
     YAML_ERRORS[4],
@@ -564,7 +552,6 @@ CLI_CASES = [
 ]
 
 
-@needs_analyze
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("content", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_cli_analyze_reports_inventory_errors_with_exit_2(
@@ -580,7 +567,6 @@ def test_cli_analyze_reports_inventory_errors_with_exit_2(
     assert lines[0].replace(str(tmp_path) + os.sep, "").startswith("error: " + expected), lines[0]
 
 
-@needs_analyze
 @pytest.mark.timeout(60)
 def test_cli_analyze_reports_csv_and_missing_file_with_exit_2(runner: Any, tmp_path: Path) -> None:
     from spotplan.cli.main import app
@@ -595,7 +581,6 @@ def test_cli_analyze_reports_csv_and_missing_file_with_exit_2(runner: Any, tmp_p
         assert result.stderr.strip().replace(str(tmp_path) + os.sep, "") == "error: " + expected
 
 
-@needs_analyze
 @pytest.mark.timeout(60)
 def test_cli_analyze_checks_instance_types_against_the_bundled_prices(runner: Any, tmp_path: Path) -> None:
     from spotplan.cli.main import app
@@ -609,7 +594,6 @@ def test_cli_analyze_checks_instance_types_against_the_bundled_prices(runner: An
     )
 
 
-@needs_analyze
 @pytest.mark.timeout(60)
 def test_cli_analyze_gives_the_same_result_for_the_yaml_and_csv_fleet(runner: Any) -> None:
     import json

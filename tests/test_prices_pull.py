@@ -126,7 +126,10 @@ def test_rejected_aws_credentials_exit_4(runner, emu: PricingEmulator, monkeypat
     res = _pull(runner, "--provider", "aws", "--region", "us-east-1")
     assert res.exit_code == 4
     assert "AuthFailure" in res.output and "aws configure" in res.output
-    assert len(res.output.strip().splitlines()) == 1 or "Traceback" not in res.output
+    # One error line (progress lines may come before it), never a traceback.
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "AuthFailure" in errors[0], res.output
 
 
 def test_missing_aws_credentials_exit_4(runner, emu: PricingEmulator, monkeypatch, tmp_path: Path) -> None:
