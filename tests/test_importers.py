@@ -186,6 +186,20 @@ def test_skypilot_azure_catalog_with_known_errors_corrected(shared_data: Path) -
     assert set(df["provider"]) == {"azure"}
 
 
+def test_skypilot_provider_follows_the_instance_type_shape(tmp_path: Path) -> None:
+    # AWS types are family.size, even with a dash in the family (p6-b200); GCP machine types have no dot.
+    f = tmp_path / "vms.csv"
+    f.write_text(
+        "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region,AvailabilityZone\n"
+        "p6-b200.48xlarge,B200,8,192,2048,,113.93,60.5,us-east-1,us-east-1a\n"
+        "a3-highgpu-8g,H100,8,208,1872,,88.49,50.61,us-central1,us-central1-a\n"
+        "Standard_NC24ads_A100_v4,A100-80GB,1,24,220,,3.673,0.444433,eastus,\n"
+    )
+    df = import_file(f, "skypilot", observed_at="2026-11-01").rows
+    assert dict(zip(df["instance_type"], df["provider"])) == {
+        "p6-b200.48xlarge": "aws", "a3-highgpu-8g": "gcp", "Standard_NC24ads_A100_v4": "azure"}
+
+
 def test_cyclenerd_gcp_history(shared_data: Path) -> None:
     res = import_file(shared_data / "cyclenerd-gcp-pricing/gcp_gpu_price_changes.csv")
     assert res.format == "gcp-pricing"

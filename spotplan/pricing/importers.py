@@ -469,7 +469,8 @@ def _skypilot(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
             raise ctx.bad(where, "InstanceType is empty")
         if not r.get("AcceleratorName") and not itype.startswith("Standard_"):
             continue
-        provider = "azure" if itype.startswith("Standard_") else ("gcp" if "-" in itype.split(".")[0] else "aws")
+        # AWS types are family.size (p6-b200.48xlarge has a dash too); GCP machine types have no dot.
+        provider = "azure" if itype.startswith("Standard_") else ("aws" if "." in itype else "gcp")
         price = _num(r.get("Price"), ctx, where, "Price", required=False)
         spot = _num(r.get("SpotPrice"), ctx, where, "SpotPrice", required=False)
         if price is None and spot is None:
