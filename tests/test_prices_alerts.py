@@ -46,6 +46,16 @@ def test_alerts_use_latest_price_and_ratio(runner, stored: None) -> None:
     assert [r["zone"] for r in _mine(res.stdout)] == [f"{REGION}a", f"{REGION}c"]
 
 
+def test_alerts_and_show_agree_and_provider_is_checked(runner, stored: None) -> None:
+    # The alert's on-demand price is the one `prices show` puts beside the same pool.
+    alert = _mine(runner.invoke(app, ["prices", "alerts", "--provider", "AWS", "-o", "json"]).stdout)[0]
+    shown = json.loads(runner.invoke(app, ["prices", "show", "--region", REGION, "-o", "json"]).stdout)
+    pool = next(r for r in shown["rows"] if r["zone"] == alert["zone"])
+    assert (alert["spot_price"], alert["on_demand_price"]) == (pool["spot_per_hour"], pool["on_demand_per_hour"])
+    bad = runner.invoke(app, ["prices", "alerts", "--provider", "ibm"])
+    assert bad.exit_code == 2 and "--provider is 'ibm'" in bad.stderr
+
+
 class _Hook(BaseHTTPRequestHandler):
     bodies: list[dict] = []
 

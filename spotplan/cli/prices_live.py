@@ -257,22 +257,24 @@ def history(
 
         from spotplan.analysis import parse_now
         from spotplan.pricing.charts import terminal_chart, write_png
+        from spotplan.pricing.compare import parse_provider
         from spotplan.pricing.history import history_stats, select_history
         from spotplan.pricing.snapshot import load_snapshot
         from spotplan.pricing.store import read_store
 
-        if provider not in ("aws", "gcp", "azure"):
-            raise InputError(f"--provider is {provider!r}, expected aws, gcp or azure")
+        provider = parse_provider(provider)
         t_now = parse_now(now or None) or datetime.now(timezone.utc)
         stored = read_store()
-        snap = load_snapshot()
         rows = select_history(stored, provider, region, instance_type, days, t_now) if stored is not None else None
+        # The bundled snapshot is read only when the store alone cannot draw the chart.
         if rows is None or not (rows["market"] == "spot").any():
+            snap = load_snapshot()
             table = snap if stored is None else pd.concat([snap, stored], ignore_index=True)
             rows = select_history(table, provider, region, instance_type, days, t_now)
         elif not (rows["market"] == "on-demand").any():
             # Pulled spot history but no on-demand price: the snapshot's is the reference line. (Its
             # spot quotes stay out: a year-old quote would read as the price of the whole window.)
+            snap = load_snapshot()
             od = select_history(snap[snap["market"] == "on-demand"], provider, region, instance_type, days, t_now)
             rows = pd.concat([rows, od], ignore_index=True).sort_values("_t", kind="stable")
         if rows.empty:
@@ -316,11 +318,10 @@ def alerts(
     with handle_errors(verbose):
         from spotplan.analysis import load_prices
         from spotplan.pricing.alerts import find_alerts, post_webhook, slack_payload
+        from spotplan.pricing.compare import filter_table, parse_provider
 
         # The prices analyze and `prices show` use: the bundled snapshot plus the local store.
-        table = load_prices(None).table
-        if provider:
-            table = table[table["provider"] == provider]
+        table = filter_table(load_prices(None).table, provider=parse_provider(provider))
         hits = find_alerts(table, ratio)
         if webhook:
             post_webhook(webhook, slack_payload(hits, ratio))

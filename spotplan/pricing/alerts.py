@@ -18,27 +18,16 @@ ALERT_COLUMNS = (
 
 
 def find_alerts(table: pd.DataFrame, ratio: float = 0.8) -> pd.DataFrame:
-    """Pools whose latest spot price is above `ratio` × the latest on-demand price, worst first."""
-    import pandas as pd
-
-    from spotplan.pricing.table import latest_rows
+    """Pools whose latest spot price is above `ratio` × the latest on-demand price, worst first. The
+    pools and their on-demand prices are `prices show`'s (`compare.side_by_side`), so both agree."""
+    from spotplan.pricing.compare import side_by_side
 
     if ratio <= 0:
         raise InputError(f"--ratio is {ratio}, expected a positive number (e.g. 0.8)")
-    if table.empty:
-        return pd.DataFrame(columns=list(ALERT_COLUMNS))
-    latest = latest_rows(table)
-    od = latest[latest["market"] == "on-demand"]
-    # Region-wide on-demand rows first, so a zone-specific one only fills gaps.
-    od = od.assign(_z=od["zone"].fillna("") != "").sort_values("_z", kind="stable")
-    od = od.drop_duplicates(["provider", "region", "instance_type"])[
-        ["provider", "region", "instance_type", "price_per_hour"]
-    ].rename(columns={"price_per_hour": "on_demand_price"})
-    spot = latest[latest["market"] == "spot"].rename(columns={"price_per_hour": "spot_price"})
-    joined = spot.merge(od, on=["provider", "region", "instance_type"], how="inner")
-    joined = joined[joined["on_demand_price"] > 0]
-    joined["spot_to_on_demand"] = joined["spot_price"] / joined["on_demand_price"]
-    hits = joined[joined["spot_price"] > ratio * joined["on_demand_price"]]
+    rows = side_by_side(table).rename(columns={"spot_per_hour": "spot_price", "on_demand_per_hour": "on_demand_price"})
+    rows = rows[rows["spot_price"].notna() & (rows["on_demand_price"] > 0)]
+    rows = rows.assign(spot_to_on_demand=rows["spot_price"].astype(float) / rows["on_demand_price"].astype(float))
+    hits = rows[rows["spot_price"] > ratio * rows["on_demand_price"]]
     hits = hits.sort_values(["spot_to_on_demand", "provider", "region", "zone"], ascending=[False, True, True, True])
     return hits[list(ALERT_COLUMNS)].reset_index(drop=True)
 

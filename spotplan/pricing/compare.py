@@ -5,7 +5,7 @@ prices, the spot saving and the interruption band, built from a price table (DES
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from spotplan.errors import InputError
 
@@ -31,18 +31,23 @@ COMPARE_COLUMNS: tuple[str, ...] = (
 )
 _FLOATS = ("memory_gib", "on_demand_per_hour", "spot_per_hour", "savings_pct")
 _SPEC = ("gpu_model", "gpu_count", "vcpus", "memory_gib")
-_MARKET_ALIASES = {"spot": "spot", "on-demand": "on-demand", "ondemand": "on-demand", "od": "on-demand"}
 
 
 def parse_market(value: str | None) -> str | None:
     if value is None:
         return None
-    market = _MARKET_ALIASES.get(value.strip().lower())
+    from spotplan.pricing.table import MARKET_ALIASES
+
+    market = MARKET_ALIASES.get(value.strip().lower())
     if market is None:
         raise InputError(f"--market is {value!r}, expected 'spot' or 'on-demand'")
     return market
 
 
+@overload
+def parse_provider(value: str) -> str: ...
+@overload
+def parse_provider(value: None) -> None: ...
 def parse_provider(value: str | None) -> str | None:
     from spotplan.pricing.table import PROVIDERS
 

@@ -30,6 +30,8 @@ COLUMNS: tuple[str, ...] = (
 REQUIRED: tuple[str, ...] = ("provider", "region", "instance_type", "market", "price_per_hour")
 PROVIDERS = ("aws", "gcp", "azure")
 MARKETS = ("on-demand", "spot")
+#: Spellings of the markets seen in feeds and typed on the command line.
+MARKET_ALIASES = {"spot": "spot", "on-demand": "on-demand", "ondemand": "on-demand", "od": "on-demand"}
 BANDS = ("<5%", "5-10%", "10-15%", "15-20%", ">20%")
 #: Identifies one price history: all rows of a pool at different observed_at form its history.
 POOL_KEY: tuple[str, ...] = ("provider", "region", "zone", "instance_type", "market")
@@ -82,7 +84,7 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     for col in ("provider", "region", "zone", "instance_type", "market", "source"):
         out[col] = out[col].fillna("").astype(str).str.strip()
     out["provider"] = out["provider"].str.lower()
-    out["market"] = out["market"].str.lower().replace({"ondemand": "on-demand", "od": "on-demand"})
+    out["market"] = out["market"].str.lower().replace(MARKET_ALIASES)
     out["gpu_model"] = out["gpu_model"].map(
         lambda v: normalize_gpu_model(None if pd.isna(v) else str(v))
     )
