@@ -43,9 +43,9 @@ def test_one_file_per_provider_and_as_of_per_provider() -> None:
         _rows(["2026-10-01"]), _rows(["2026-11-02T08:00:00Z"], provider="gcp", zone=""),
     ]))
     assert store.store_as_of() == {"aws": "2026-10-01T00:00:00Z", "gcp": "2026-11-02T08:00:00Z"}
-    newest = store.newest_observation("gcp", "us-east-1", "spot")
+    newest = store.newest_observations("gcp", "spot").get("us-east-1")
     assert newest is not None and newest.isoformat() == "2026-11-02T08:00:00+00:00"
-    assert store.newest_observation("azure", "eastus", "spot") is None
+    assert store.newest_observations("azure", "spot").get("eastus") is None
 
 
 def test_failed_write_leaves_store_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,6 @@ Each trace is one market (one zone or pool); a run stays in the market it starte
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -66,7 +65,6 @@ def run_backtest(
     trace_infos: list[TraceInfo] = []
     rows: list[StartResult] = []
     runs: dict[str, list[Run]] = {p: [] for p in policies}
-    seconds: dict[str, float] = {p: 0.0 for p in policies}
     example_timeline: dict[str, object] | None = None
     notes: list[str] = []
     for trace in traces:
@@ -109,9 +107,7 @@ def run_backtest(
         pwin = np.stack([prices[s : s + grid.T] for s in chosen])
         opt_cost = np.full(len(chosen), np.nan)
         if want_opt:
-            t0 = time.perf_counter()
             o = optimal_costs(windows, pwin, job, grid)
-            seconds["optimal"] += time.perf_counter() - t0
             opt_cost = o.cost
             for i in range(len(chosen)):
                 runs["optimal"].append(
@@ -129,7 +125,6 @@ def run_backtest(
         missed: list[list[str]] = [[] for _ in chosen]
         for name in online:
             policy = make_policy(name)
-            t0 = time.perf_counter()
             for i, s in enumerate(chosen):
                 record = example_timeline is None and name == example and i == 0
                 r = replay(policy, windows[i], pwin[i], job, grid, history=up[:s], record=record)
@@ -146,7 +141,6 @@ def run_backtest(
                         "available": windows[i].astype(int).tolist(),
                         "actions": r.actions.astype(int).tolist(),
                     }
-            seconds[name] += time.perf_counter() - t0
         for i, s in enumerate(chosen):
             if want_opt:
                 per_start[i]["optimal"] = float(opt_cost[i])
@@ -163,7 +157,7 @@ def run_backtest(
         raise InputError(
             f"no trace is long enough for a {job.deadline_hours:g} h deadline window"
         )
-    summaries = _summaries(policies, runs, rows, seconds)
+    summaries = _summaries(policies, runs, rows)
     return BacktestResult(
         schema=SCHEMA,
         generated_at=utcnow_iso(),
@@ -186,7 +180,7 @@ def run_backtest(
 
 
 def _summaries(
-    policies: Sequence[str], runs: dict[str, list[Run]], rows: list[StartResult], seconds: dict[str, float]
+    policies: Sequence[str], runs: dict[str, list[Run]], rows: list[StartResult]
 ) -> list[PolicySummary]:
     opt = np.array([r.costs.get("optimal", np.nan) for r in rows], dtype=float)
     out = []
@@ -208,7 +202,6 @@ def _summaries(
                 deadline_misses=int(sum(not r.met_deadline for r in rs)),
                 spot_hours=float(np.mean([r.spot_hours for r in rs])),
                 on_demand_hours=float(np.mean([r.on_demand_hours for r in rs])),
-                seconds_per_start=seconds[name] / len(rs),
             )
         )
     return out

@@ -55,7 +55,6 @@ class PolicySummary(BaseModel):
     deadline_misses: int
     spot_hours: float
     on_demand_hours: float
-    seconds_per_start: float
 
 
 class StartResult(BaseModel):
@@ -126,8 +125,7 @@ def render(result: BacktestResult, fmt: str, *, color: bool = False) -> str:
 
 
 def to_json(result: BacktestResult) -> str:
-    # Timings vary run to run; the JSON is the deterministic record of a seed (benchmarks time things).
-    doc = result.model_dump(by_alias=True, mode="json", exclude={"policies": {"__all__": {"seconds_per_start"}}})
+    doc = result.model_dump(by_alias=True, mode="json")
     return json.dumps(doc, indent=2)
 
 

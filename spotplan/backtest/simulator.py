@@ -24,7 +24,6 @@ import numpy as np
 from spotplan.errors import InputError
 
 IDLE, SPOT, OD = 0, 1, 2
-ACTION_NAMES = {IDLE: "idle", SPOT: "spot", OD: "on-demand"}
 
 # The optimum's work grows with the slack in grains; this bounds it while keeping d exact on
 # every published trace (600 s, 195 s, 150 s ticks) and within a few seconds on the 32/34 s ones.

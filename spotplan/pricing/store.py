@@ -36,10 +36,6 @@ class MergeResult:
     added: dict[str, int] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def added_rows(self) -> int:
-        return sum(self.added.values())
-
 
 def store_file(provider: str, root: Path | None = None) -> Path:
     return (root or price_store_dir()) / f"{provider}.parquet"
@@ -86,14 +82,9 @@ def store_as_of(root: Path | None = None) -> dict[str, str]:
     return out
 
 
-def newest_observation(provider: str, region: str, market: str, root: Path | None = None) -> datetime | None:
-    """When the newest stored row of (provider, region, market) was observed: where an incremental
-    pull can resume."""
-    return newest_observations(provider, market, root).get(region)
-
-
 def newest_observations(provider: str, market: str, root: Path | None = None) -> dict[str, datetime]:
-    """`newest_observation` for every stored region of (provider, market), from one read of the store."""
+    """When the newest stored row of (provider, region, market) was observed, for every stored region
+    (where an incremental pull can resume), from one read of the store."""
     import pandas as pd
 
     path = store_file(provider, root)
@@ -147,11 +138,6 @@ def merge_into_store(rows: pd.DataFrame, root: Path | None = None) -> MergeResul
         for tmp, path in staged:
             os.replace(tmp, path)
     return result
-
-
-def clear_store(root: Path | None = None) -> None:
-    for provider in PROVIDERS:
-        store_file(provider, root).unlink(missing_ok=True)
 
 
 def _read(path: Path) -> pd.DataFrame:

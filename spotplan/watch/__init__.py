@@ -5,9 +5,3 @@ JSON-lines log and the documented exit codes (`agent`).
 Only the standard library is imported here and in the sources, so the watcher starts fast and
 idles cheaply; fsspec is imported only when a checkpoint has to be checked or uploaded.
 """
-
-from __future__ import annotations
-
-from spotplan.watch.sources import MetadataError, Notice, Source, detect_source, make_source
-
-__all__ = ["MetadataError", "Notice", "Source", "detect_source", "make_source"]

@@ -117,7 +117,6 @@ class Agent:
         self.source = source
         self.log = log or EventLog(config.log, config.verbose)
         self._interruptible = False
-        self._wake = threading.Event()
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> WatchResult:
@@ -176,7 +175,7 @@ class Agent:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             self._interruptible = True
-            self._wake.wait(seconds)
+            time.sleep(seconds)
             self._interruptible = False
 
     def _install_stop_handlers(self) -> dict[int, Any]:

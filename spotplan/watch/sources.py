@@ -77,7 +77,6 @@ class Notice:
     detected_at: datetime
     deadline: datetime | None = None
     event_id: str | None = None
-    raw: Any = None
     acked: bool = field(default=False, compare=False)
 
     @property
@@ -156,9 +155,8 @@ class AwsImds(Source):
     token_ttl = 21600
     refresh_margin = 15.0  # seconds before expiry at which the token is renewed (NTH's rule)
 
-    def __init__(self, endpoint: str | None = None, timeout: float = 2.0, token_ttl: int | None = None) -> None:
+    def __init__(self, endpoint: str | None = None, timeout: float = 2.0) -> None:
         super().__init__(endpoint, timeout)
-        self.token_ttl = token_ttl or self.token_ttl
         self._token: str | None = None
         self._expires = 0.0
         self._granted = float(self.token_ttl)
@@ -214,7 +212,7 @@ class AwsImds(Source):
             deadline = parse_time(str(doc.get("time", "")))
             if action == "hibernate":
                 deadline = now  # hibernation starts at once: there is no two-minute warning
-            return Notice("aws", action, now, deadline, raw=doc)
+            return Notice("aws", action, now, deadline)
         if resp.status != 404:
             raise _unexpected(resp, "spot/instance-action")
         if self._rebalance_seen:
@@ -222,11 +220,7 @@ class AwsImds(Source):
         resp = self.get("/latest/meta-data/events/recommendations/rebalance")
         if resp.status == 200:
             self._rebalance_seen = True
-            try:
-                doc = json.loads(resp.body)
-            except ValueError:
-                doc = {"raw": resp.text}
-            return Notice("aws", "rebalance", now, None, raw=doc)
+            return Notice("aws", "rebalance", now, None)
         if resp.status != 404:
             raise _unexpected(resp, "events/recommendations/rebalance")
         return None
@@ -264,7 +258,7 @@ class GcpMetadata(Source):
             raise _unexpected(resp, "instance/preempted")
         self.etag = resp.header("etag")
         if resp.text.strip().upper() == "TRUE":
-            return Notice("gcp", "preempt", utcnow(), None, raw=resp.text.strip())
+            return Notice("gcp", "preempt", utcnow(), None)
         return None
 
     def probe(self) -> bool:
@@ -292,7 +286,6 @@ class AzureScheduledEvents(Source):
         self._backoff_until = 0.0
         self._backoff = 0.0
         self._lock = threading.Lock()
-        self.throttled = 0
 
     def _azure(self, method: str, path: str, **kw: Any) -> Response:
         with self._lock:
@@ -303,7 +296,6 @@ class AzureScheduledEvents(Source):
             self._last_request = time.monotonic()
             resp = self._request(method, path, **kw)
             if resp.status == 429:
-                self.throttled += 1
                 retry_after = resp.header("retry-after")
                 try:
                     self._backoff = float(retry_after) if retry_after else min(max(self._backoff * 2, 1.0), 8.0)
@@ -349,7 +341,7 @@ class AzureScheduledEvents(Source):
             # NotBefore is "" once the event has started: the deadline is now.
             deadline = parse_time(str(event.get("NotBefore") or "")) or now
             return Notice(
-                "azure", str(event["EventType"]).lower(), now, deadline, event_id=event.get("EventId"), raw=event
+                "azure", str(event["EventType"]).lower(), now, deadline, event_id=event.get("EventId")
             )
         return None
 
@@ -400,7 +392,7 @@ class EciGuestAgent(Source):
         value = doc.get("spot_termination_time") if isinstance(doc, dict) else doc
         if value in (None, "", "null"):
             return None
-        return Notice("eci", "terminate", now, parse_time(str(value)) or None, raw=doc)
+        return Notice("eci", "terminate", now, parse_time(str(value)) or None)
 
     def probe(self) -> bool:
         path = unix_path(self.endpoint)
@@ -443,7 +435,7 @@ class UrlSource(Source):
                     break
         elif isinstance(doc, str):
             deadline = parse_time(doc)
-        return Notice("url", kind, now, deadline, raw=doc)
+        return Notice("url", kind, now, deadline)
 
 
 SOURCES: dict[str, type[Source]] = {

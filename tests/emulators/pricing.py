@@ -67,7 +67,6 @@ class PricingData:
         self.advisor: dict[str, Any] = {"instance_types": {}, "ranges": [], "spot_advisor": {}, "global_rate": "<10%"}
         self.gcp_skus: list[dict[str, Any]] = []
         self.gcp_machine_types: dict[str, list[dict[str, Any]]] = defaultdict(list)  # zone → types
-        self.gcp_expected: dict[tuple[str, str], tuple[float, float]] = {}  # (region, type) → (od, spot)
         self.azure_items: list[dict[str, Any]] = []
         self.arg_eviction: list[dict[str, Any]] = []
         self.arg_prices: list[dict[str, Any]] = []
@@ -195,8 +194,6 @@ class PricingData:
                     "selfLink": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/zones/{zone}/"
                                 f"machineTypes/{r['machine_type']}",
                 })
-            self.gcp_expected[(r["region"], r["machine_type"])] = (
-                float(r["hour"]), float(r["hour_spot"]) if r["hour_spot"] else float("nan"))
         for zone in list(self.gcp_machine_types)[:3]:
             self.gcp_machine_types[zone].append({"kind": "compute#machineType", "name": "n2-standard-4",
                                                  "guestCpus": 4, "memoryMb": 16384, "zone": zone})
