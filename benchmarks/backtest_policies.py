@@ -39,6 +39,7 @@ FOLDERS = {
 EXTRA = {"cpu": DATA / "preemption/1-node/aws-04-19-2023"}
 SCENARIOS = ((52.0, 0.2), (52.0, 0.05), (70.0, 0.2), (70.0, 0.05))
 ONLINE = ("on-demand", "greedy", "uniform-progress", "spotplan")
+_OPTIMUM_CODE = hashlib.sha1(Path(optimal_costs.__code__.co_filename).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -95,7 +96,9 @@ def build_cases(
         up = trace.available >= 1
         prices = spot_price_series(trace, job)
 
-        key = f"{trace.source or trace.name}|{trace.ticks}|{R}|{d}|{seed}|{starts}"
+        # Everything the optimum depends on, its own code included, so a stale cache cannot be served.
+        key = "|".join([trace.source or trace.name, str(trace.ticks), str(R), str(d), str(seed), str(starts),
+                        hashlib.sha1(up.tobytes() + prices.tobytes()).hexdigest(), _OPTIMUM_CODE])
         opt = _cached_optimum(cache, key, partial(_optimum, up, prices, chosen, job, grid))
         cases.append(Case(group, trace, job, chosen, opt))
     return cases

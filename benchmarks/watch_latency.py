@@ -137,15 +137,15 @@ def idle_cpu(seconds: float, sockdir: Path) -> dict[str, dict[str, float]]:
         for _, _, _, log in running:
             wait_started(log)
         time.sleep(1.0)  # past start-up: measure the steady state only
-        before = {s: (cpu_seconds(w.pid), time.monotonic()) for s, _, w, _ in running}
+        before = {s: (cpu_seconds(w.pid), time.monotonic(), len(e.requests)) for s, e, w, _ in running}
         time.sleep(seconds)
         result = {}
         for source, emu, watch, _ in running:
-            cpu0, t0 = before[source]
+            cpu0, t0, requests0 = before[source]
             wall = time.monotonic() - t0
             used = cpu_seconds(watch.pid) - cpu0
             result[source] = {"cpu_seconds": used, "wall_seconds": wall, "cpu_pct": 100 * used / wall,
-                              "requests_per_s": len(emu.requests) / (wall + 1.0)}
+                              "requests_per_s": (len(emu.requests) - requests0) / wall}
         return result
     finally:
         for _, emu, watch, _ in running:

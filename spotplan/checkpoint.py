@@ -435,7 +435,9 @@ class PreemptionGuard:
         endpoint: str | None = None,
         interval: float = 1.0,
     ) -> None:
-        self.signals = [_signum(s) for s in signals]
+        from spotplan.watch.actions import signal_number  # standard library only, like this module
+
+        self.signals = [signal_number(s) for s in signals]
         self.source = source
         self.endpoint = endpoint
         self.interval = interval
@@ -485,8 +487,8 @@ class PreemptionGuard:
             try:
                 notice = src.poll(self.interval)
             except Exception:  # metadata hiccups must not kill training; try again next interval
-                notice = None
                 self._stop_polling.wait(self.interval)
+                continue
             if notice is not None and notice.actionable:
                 self.notice = notice
                 self.trigger(f"{notice.source}:{notice.kind}")
@@ -494,8 +496,3 @@ class PreemptionGuard:
                 self._stop_polling.wait(self.interval)
 
 
-def _signum(value: int | str) -> int:
-    if isinstance(value, int):
-        return value
-    name = value.upper()
-    return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))

@@ -16,6 +16,8 @@ Kind = Literal["training", "batch", "dev", "test", "inference", "realtime"]
 Provider = Literal["aws", "gcp", "azure"]
 Market = Literal["on-demand", "spot"]
 Status = Literal["recommended", "conditional", "not-worth-it", "ineligible", "already-spot"]
+#: The statuses that make a move: counted in totals.savings, planned by --plan-out, replayed by calibration.
+CANDIDATE_STATUSES = frozenset({"recommended", "conditional"})
 
 DURABLE_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "adl://")
 

@@ -17,6 +17,7 @@ from spotplan import eligibility as el
 from spotplan.gpus import normalize_gpu_model
 from spotplan.models import (
     ANALYSIS_SCHEMA,
+    CANDIDATE_STATUSES,
     PLAN_SCHEMA,
     AnalysisResult,
     CurrentCost,
@@ -265,7 +266,7 @@ def analyze(
         )
         for r in results
     ]
-    chosen = [r for r in wl_results if r.status in ("recommended", "conditional") and r.best is not None]
+    chosen = [r for r in wl_results if r.status in CANDIDATE_STATUSES and r.best is not None]
     current_cost = float(sum(r.current.cost or 0.0 for r in wl_results))
     savings = float(sum(r.best.savings for r in chosen if r.best is not None))
     totals = Totals(
@@ -491,7 +492,7 @@ def build_plan(
     by_id = {w.id: w for w in workloads}
     moves: list[Move] = []
     for r in result.workloads:
-        if r.status not in ("recommended", "conditional") or r.best is None:
+        if r.status not in CANDIDATE_STATUSES or r.best is None:
             continue
         w = by_id[r.id]
         b = r.best

@@ -183,6 +183,16 @@ def test_csv_defuses_spreadsheet_formulas_in_ids() -> None:
     assert not any(row["id"].startswith(("=", "+", "-", "@")) for row in rows)
 
 
+def test_csv_defuses_formulas_in_every_text_cell() -> None:
+    # Zones and regions come from user price tables too, not only ids.
+    result = load("edge")
+    best = next(w for w in result.workloads if w.best is not None).best
+    assert best is not None
+    best.zone = "=HYPERLINK(\"http://x\")"
+    rows = list(csv.DictReader(io.StringIO(render(result, "csv"))))
+    assert '\'=HYPERLINK("http://x")' in [row["best_zone"] for row in rows]
+
+
 # ---- markdown --------------------------------------------------------------------------------
 
 

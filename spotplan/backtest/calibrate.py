@@ -26,6 +26,7 @@ import numpy as np
 from spotplan.backtest.result import Calibration, CalibrationRow
 from spotplan.backtest.traces import Trace
 from spotplan.errors import InputError
+from spotplan.models import CANDIDATE_STATUSES
 
 
 def fit_mtbf(traces: Sequence[Trace], instances: int = 1) -> tuple[float | None, int, float]:
@@ -111,7 +112,7 @@ def calibrate(
     rows: list[CalibrationRow] = []
     notes: list[str] = []
     for wr in result.workloads:
-        if wr.status not in ("recommended", "conditional") or wr.best is None:
+        if wr.status not in CANDIDATE_STATUSES or wr.best is None:
             continue
         best = wr.best
         # the analysis already priced the current run over W0 (§5.2): replay that same work

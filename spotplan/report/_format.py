@@ -1,8 +1,8 @@
 """How numbers and shared phrases read in the human renderings (table, markdown, csv).
 
 Money is rounded to cents half-up from the shortest decimal form of the float (so 1.005 reads
-1.01, as a person expects); the JSON document keeps the unrounded floats. (The CSV keeps hourly
-prices to four decimals: providers publish them that finely and cents would hide real differences.)
+1.01, as a person expects); the JSON document keeps the unrounded floats, and the CSV rounds only
+money (hours and hourly prices keep full precision, see report.csv).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from spotplan.models import AnalysisResult, OfferResult, WorkloadResult
 
 #: Display order of statuses: candidates first, then the rest.
 STATUS_ORDER: tuple[str, ...] = ("recommended", "conditional", "not-worth-it", "already-spot", "ineligible")
-CANDIDATE_STATUSES = frozenset({"recommended", "conditional"})
 
 _QUANTA = {places: Decimal(1).scaleb(-places) for places in range(7)}
 

@@ -19,17 +19,19 @@ from spotplan.report._format import cents
 _Fmt = Callable[[Any], str]
 
 
+# Cells starting with these are run as formulas by spreadsheets (CSV injection).
+_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    """Free text (ids, regions, zones, types come from user files): never a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_LEADS) else text
 
 
-def _two(value: float | None) -> str:
-    # Only money is rounded when rendered (§4.3): hours, counts and rates keep full precision so a
-    # reader can recompute the cost model from the CSV alone.
-    return "" if value is None else repr(float(value))
-
-
-def _price(value: float | None) -> str:
+def _number(value: float | None) -> str:
+    # Only money is rounded when rendered (§4.3): hours, counts, rates and prices keep full precision
+    # so a reader can recompute the cost model from the CSV alone.
     return "" if value is None else repr(float(value))
 
 
@@ -43,8 +45,8 @@ CURRENT_FIELDS: tuple[tuple[str, _Fmt], ...] = (
     ("instance_type", _text),
     ("market", _text),
     ("count", _int),
-    ("price_per_hour", _price),
-    ("hours", _two),
+    ("price_per_hour", _number),
+    ("hours", _number),
     ("cost", cents),
 )
 
@@ -53,21 +55,21 @@ BEST_FIELDS: tuple[tuple[str, _Fmt], ...] = (
     ("region", _text),
     ("zone", _text),
     ("instance_type", _text),
-    ("price_per_hour", _price),
+    ("price_per_hour", _number),
     ("interruption_band", _text),
-    ("mtbf_hours", _two),
-    ("expected_interruptions", _two),
-    ("lost_hours_per_interruption", _two),
-    ("restart_hours", _two),
-    ("wall_hours", _two),
-    ("wall_hours_p90", _two),
+    ("mtbf_hours", _number),
+    ("expected_interruptions", _number),
+    ("lost_hours_per_interruption", _number),
+    ("restart_hours", _number),
+    ("wall_hours", _number),
+    ("wall_hours_p90", _number),
     ("cost", cents),
     ("cost_p90", cents),
     ("migration_cost", cents),
     ("savings", cents),
-    ("savings_pct", _two),
-    ("recommended_checkpoint_minutes", _two),
-    ("price_per_hour_p95", _price),
+    ("savings_pct", _number),
+    ("recommended_checkpoint_minutes", _number),
+    ("price_per_hour_p95", _number),
 )
 
 COLUMNS: tuple[str, ...] = (
@@ -78,19 +80,13 @@ COLUMNS: tuple[str, ...] = (
 )
 
 _EMPTY_BEST = [""] * len(BEST_FIELDS)
-# Cells starting with these are run as formulas by spreadsheets (CSV injection).
-_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _safe(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_LEADS) else text
 
 
 def _row(w: WorkloadResult) -> list[str]:
     cur = w.current
     best: OfferResult | None = w.best
     row = [
-        _safe(w.id),
+        _text(w.id),
         w.status,
         ";".join(r.code for r in w.reasons),
         ";".join(r.code for r in w.warnings),

@@ -3,10 +3,9 @@ reasons, then the assumptions and the coverage line (DESIGN.md §4.3)."""
 
 from __future__ import annotations
 
-from spotplan.models import AnalysisResult, Reason, WorkloadResult
+from spotplan.models import CANDIDATE_STATUSES, AnalysisResult, Reason, WorkloadResult
 from spotplan.report import _assumptions
 from spotplan.report._format import (
-    CANDIDATE_STATUSES,
     by_status,
     coverage_line,
     current_label,

@@ -16,10 +16,9 @@ import shutil
 import textwrap
 from dataclasses import dataclass
 
-from spotplan.models import AnalysisResult, WorkloadResult
+from spotplan.models import CANDIDATE_STATUSES, AnalysisResult, WorkloadResult
 from spotplan.report import _assumptions
 from spotplan.report._format import (
-    CANDIDATE_STATUSES,
     by_status,
     coverage_line,
     current_label,
