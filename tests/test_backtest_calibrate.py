@@ -64,3 +64,19 @@ def test_inventory_calibration(runner, tmp_path: Path) -> None:  # type: ignore[
     up = np.array(data, bool)
     assert cal["fitted_interruptions"] == int(np.sum(up[:-1] & ~up[1:]))
     assert cal["fitted_mtbf_hours"] == pytest.approx(up.sum() / 6 / cal["fitted_interruptions"])
+    # The refit is §5.5 at the fitted MTBF, worked here from the formula: T = W0 / (1 − (ℓ + r)/MTBF).
+    by_id = {w.id: w for w in analysis.workloads}
+    for r in cal["rows"]:
+        best, current = by_id[r["workload"]].best, by_id[r["workload"]].current
+        assert best is not None
+        wall = current.hours / (1 - (best.lost_hours_per_interruption + best.restart_hours) / cal["fitted_mtbf_hours"])
+        assert r["refit_wall_hours"] == pytest.approx(wall)
+        assert r["refit_cost"] == pytest.approx(wall * current.count * best.price_per_hour)
+
+
+def test_fit_mtbf_counts_a_gang_by_its_size() -> None:
+    # A count trace that always shows 1 instance and twice drops from 2 to 1: one instance never fails,
+    # a gang of two does.
+    tr = Trace("counts", 3600.0, np.array([2, 2, 1, 2, 2, 2, 1, 1]))
+    assert fit_mtbf([tr], 1)[0] is None
+    assert fit_mtbf([tr], 2) == (pytest.approx(2.5), 2, pytest.approx(5.0))

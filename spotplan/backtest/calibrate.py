@@ -142,10 +142,12 @@ def calibrate(
         replay_cost = billed * n * best.price_per_hour
         mean_cost = float(replay_cost.mean())
         refit_wall = refit_cost = None
-        if fitted:
-            # §5.5 with the traces' MTBF; a 0/1 trace already is the gang's all-or-none rate
+        # The rate the replay above saw: the same availability rule (a gang needs n, `_needed`).
+        fitted_here = fit_mtbf(traces, n if gang else 1)[0]
+        if fitted_here:
+            # §5.5 with that MTBF as the job's rate: the gang's all-or-none rate on the traces
             t_refit, progresses = cm.expected_wall_hours(
-                w0, 1.0 / fitted, best.lost_hours_per_interruption, best.restart_hours
+                w0, 1.0 / fitted_here, best.lost_hours_per_interruption, best.restart_hours
             )
             if bool(progresses):
                 refit_wall = float(t_refit)
