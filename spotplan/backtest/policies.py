@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from spotplan.backtest.simulator import IDLE, OD, SPOT, Context, Grid, Policy
+from spotplan.backtest.traces import streaks
 
 POLICY_NAMES = ("on-demand", "greedy", "uniform-progress", "optimal", "spotplan")
 
@@ -206,20 +207,14 @@ class SpotplanPolicy:
         self.runs = LengthStats(self.prior_run_hours / self.gap_h, tail=self.tail)
         # outage lengths only to count the outages left (for the wait on on-demand)
         self.outages = LengthStats(self.prior_run_hours / self.gap_h)
-        hist = ctx.history.astype(bool)
+        lengths, is_up = streaks(ctx.history)
         self.state: bool | None = None
         self.age = 0
-        if len(hist):
-            edges = np.flatnonzero(np.diff(hist.astype(np.int8))) + 1
-            bounds = np.concatenate(([0], edges, [len(hist)]))
-            lengths = np.diff(bounds)
+        if len(lengths):
             # the first streak is censored (its start is unknown); the last is still going
-            for i in range(1, len(lengths) - 1):
-                if hist[bounds[i]]:
-                    self.runs.add(int(lengths[i]))
-                else:
-                    self.outages.add(int(lengths[i]))
-            self.state = bool(hist[-1])
+            for length, was_up in zip(lengths[1:-1].tolist(), is_up[1:-1].tolist()):
+                (self.runs if was_up else self.outages).add(int(length))
+            self.state = bool(is_up[-1])
             self.age = int(lengths[-1])
         d_h = g.D * g.grain_hours
         k = self.k

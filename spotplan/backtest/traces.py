@@ -62,12 +62,19 @@ class Trace:
 
     def run_lengths_hours(self, instances: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Lengths (hours) of the maximal available runs and of the unavailable gaps."""
-        up = (self.available >= instances).astype(np.int8)
-        edges = np.flatnonzero(np.diff(up)) + 1
-        bounds = np.concatenate(([0], edges, [len(up)]))
-        lengths = np.diff(bounds) * self.gap_seconds / 3600.0
-        first = up[bounds[:-1]] == 1
-        return lengths[first], lengths[~first]
+        lengths, is_up = streaks(self.available >= instances)
+        hours = lengths * self.gap_seconds / 3600.0
+        return hours[is_up], hours[~is_up]
+
+
+def streaks(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The maximal streaks of a 0/1 series, in order: their lengths (ticks) and whether each is up."""
+    up = np.asarray(up, dtype=bool)
+    if not len(up):
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    edges = np.flatnonzero(np.diff(up.astype(np.int8))) + 1
+    bounds = np.concatenate(([0], edges, [len(up)]))
+    return np.diff(bounds), up[bounds[:-1]]
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
