@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,17 +29,6 @@ def parse_window(text: str) -> float:
     if hours <= 0:
         raise InputError(f"--window: must be longer than zero, got {text!r}")
     return hours
-
-
-def parse_now(text: str | None) -> datetime | None:
-    """ISO-8601 date or time → aware UTC datetime (naive means UTC)."""
-    if text is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--now: expected an ISO-8601 time like 2026-11-23T00:00:00Z, got {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from spotplan.errors import InputError, MissingExtraError, SpotplanError
+from spotplan.times import parse_iso, utcnow
 
 MANIFEST = "MANIFEST.json"
 DEFAULT_FILE = "checkpoint.bin"
@@ -65,15 +66,6 @@ class CheckpointInfo:
             "files": self.files,
             "metadata": self.metadata,
         }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _parse_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _check_name(name: str) -> str:
@@ -153,7 +145,7 @@ class CheckpointStore:
                 raise InputError("a checkpoint needs at least one file")
         else:
             raise InputError("checkpoint data must be bytes or a mapping of name -> bytes | path")
-        return self._commit(int(step), sources, dict(metadata or {}), created_at or _utcnow())
+        return self._commit(int(step), sources, dict(metadata or {}), created_at or utcnow())
 
     def _commit(
         self,
@@ -344,7 +336,7 @@ class CheckpointStore:
             files = {str(k): {"sha256": str(v["sha256"]), "size": int(v["size"])} for k, v in manifest["files"].items()}
             info = CheckpointInfo(
                 step=int(manifest["step"]),
-                created_at=_parse_time(manifest["created_at"]),
+                created_at=parse_iso(manifest["created_at"]),
                 uri=self._uri_of(folder),
                 files=files,
                 metadata=dict(manifest.get("metadata") or {}),

@@ -26,7 +26,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from spotplan.errors import (
@@ -50,6 +50,7 @@ from spotplan.providers.base import (
     provider_module,
     recording,
 )
+from spotplan.times import utcnow
 
 STEPS = (
     "preflight",
@@ -141,10 +142,6 @@ def _crash_point(step: str, when: str) -> None:
     target = os.environ.get("SPOTPLAN_TEST_CRASH_AT")
     if target and target == f"{step}:{when}":
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def build_user_data(move: Move, provider_name: str) -> str:
@@ -316,7 +313,7 @@ class MoveRun:
 
     def step_trigger_checkpoint(self) -> tuple[list[Call], dict[str, Any]]:
         via, command = self._trigger_command()
-        trigger_at = _now().isoformat()
+        trigger_at = utcnow().isoformat()
         if not self.dry and self.journal is not None:
             # Known before the call, so a resumed verify never accepts an older checkpoint.
             self.journal.update_state(self.move.id, {"trigger_at": trigger_at})
@@ -412,7 +409,7 @@ class MoveRun:
         return self._health("target_ids")
 
     def step_record(self) -> tuple[list[Call], dict[str, Any]]:
-        return [], {"recorded_at": _now().isoformat()}
+        return [], {"recorded_at": utcnow().isoformat()}
 
     # ---- fallback to on-demand ---------------------------------------------------------------
 
@@ -455,7 +452,7 @@ class MoveRun:
 
     def step_fallback_record(self) -> tuple[list[Call], dict[str, Any]]:
         return [], {"target_ids": self.state.get("fallback_ids") or [], "market": "on-demand",
-                    "recorded_at": _now().isoformat()}
+                    "recorded_at": utcnow().isoformat()}
 
     # ---- running ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spotplan.errors import InputError
-from spotplan.models import utcnow_iso
+from spotplan.times import utcnow_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS moves (

@@ -29,6 +29,7 @@ from spotplan.models import (
     Workload,
     WorkloadResult,
 )
+from spotplan.times import as_utc, iso_z
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,10 +56,6 @@ class AnalyzeOptions:
     )
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def _reason(f: el.Finding) -> Reason:
     return Reason(code=f.code, message=f.message)
 
@@ -73,7 +70,7 @@ def analyze(
     """Score every workload against the spot offers in `prices` (price-table rows, §4.2)."""
     import pandas as pd
 
-    from spotplan.pricing.history import as_utc, parse_times, summarize
+    from spotplan.pricing.history import parse_times, summarize
 
     opt = options or AnalyzeOptions()
     if opt.scope not in SCOPES:
@@ -285,7 +282,7 @@ def analyze(
             newest = ts.max()
             if pd.isna(newest):
                 continue
-            as_of_by_provider[str(prov)] = _iso(newest.to_pydatetime())
+            as_of_by_provider[str(prov)] = iso_z(newest.to_pydatetime())
             age_days = (now - newest.to_pydatetime()).total_seconds() / 86400.0
             if age_days > STALE_AFTER_DAYS:
                 stale.append(
@@ -297,7 +294,7 @@ def analyze(
     return AnalysisResult.model_validate(
         {
             "schema": ANALYSIS_SCHEMA,
-            "generated_at": _iso(now),
+            "generated_at": iso_z(now),
             "prices": {
                 "source": prices_source,
                 "as_of": as_of,
@@ -333,7 +330,7 @@ def _assumptions(opt: AnalyzeOptions, now: datetime, as_of: Mapping[str, str]) -
         "min_savings_usd": opt.min_savings,
         "min_savings_pct": opt.min_savings_pct,
         "p90": {"samples": opt.samples, "seed": opt.seed, "method": "Monte Carlo, Poisson interruptions"},
-        "now": _iso(now),
+        "now": iso_z(now),
         "currency": "USD",
     }
 
@@ -532,7 +529,7 @@ def build_plan(
     return Plan.model_validate(
         {
             "schema": PLAN_SCHEMA,
-            "created_at": _iso(created_at or datetime.now(timezone.utc)),
+            "created_at": iso_z(as_utc(created_at)),
             "analysis": {"generated_at": result.generated_at},
             "moves": moves,
         }

@@ -24,7 +24,7 @@ from spotplan.backtest.result import (
 from spotplan.backtest.simulator import Job, Run, make_grid, replay
 from spotplan.backtest.traces import Trace
 from spotplan.errors import InputError
-from spotplan.models import utcnow_iso
+from spotplan.times import utcnow_iso
 
 
 def spot_price_series(trace: Trace, job: Job) -> np.ndarray:

@@ -82,9 +82,10 @@ def analyze(
     with handle_errors(verbose):
         import json
 
-        from spotplan.analysis import make_plan, parse_now, parse_window, run
+        from spotplan.analysis import make_plan, parse_window, run
         from spotplan.planner import AnalyzeOptions
         from spotplan.report import render
+        from spotplan.times import parse_now
 
         options = AnalyzeOptions(
             scope=scope.value,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -255,15 +254,15 @@ def history(
     with handle_errors(verbose):
         import pandas as pd
 
-        from spotplan.analysis import parse_now
         from spotplan.pricing.charts import terminal_chart, write_png
         from spotplan.pricing.compare import parse_provider
         from spotplan.pricing.history import history_stats, select_history
         from spotplan.pricing.snapshot import load_snapshot
         from spotplan.pricing.store import read_store
+        from spotplan.times import as_utc, iso_z, parse_now
 
         provider = parse_provider(provider)
-        t_now = parse_now(now or None) or datetime.now(timezone.utc)
+        t_now = as_utc(parse_now(now or None))
         stored = read_store()
         rows = select_history(stored, provider, region, instance_type, days, t_now) if stored is not None else None
         # The bundled snapshot is read only when the store alone cannot draw the chart.
@@ -296,7 +295,7 @@ def history(
         view = stats[cols].rename(columns={"price": "mean"})
         emit(_render(view, rendering(output, out), title=title,
                      meta={"schema": "spotplan.history/1", "instance_type": instance_type, "provider": provider,
-                           "region": region, "days": days, "now": t_now.strftime("%Y-%m-%dT%H:%M:%SZ")}), out)
+                           "region": region, "days": days, "now": iso_z(t_now)}), out)
 
 
 @app.command("alerts")

@@ -7,10 +7,11 @@ A pool is (provider, region, zone, instance_type, market); several rows of a poo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from spotplan.pricing.table import POOL_KEY
+from spotplan.times import as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,13 +30,6 @@ SUMMARY_COLUMNS = (
     "as_of",
     "observations",
 )
-
-
-def as_utc(now: datetime | None) -> datetime:
-    """`now` as an aware UTC time (naive means UTC); None means the current time."""
-    if now is None:
-        return datetime.now(timezone.utc)
-    return now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
 
 
 def parse_times(values: pd.Series) -> pd.Series:

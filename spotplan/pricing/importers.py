@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import InputError
+from spotplan.times import iso_z
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,7 +90,7 @@ def import_file(
     if observed_at:
         stamp = parse_observed_at(observed_at)
     else:
-        stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = iso_z(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
     notes: list[str] = []
     if fmt == "price-table":
         from spotplan.pricing.table import read_price_file
@@ -132,7 +133,7 @@ def parse_observed_at(value: str) -> str:
         return ts.strftime("%Y-%m-%d")  # a date stays a date, as in the bundled snapshot
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_z(ts)
 
 
 @dataclass
@@ -293,7 +294,7 @@ def _time(value: Any, ctx: _Ctx, where: str) -> str:
         raise ctx.bad(where, f"timestamp is {value!r}") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
-    out = ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = iso_z(ts)
     if len(_TIME_CACHE) < 100_000:  # history files repeat each snapshot time on many rows
         _TIME_CACHE[text] = out
     return out

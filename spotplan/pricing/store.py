@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 from spotplan.paths import price_store_dir
 from spotplan.pricing.history import parse_times
 from spotplan.pricing.table import COLUMNS, POOL_KEY, PROVIDERS
+from spotplan.times import ISO_Z
 
 if TYPE_CHECKING:
     import pandas as pd
 
 #: Deduplication key: one observation per pool and instant.
 OBS_KEY: tuple[str, ...] = (*POOL_KEY, "observed_at")
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass
@@ -48,7 +48,7 @@ def canonical_time(values: pd.Series) -> pd.Series:
     """
     raw = values.fillna("").astype(str)
     parsed = parse_times(raw)
-    return parsed.dt.strftime(TIME_FORMAT).where(parsed.notna(), raw)
+    return parsed.dt.strftime(ISO_Z).where(parsed.notna(), raw)
 
 
 def read_store(root: Path | None = None) -> pd.DataFrame | None:
@@ -78,7 +78,7 @@ def store_as_of(root: Path | None = None) -> dict[str, str]:
     newest = times.groupby(df["provider"]).max()
     for provider, ts in newest.items():
         if pd.notna(ts):
-            out[str(provider)] = ts.strftime(TIME_FORMAT)
+            out[str(provider)] = ts.strftime(ISO_Z)
     return out
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from spotplan.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME
+from spotplan.times import utcnow
 from spotplan.watch import actions
-from spotplan.watch.sources import MetadataError, Notice, Source, make_source, utcnow
+from spotplan.watch.sources import MetadataError, Notice, Source, make_source
 
 EXIT_NO_CHECKPOINT = EXIT_PARTIAL
 # Not one of DESIGN.md's codes: the work is safe, only the on-demand replacement is missing.

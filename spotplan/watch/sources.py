@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from spotplan.times import utcnow
 from spotplan.watch.http import HttpError, Response, request, unix_path
 
 # Grace after a notice when the service gives no deadline (DESIGN.md §5: AWS 120 s, GCP/Azure 30 s).
@@ -47,10 +48,6 @@ DEFAULT_ENDPOINT = {
 
 class MetadataError(Exception):
     """The metadata service could not be read this time (the agent logs it and retries)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def parse_time(text: str) -> datetime | None:

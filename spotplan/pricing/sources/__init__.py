@@ -84,10 +84,6 @@ def http_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (requests.ConnectionError, requests.Timeout))
 
 
-def iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_progress) -> Any:
     """Pull every provider in turn and return all rows as one price table (nothing is stored here:
     the caller merges into the store only when every provider succeeded, so a failure changes

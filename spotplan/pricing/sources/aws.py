@@ -22,10 +22,10 @@ from spotplan.pricing.sources import (
     Progress,
     PullRequest,
     http_retryable,
-    iso,
     no_progress,
     with_retries,
 )
+from spotplan.times import iso_z
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,7 +171,7 @@ def _pull_region(
     spot = _spot_history(ec2, region, req, progress, key)
     types = sorted({r["instance_type"] for r in spot})
     products = _on_demand(pricing, region, types, progress, key) if types else {}
-    pulled_at = iso(req.now)
+    pulled_at = iso_z(req.now)
     rows: list[dict[str, Any]] = []
     for r in spot:
         r["interruption_band"] = bands.get(r["instance_type"], "")
@@ -225,7 +225,7 @@ def _spot_history(client: Any, region: str, req: PullRequest, progress: Progress
                     "provider": "aws", "region": region, "zone": item.get("AvailabilityZone", ""),
                     "instance_type": item["InstanceType"], "market": "spot",
                     "price_per_hour": float(item["SpotPrice"]),  # a string on the wire
-                    "observed_at": iso(ts), "source": "aws ec2 describe_spot_price_history",
+                    "observed_at": iso_z(ts), "source": "aws ec2 describe_spot_price_history",
                 })
             progress(key, 1, None)
     except Exception as exc:

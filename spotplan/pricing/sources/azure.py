@@ -21,10 +21,10 @@ from spotplan.pricing.sources import (
     Progress,
     PullRequest,
     http_retryable,
-    iso,
     no_progress,
     with_retries,
 )
+from spotplan.times import iso_z
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,7 +121,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
 
     from spotplan.pricing.table import empty_table
 
-    pulled_at = iso(req.now)
+    pulled_at = iso_z(req.now)
     regions: list[str | None] = list(req.regions) or [None]
     with ThreadPoolExecutor(max_workers=max(1, min(req.workers, len(regions)))) as pool:
         parts = list(pool.map(lambda r: _retail(r, progress), regions))
@@ -284,5 +284,5 @@ def _resource_graph(
             history.append({"provider": "azure", "region": r["location"], "zone": "",
                             "instance_type": r["skuName"], "market": "spot",
                             "price_per_hour": float(point["priceUSD"]),
-                            "observed_at": iso(ts.to_pydatetime()), "source": "azure resource graph SpotResources"})
+                            "observed_at": iso_z(ts.to_pydatetime()), "source": "azure resource graph SpotResources"})
     return bands, history

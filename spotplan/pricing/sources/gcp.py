@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
 from spotplan.gpus import gpu_matches
-from spotplan.pricing.sources import Progress, PullRequest, iso, no_progress, with_retries
+from spotplan.pricing.sources import Progress, PullRequest, no_progress, with_retries
+from spotplan.times import iso_z
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,7 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
         types_f = pool.submit(_list_machine_types, creds, project, progress)
         skus, machine_types = skus_f.result(), types_f.result()
     index = SkuIndex(skus)
-    pulled_at = iso(req.now)
+    pulled_at = iso_z(req.now)
     rows: list[dict[str, Any]] = []
     for (region, name), mt in sorted(machine_types.items()):
         if req.regions and region not in req.regions:
