@@ -70,7 +70,7 @@ def analyze(
     """Score every workload against the spot offers in `prices` (price-table rows, §4.2)."""
     import pandas as pd
 
-    from spotplan.pricing.history import parse_times, summarize
+    from spotplan.pricing.history import newest_by_provider, summarize
 
     opt = options or AnalyzeOptions()
     if opt.scope not in SCOPES:
@@ -277,12 +277,8 @@ def analyze(
     as_of_by_provider: dict[str, str] = {}
     stale: list[str] = []
     if not pools.empty:
-        t = parse_times(pools["as_of"])
-        for prov, ts in t.groupby(pools["provider"]):
-            newest = ts.max()
-            if pd.isna(newest):
-                continue
-            as_of_by_provider[str(prov)] = iso_z(newest.to_pydatetime())
+        for prov, newest in newest_by_provider(pools, "as_of").items():
+            as_of_by_provider[prov] = iso_z(newest.to_pydatetime())
             age_days = (now - newest.to_pydatetime()).total_seconds() / 86400.0
             if age_days > STALE_AFTER_DAYS:
                 stale.append(

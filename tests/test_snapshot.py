@@ -280,3 +280,10 @@ def test_installed_wheel_finds_the_snapshot(tmp_path: Path) -> None:
     assert Path(folder) == target / "spotplan" / "pricing_data"
     assert int(n) == len(load_snapshot())
     assert providers == "['aws', 'azure', 'gcp']"
+
+
+def test_as_of_compares_times_not_text() -> None:
+    # 14:00+02:00 is 12:00Z: earlier than 13:00Z although it sorts later as text.
+    table = pd.DataFrame({"provider": ["gcp", "gcp", "aws"],
+                          "observed_at": ["2026-07-22T14:00:00+02:00", "2026-07-22T13:00:00Z", "2025-11-30"]})
+    assert snapshot_as_of(table) == {"aws": "2025-11-30", "gcp": "2026-07-22T13:00:00Z"}

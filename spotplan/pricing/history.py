@@ -39,6 +39,14 @@ def parse_times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values.astype(str), utc=True, errors="coerce", format="mixed")
 
 
+def newest_by_provider(table: pd.DataFrame, column: str = "observed_at") -> dict[str, pd.Timestamp]:
+    """Each provider's newest time in `column`, compared as instants (a `+02:00` time and a `Z` one are
+    ordered by when they happened, not as text); providers with no parseable time are left out."""
+    times = parse_times(table[column]).dropna()
+    newest = times.groupby(table.loc[times.index, "provider"]).max()
+    return {str(p): ts for p, ts in sorted(newest.items())}
+
+
 def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.DataFrame:
     """One row per pool: `price` is the time-weighted mean of its history over (now − window, now].
 

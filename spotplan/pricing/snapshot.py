@@ -39,12 +39,15 @@ def load_snapshot() -> pd.DataFrame:
 
 def snapshot_as_of(table: pd.DataFrame | None = None) -> dict[str, str]:
     """Newest `observed_at` per provider, e.g. {'aws': '2025-11-30', ...}, of `table` or the snapshot."""
+    from spotplan.pricing.history import parse_times
+
     df = load_snapshot() if table is None else table
     if df.empty:
         return {}
-    dated = df[df["observed_at"].astype(str) != ""]
-    newest = dated.groupby("provider")["observed_at"].max()
-    return {str(p): str(v) for p, v in sorted(newest.items())}
+    # The newest instant per provider, in the spelling its row has (a date stays a date).
+    times = parse_times(df["observed_at"]).dropna()
+    newest_row = times.groupby(df.loc[times.index, "provider"]).idxmax()
+    return {str(p): str(df.loc[i, "observed_at"]) for p, i in sorted(newest_row.items())}
 
 
 def snapshot_sources(table: pd.DataFrame | None = None) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spotplan.paths import price_store_dir
-from spotplan.pricing.history import parse_times
+from spotplan.pricing.history import newest_by_provider, parse_times
 from spotplan.pricing.table import COLUMNS, POOL_KEY, PROVIDERS
 from spotplan.times import ISO_Z
 
@@ -68,18 +68,11 @@ def read_store(root: Path | None = None) -> pd.DataFrame | None:
 
 def store_as_of(root: Path | None = None) -> dict[str, str]:
     """Newest observed_at per provider present in the store, e.g. {"aws": "2026-11-23T01:00:00Z"}."""
-    import pandas as pd
 
-    out: dict[str, str] = {}
     df = read_store(root)
     if df is None:
-        return out
-    times = parse_times(df["observed_at"])
-    newest = times.groupby(df["provider"]).max()
-    for provider, ts in newest.items():
-        if pd.notna(ts):
-            out[str(provider)] = ts.strftime(ISO_Z)
-    return out
+        return {}
+    return {p: ts.strftime(ISO_Z) for p, ts in newest_by_provider(df).items()}
 
 
 def newest_observations(provider: str, market: str, root: Path | None = None) -> dict[str, datetime]:
