@@ -233,7 +233,7 @@ class MoveRun:
             image=launch.image if launch else None,
             user_data=build_user_data(m, m.target.provider),
             network=network,
-            labels={},
+            labels=m.labels,
             source_ids=list(m.source.instance_ids),
         )
 

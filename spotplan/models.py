@@ -278,9 +278,11 @@ class Move(BaseModel):
     launch: Launch | None = None
     fallback: Literal["on-demand", "none"] = "on-demand"
     expected: MoveExpected
-    # Not in the §4.4 core set but carried so migrate can check max_price <= on-demand and count.
+    # Not in the §4.4 core set but carried so migrate can check max_price <= on-demand and count,
+    # and tag what it creates with the workload's labels.
     count: int = 1
     on_demand_price: float | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class PlanAnalysisRef(BaseModel):

@@ -517,6 +517,7 @@ def build_plan(
                     "fallback": "on-demand",
                     "expected": {"savings": b.savings, "cost": b.cost + b.migration_cost},
                     "count": w.count,
+                    "labels": dict(w.labels),
                     "on_demand_price": None if cap is None else float(cap),
                     "status": r.status,
                 }

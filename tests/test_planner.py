@@ -174,8 +174,11 @@ def test_totals_and_plan(prices: pd.DataFrame, fleet: list[Workload]) -> None:
         od = prices[(prices["market"] == "on-demand") & (prices["provider"] == t.provider)
                     & (prices["region"] == t.region) & (prices["instance_type"] == t.instance_type)]
         assert m.on_demand_price == pytest.approx(od.sort_values("observed_at")["price_per_hour"].iloc[-1])
+        # The workload's labels ride along, so migrate tags what it creates with them.
+        assert m.labels == next(w for w in fleet if w.id == m.workload).labels
     pre = next(m for m in plan.moves if m.workload == "pretrain")
     assert pre.source.instance_ids == ["i-01", "i-02"] and pre.target.max_price == 20.0
+    assert pre.labels == {"team": "research"}
     assert pre.checkpoint.storage == "s3://ckpt/pretrain" and pre.fallback == "on-demand"
 
 

@@ -16,7 +16,6 @@ from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanEr
 from spotplan.providers.base import (
     MOVE_TAG,
     RESUME_TAG,
-    ROLE_TAG,
     TOKEN_TAG,
     Call,
     LaunchSpec,
@@ -246,8 +245,7 @@ class AwsProvider:
             "TagSpecifications": [
                 {
                     "ResourceType": "instance",
-                    "Tags": _tags({**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
-                                   ROLE_TAG: spec.step.split("#")[0]}),
+                    "Tags": _tags(spec.tags),
                 }
             ],
         }

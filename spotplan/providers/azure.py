@@ -21,7 +21,6 @@ from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanEr
 from spotplan.providers.base import (
     MOVE_TAG,
     RESUME_TAG,
-    ROLE_TAG,
     TOKEN_TAG,
     Call,
     LaunchSpec,
@@ -252,8 +251,7 @@ class AzureProvider:
                                                   "properties": {"subnet": {"id": from_network}}}]}}],
                 }
             body = {"location": spec.region,
-                    "tags": {**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
-                             ROLE_TAG: spec.step.split("#")[0]},
+                    "tags": spec.tags,
                     "properties": props}
             call = self._call("virtual_machines", "begin_create_or_update",
                               {"resource_group_name": rg, "vm_name": name, "parameters": body})

@@ -184,6 +184,12 @@ class LaunchSpec:
     def token(self) -> str:
         return idempotency_token(self.move_id, self.step)
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """What every created instance is tagged (labelled) with: the workload's labels, then the
+        move, the idempotency token and the role (acquire, fallback), which the labels cannot override."""
+        return {**self.labels, MOVE_TAG: self.move_id, TOKEN_TAG: self.token, ROLE_TAG: self.step.split("#")[0]}
+
 
 class Provider(Protocol):
     """What the executor needs from a cloud. Every method takes `dry_run` and returns its Calls."""

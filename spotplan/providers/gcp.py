@@ -19,7 +19,6 @@ from spotplan.errors import CloudError, CredentialsError, InputError, SpotplanEr
 from spotplan.providers.base import (
     MOVE_TAG,
     RESUME_TAG,
-    ROLE_TAG,
     TOKEN_TAG,
     Call,
     LaunchSpec,
@@ -261,9 +260,7 @@ class GcpProvider:
                 "name": name,
                 "machine_type": f"zones/{zone}/machineTypes/{spec.instance_type}",
                 "scheduling": scheduling,
-                "labels": {label_value(k): label_value(v) for k, v in
-                           {**spec.labels, MOVE_TAG: spec.move_id, TOKEN_TAG: spec.token,
-                            ROLE_TAG: spec.step.split("#")[0]}.items()},
+                "labels": {label_value(k): label_value(v) for k, v in spec.tags.items()},
                 "metadata": {"items": [{"key": "startup-script", "value": spec.user_data}]},
                 "disks": [{"boot": True, "auto_delete": True,
                            "initialize_params": {"source_image": spec.image}}],
