@@ -537,9 +537,7 @@ class MoveRun:
         A move that failed before its creating step started (preflight, a bad plan) created nothing
         and stopped nothing: there is nothing to look for, and the report says nothing was changed."""
         assert self.journal is not None
-        events = self.journal.events(self.move.id)
-        last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
-        started = {e["step"] for e in events[last_begin:] if e["phase"] == "start"}
+        started = {e["step"] for e in self.journal.current_run_events(self.move.id) if e["phase"] == "start"}
         if CREATING_STEP.get(kind, "acquire") not in started and not (
             kind == "migrate" and SOURCE_STOP_STEP in started
         ):
@@ -702,9 +700,7 @@ def resume_move(
         return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
-    events = journal.events(move_id)
-    last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
-    failed = [e for e in events[last_begin:] if e["phase"] == "failed" and e["step"] in steps]
+    failed = [e for e in journal.current_run_events(move_id) if e["phase"] == "failed" and e["step"] in steps]
     if failed and not opts.dry_run:
         # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
         return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])

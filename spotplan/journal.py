@@ -172,6 +172,12 @@ class Journal:
 
     # ---- reading ---------------------------------------------------------------------------
 
+    def current_run_events(self, move_id: str) -> list[dict[str, Any]]:
+        """The events since the move's last `begin` (a retry or a fallback starts a new run)."""
+        events = self.events(move_id)
+        last_begin = max((i for i, e in enumerate(events) if e["step"] == "begin"), default=0)
+        return events[last_begin:]
+
     def events(self, move_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM events WHERE move_id = ? ORDER BY seq", (move_id,)).fetchall()
         out = []

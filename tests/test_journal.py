@@ -67,6 +67,7 @@ def test_restart_is_one_transaction(tmp_path: Path) -> None:
     assert move is not None and move["status"] == "running" and move["error"] is None
     assert move["state"] == {"attempt": 2, "steps_done": [], "target_ids": []}
     assert [e["step"] for e in j.events("m4")] == ["begin", "acquire", "end", "begin"]
+    assert [e["step"] for e in j.current_run_events("m4")] == ["begin"]  # what --resume looks at
 
     # A state that cannot be stored aborts the whole restart: no fresh begin over the old run's state.
     with pytest.raises(TypeError):

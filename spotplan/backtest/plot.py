@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spotplan.backtest.result import BacktestResult
+from spotplan.report._png import save_png
 
 _COLORS = {"idle": "#d9d9d9", "spot": "#2c7fb8", "on-demand": "#f03b20"}
 
@@ -62,7 +63,4 @@ def write_png(result: BacktestResult, path: Path) -> None:
         ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=8, frameon=False)
         ax2.spines[["top", "right", "left"]].set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

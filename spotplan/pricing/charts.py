@@ -5,7 +5,6 @@ the per-pool statistics of `history.history_stats`."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +95,8 @@ def write_png(
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from spotplan.report._png import save_png
+
     t0, t1 = pd.Timestamp(start), pd.Timestamp(now)
     stat_by = {(r.zone, r.market): r for r in stats.itertuples()}
     fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
@@ -127,11 +128,7 @@ def write_png(
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15), ncol=1, fontsize=8, frameon=False)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return save_png(fig, path)

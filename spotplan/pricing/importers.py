@@ -23,6 +23,7 @@ Malformed input raises InputError naming the file and the row (or JSON item).
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import InputError
-from spotplan.times import iso_z
+from spotplan.times import iso_z, parse_iso
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -285,22 +286,15 @@ def _aws_spot_row(itype: str, region: str, zone: str, price: float | None, ts: s
 
 def _time(value: Any, ctx: _Ctx, where: str) -> str:
     text = str(value).strip() if value is not None else ""
-    cached = _TIME_CACHE.get(text)
-    if cached is not None:
-        return cached
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return _iso_z_of(text)
     except ValueError:
         raise ctx.bad(where, f"timestamp is {value!r}") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    out = iso_z(ts)
-    if len(_TIME_CACHE) < 100_000:  # history files repeat each snapshot time on many rows
-        _TIME_CACHE[text] = out
-    return out
 
 
-_TIME_CACHE: dict[str, str] = {}
+@functools.lru_cache(maxsize=100_000)  # history files repeat each snapshot time on many rows
+def _iso_z_of(text: str) -> str:
+    return iso_z(parse_iso(text))
 
 
 def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
