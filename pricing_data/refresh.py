@@ -8,7 +8,8 @@ source gets wrong are dropped or corrected here, each with the reason (see READM
 
     .venv/bin/python pricing_data/refresh.py [--data ../shared/data] [--out pricing_data]
 
-Only stdlib + pandas (+ the project's own GPU vocabulary), so it runs from the project venv.
+It reads the files with the project's own importers (`spotplan prices import`), so a fix to a source's
+reading is made once; this script only chooses the regions and families and dates the rows.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # the project's importers and price-table columns, when run from a checkout
 
-COLUMNS = [
-    "provider", "region", "zone", "instance_type", "gpu_model", "gpu_count", "vcpus", "memory_gib",
-    "market", "price_per_hour", "interruption_band", "observed_at", "source",
-]
+from spotplan.pricing.table import COLUMNS  # noqa: E402
 
 # --- AWS: ec2instances.info snapshot (region-wide on-demand + spot min/avg/max over the AZs) -----
 AWS_SOURCE = "ec2instances.info"
@@ -58,31 +56,14 @@ AZURE_SERIES = re.compile(
     r"|_A10_v5$"  # NV A10 v5
     r"|^Standard_NC\d+r?s_v3$"  # NC v3 (V100)
 )
-# Known errors of the source (data/README.md): a VM's real GPU count, by instance type.
-AZURE_GPU_COUNT_FIXES = {"Standard_ND96isr_H100_v5": 8}
-# Series whose SpotPrice equals Price in the source: a bogus copy, not a spot price; left out.
-AZURE_BOGUS_SPOT = ("_H100_v5",)
 
 
-def _gpu_model(name: Any, count: Any, memory_gib: Any) -> str:
-    """Vocabulary name; A100/V100 memory variants are told apart by memory per GPU (source data)."""
-    from spotplan.gpus import normalize_gpu_model
+def _import(path: Path, fmt: str) -> pd.DataFrame:
+    """The project's own importer (`spotplan prices import`), which already reads these formats and
+    corrects their known errors (GPU shapes, Azure's ND H100 v5 GPU count and copied spot prices)."""
+    from spotplan.pricing.importers import import_file
 
-    model = normalize_gpu_model(str(name))
-    per_gpu = float(memory_gib) / float(count) if count else 0.0
-    if model == "A100-40GB" and per_gpu >= 79:
-        return "A100-80GB"
-    if model == "V100" and per_gpu >= 31:
-        return "V100-32GB"
-    return model
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in rec.items()} for rec in df.to_dict(orient="records")]
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and value != value) and value != ""
+    return import_file(path, fmt, observed_at="1970-01-01").rows
 
 
 def _family(instance_type: str) -> str:
@@ -93,83 +74,45 @@ def _advisor_bands(data: Path) -> dict[tuple[str, str], str]:
     path = data / "aws-spot-advisor" / ADVISOR_AS_OF / "spot_advisor_gpu.csv"
     adv = pd.read_csv(path)
     adv = adv[adv["os"] == "Linux"]
-    return {(r["region"], r["instance_type"]): str(r["interruption_range"]) for r in _records(adv)}
+    return {(str(r), str(t)): str(b) for r, t, b in zip(adv["region"], adv["instance_type"], adv["interruption_range"])}
 
 
 def aws_rows(data: Path) -> pd.DataFrame:
-    src = pd.read_csv(data / "ec2instances-info-gpu" / "aws_gpu_prices_by_region.csv")
-    src = src[src["instance_type"].map(_family).isin(AWS_FAMILIES) & src["region"].isin(AWS_REGIONS)]
+    df = _import(data / "ec2instances-info-gpu" / "aws_gpu_prices_by_region.csv", "ec2instances")
+    df = df[df["instance_type"].map(_family).isin(AWS_FAMILIES) & df["region"].isin(AWS_REGIONS)].copy()
+    # spot is spot_avg: the mean of the per-AZ spot prices at capture time, the region-wide figure.
+    df["observed_at"], df["source"] = AWS_AS_OF, AWS_SOURCE
     advisor = _advisor_bands(data)
-    rows = []
-    for r in _records(src):
-        base = {
-            "provider": "aws", "region": r["region"], "zone": "", "instance_type": r["instance_type"],
-            "gpu_model": _gpu_model(r["gpu_model"], r["gpu_count"], r["gpu_memory_gib"]),
-            "gpu_count": int(r["gpu_count"]), "vcpus": int(r["vcpus"]), "memory_gib": float(r["memory_gib"]),
-            "observed_at": AWS_AS_OF,
-        }
-        if _present(r["ondemand_linux"]):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["ondemand_linux"]),
-                         "interruption_band": "", "source": AWS_SOURCE})
-        # spot_avg is the mean of the per-AZ spot prices at capture time: the region-wide figure.
-        if _present(r["spot_avg_linux"]):
-            band = str(r["pct_interrupt"]) if _present(r["pct_interrupt"]) else ""
-            source, pool = AWS_SOURCE, (r["region"], r["instance_type"])
-            if not band and pool in advisor:
-                band, source = advisor[pool], f"{AWS_SOURCE}; band {ADVISOR_SOURCE}"
-            rows.append({**base, "market": "spot", "price_per_hour": float(r["spot_avg_linux"]),
-                         "interruption_band": band, "source": source})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    for i in df.index[(df["market"] == "spot") & (df["interruption_band"] == "")]:
+        pool = (df.at[i, "region"], df.at[i, "instance_type"])
+        if pool in advisor:
+            df.at[i, "interruption_band"] = advisor[pool]
+            df.at[i, "source"] = f"{AWS_SOURCE}; band {ADVISOR_SOURCE}"
+    return df
 
 
 def gcp_rows(data: Path) -> pd.DataFrame:
-    src = pd.read_csv(data / "cyclenerd-gcp-pricing" / "gcp_gpu_latest.csv")
-    src = src[src["region"].isin(GCP_REGIONS) & src["machine_type"].str.startswith(GCP_PREFIXES)]
-    rows = []
-    for r in _records(src):
-        base = {
-            "provider": "gcp", "region": r["region"], "zone": "", "instance_type": r["machine_type"],
-            "gpu_model": _gpu_model(r["gpu_name"], r["gpu_count"], 0.0),
-            "gpu_count": int(r["gpu_count"]), "vcpus": int(r["vcpus"]), "memory_gib": float(r["ram_gib"]),
-            "interruption_band": "",  # GCP publishes no preemption rate
-            "observed_at": str(r["snapshot_time"])[:10], "source": GCP_SOURCE,
-        }
-        if _present(r["hour"]):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["hour"])})
-        if _present(r["hour_spot"]):
-            rows.append({**base, "market": "spot", "price_per_hour": float(r["hour_spot"])})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    df = _import(data / "cyclenerd-gcp-pricing" / "gcp_gpu_latest.csv", "gcp-pricing")
+    df = df[df["region"].isin(GCP_REGIONS) & df["instance_type"].str.startswith(GCP_PREFIXES)].copy()
+    # GCP publishes no preemption rate; the snapshot is dated by its day.
+    df["observed_at"], df["source"] = df["observed_at"].str[:10], GCP_SOURCE
+    return df
 
 
 def azure_rows(data: Path) -> pd.DataFrame:
-    src = pd.read_csv(data / "skypilot-catalog" / "catalogs" / "v6" / "azure" / "vms_gpu_subset.csv")
-    keep = src["InstanceType"].map(lambda t: bool(AZURE_SERIES.search(t)))
-    # _Promo rows and rows without a GPU name carry no usable figures (data/README.md).
-    src = src[keep & src["Region"].isin(AZURE_REGIONS) & src["AcceleratorName"].notna()
-              & ~src["InstanceType"].str.endswith("_Promo")]
-    rows = []
-    for r in _records(src):
-        itype = str(r["InstanceType"])
-        count = AZURE_GPU_COUNT_FIXES.get(itype, r["AcceleratorCount"])
-        base = {
-            "provider": "azure", "region": r["Region"], "zone": "", "instance_type": itype,
-            "gpu_model": _gpu_model(r["AcceleratorName"], count, 0.0),
-            "gpu_count": int(count), "vcpus": int(r["vCPUs"]), "memory_gib": float(r["MemoryGiB"]),
-            "interruption_band": "",  # eviction rates live in Resource Graph, not in the catalog
-            "observed_at": AZURE_AS_OF, "source": AZURE_SOURCE,
-        }
-        if _present(r["Price"]):
-            rows.append({**base, "market": "on-demand", "price_per_hour": float(r["Price"])})
-        bogus = any(s in itype for s in AZURE_BOGUS_SPOT) and r["SpotPrice"] == r["Price"]
-        if _present(r["SpotPrice"]) and not bogus:
-            rows.append({**base, "market": "spot", "price_per_hour": float(r["SpotPrice"])})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    df = _import(data / "skypilot-catalog" / "catalogs" / "v6" / "azure" / "vms_gpu_subset.csv", "skypilot")
+    keep = df["instance_type"].map(lambda t: bool(AZURE_SERIES.search(t)))
+    df = df[keep & df["region"].isin(AZURE_REGIONS)].copy()
+    # Eviction rates live in Resource Graph, not in the catalog.
+    df["observed_at"], df["source"] = AZURE_AS_OF, AZURE_SOURCE
+    return df
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
+    df = df[list(COLUMNS)].copy()
     df["price_per_hour"] = df["price_per_hour"].round(6)
-    df["memory_gib"] = df["memory_gib"].map(lambda v: int(v) if float(v).is_integer() else v)
+    for col in ("gpu_count", "vcpus", "memory_gib"):
+        df[col] = df[col].map(lambda v: int(v) if float(v).is_integer() else v)
     return df.sort_values(["region", "instance_type", "market"], kind="stable").reset_index(drop=True)
 
 
@@ -186,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"error: data folder {args.data} not found (use --data)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT))  # the project's GPU vocabulary, when run from a checkout
     args.out.mkdir(parents=True, exist_ok=True)
     for provider, df in build(args.data).items():
         path = args.out / f"{provider}.csv"
