@@ -122,6 +122,24 @@ def migration_cost(
     return _f(count) * (_f(p_od) * _f(delta) + _f(p_s) * _f(restart)) + _f(size_gb) * _f(egress_per_gb)
 
 
+def seed_costs(
+    count: ArrayLike, p_od: ArrayLike, p_s: ArrayLike, hours: ArrayLike
+) -> tuple[Array, Array, Array, Array]:
+    """§5.8, the seed documents' rule: (C_cur, C_spot, M, S) with T = H, M = 0.10·n·p_s·H and
+    S = n·(p_od − p_s)·H − M."""
+    n, od, s, h = _f(count), _f(p_od), _f(p_s), _f(hours)
+    migration = SEED_OVERHEAD_SHARE * n * s * h
+    return n * od * h, n * s * h, migration, n * (od - s) * h - migration
+
+
+def p90_wall_hours(
+    lam_job: ArrayLike, w0: ArrayLike, per_interruption: ArrayLike, samples: int = 2000, seed: int = 0
+) -> Array:
+    """§5.10: the P90 of wall time, W0 plus the P90 number of interruptions times ℓ + r each."""
+    k90 = interruption_quantile(lam_job, w0, per_interruption, 0.90, samples, seed)
+    return _f(w0) + k90 * _f(per_interruption)
+
+
 def daly_interval_hours(delta: ArrayLike, mtbf_job: ArrayLike) -> Array:
     """§5.9: Daly's (2006) higher-order optimum checkpoint interval, hours.
 

@@ -400,10 +400,7 @@ def _price_candidates(
     if seed_model:
         wall = H.astype(float)
         progresses = np.ones(len(df), dtype=bool)
-        migration = cm.SEED_OVERHEAD_SHARE * n * p_s * H
-        c_cur = n * p_od * H
-        c_spot = n * p_s * H
-        savings = n * (p_od - p_s) * H - migration
+        c_cur, c_spot, migration, savings = cm.seed_costs(n, p_od, p_s, H)
         wall_p90 = wall
     else:
         wall, progresses = cm.expected_wall_hours(W0, lam_job, lost, restart)
@@ -416,8 +413,7 @@ def _price_candidates(
         c_cur = n * p_od * W0
         c_spot = n * p_s * wall
         savings = c_cur - c_spot - migration
-        k90 = cm.interruption_quantile(lam_job, W0, per_int, 0.90, opt.samples, opt.seed)
-        wall_p90 = W0 + k90 * per_int
+        wall_p90 = cm.p90_wall_hours(lam_job, W0, per_int, opt.samples, opt.seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(c_cur > 0, 100.0 * savings / c_cur, 0.0)
         tau_star = cm.daly_interval_hours(delta, 1.0 / lam_job) * 60.0

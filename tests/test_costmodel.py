@@ -103,3 +103,20 @@ def test_p90_is_deterministic_per_seed_and_monotone() -> None:
     # the P90 count is at least the mean count for this right-skewed law
     assert a[0] >= (1 / 6) * 52.212950
     assert cm.interruption_quantile(0.0, 10.0, 0.5) == 0.0
+
+
+def test_seed_model_by_hand() -> None:
+    # The seed documents' p4d example: 48 h at $25/h on-demand against $8.3333/h spot, one instance.
+    # C_cur = 25·48 = 1200; C_spot = 8.3333·48 = 400; M = 0.10·400 = 40; S = (25 − 8.3333)·48 − 40 = 760.
+    c_cur, c_spot, m, s = cm.seed_costs(1, 25.0, 25.0 / 3, 48.0)
+    assert (float(c_cur), float(c_spot), float(m), float(s)) == pytest.approx((1200.0, 400.0, 40.0, 760.0))
+    # Two instances double every term.
+    assert float(cm.seed_costs(2, 25.0, 25.0 / 3, 48.0)[3]) == pytest.approx(1520.0)
+
+
+def test_p90_wall_is_w0_plus_the_p90_count_of_interruptions() -> None:
+    # No interruptions at all (λ = 0): the P90 wall time is W0.
+    assert float(cm.p90_wall_hours(0.0, 50.4, 0.2)) == pytest.approx(50.4)
+    k90 = float(cm.interruption_quantile(1 / 12, 50.4, 0.2, 0.90, 2000, 0))
+    assert k90 >= 1
+    assert float(cm.p90_wall_hours(1 / 12, 50.4, 0.2)) == pytest.approx(50.4 + k90 * 0.2)
