@@ -82,6 +82,8 @@ WOULD_FAIL = "dry-run (would fail)"
 UNCHANGED = "failed (nothing changed)"
 REFUSED = "refused"
 
+#: Told (move id, step) as each step starts: the CLI prints it, `watch` logs it as data.
+StepLog = Callable[[str, str], None]
 ProviderFactory = Callable[[str, str], Provider]
 
 
@@ -196,7 +198,7 @@ class MoveRun:
         opts: Options,
         factory: ProviderFactory,
         state: dict[str, Any] | None = None,
-        log: Callable[[str], None] = lambda _m: None,
+        log: StepLog = lambda _move, _step: None,
     ) -> None:
         self.move = move
         self.journal = journal
@@ -463,7 +465,7 @@ class MoveRun:
             if step in done:
                 report.steps.append(StepReport(step, status="skipped", data={"reason": "done before resume"}))
                 continue
-            self.log(f"{self.move.id}: {step}")
+            self.log(self.move.id, step)
             if not self.dry and self.journal is not None:
                 self.journal.step_start(self.move.id, step)
             _crash_point(step, "before")
@@ -607,7 +609,7 @@ def migrate_moves(
     journal: Journal | None,
     confirm: Callable[[Move], bool] | None = None,
     factory: ProviderFactory = get_provider,
-    log: Callable[[str], None] = lambda _m: None,
+    log: StepLog = lambda _move, _step: None,
 ) -> list[MoveReport]:
     reports: list[MoveReport] = []
     live = None if opts.dry_run else journal  # a dry run neither reads nor writes the journal
@@ -693,7 +695,7 @@ def resume_move(
     opts: Options,
     journal: Journal,
     factory: ProviderFactory = get_provider,
-    log: Callable[[str], None] = lambda _m: None,
+    log: StepLog = lambda _move, _step: None,
 ) -> MoveReport:
     prior, move = _journaled_move(journal, move_id)
     if prior["status"] in ("done", "rolled-back"):
@@ -712,7 +714,7 @@ def fallback_move(
     opts: Options,
     journal: Journal,
     factory: ProviderFactory = get_provider,
-    log: Callable[[str], None] = lambda _m: None,
+    log: StepLog = lambda _move, _step: None,
 ) -> MoveReport:
     """Resume a move's workload from its latest checkpoint on on-demand capacity."""
     prior, move = _journaled_move(journal, move_id)

@@ -33,8 +33,8 @@ FormatOpt = Annotated[
 ]
 
 
-def _log(message: str) -> None:
-    sys.stderr.write(f"  {message}\n")
+def _log(move_id: str, step: str) -> None:
+    sys.stderr.write(f"  {move_id}: {step}\n")
     sys.stderr.flush()
 
 

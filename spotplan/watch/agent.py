@@ -309,7 +309,7 @@ class Agent:
             self.log("fallback_started", move_id=move_id, journal=str(journal.path))
             report = fallback_move(
                 move_id, Options(), journal,
-                log=lambda message: self.log("fallback_step", move_id=move_id, step=message.rsplit(": ", 1)[-1]),
+                log=lambda move, step: self.log("fallback_step", move_id=move, step=step),
             )
         finally:
             journal.close()
