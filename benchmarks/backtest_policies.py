@@ -25,8 +25,8 @@ import numpy as np
 
 from spotplan.backtest.optimal import optimal_costs
 from spotplan.backtest.policies import make_policy
-from spotplan.backtest.replay import pick_starts, spot_price_series
-from spotplan.backtest.simulator import Grid, Job, Policy, make_grid, replay
+from spotplan.backtest.replay import Market, draw_markets
+from spotplan.backtest.simulator import Job, Policy, replay
 from spotplan.backtest.traces import Trace, expand_paths, load_trace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skypilot-spot-traces"
@@ -44,12 +44,12 @@ _OPTIMUM_CODE = hashlib.sha1(Path(optimal_costs.__code__.co_filename).read_bytes
 
 @dataclass
 class Case:
-    """One trace of one scenario: its start windows and the optimum's cost on each."""
+    """One trace of one scenario: the market as `spotplan backtest` draws it and the optimum's cost on
+    each start."""
 
     group: str
-    trace: Trace
+    market: Market
     job: Job
-    starts: np.ndarray
     opt: np.ndarray
 
 
@@ -68,10 +68,10 @@ def _cached_optimum(cache: Path, key: str, compute: Callable[[], np.ndarray]) ->
     return value
 
 
-def _optimum(up: np.ndarray, prices: np.ndarray, chosen: np.ndarray, job: Job, grid: Grid) -> np.ndarray:
-    w = np.stack([up[s : s + grid.T] for s in chosen])
-    p = np.stack([prices[s : s + grid.T] for s in chosen])
-    return optimal_costs(w, p, job, grid, track_hours=False).cost
+def _optimum(m: Market, job: Job) -> np.ndarray:
+    w = np.stack([m.up[s : s + m.grid.T] for s in m.starts])
+    p = np.stack([m.prices[s : s + m.grid.T] for s in m.starts])
+    return optimal_costs(w, p, job, m.grid, track_hours=False).cost
 
 
 def build_cases(
@@ -83,24 +83,19 @@ def build_cases(
     cache: Path,
     groups: Sequence[str] = tuple(FOLDERS),
 ) -> list[Case]:
-    """Starts drawn as `run_backtest` draws them (from all markets, so that a subset keeps its
-    starts), with the optimum's costs (cached), for the markets of `groups`."""
+    """Starts drawn by `draw_markets` over all traces (so that a subset keeps its starts), with the
+    optimum's costs (cached), for the markets of `groups`."""
     job = Job(48.0, R, d)
-    rng = np.random.default_rng(seed)
     cases = []
-    for group, trace in markets:
-        grid = make_grid(job, trace.gap_seconds)
-        chosen = pick_starts(trace, grid.T, starts, rng)
+    drawn = draw_markets([trace for _, trace in markets], job, starts, seed)
+    for (group, trace), m in zip(markets, drawn):
         if group not in groups:
             continue
-        up = trace.available >= 1
-        prices = spot_price_series(trace, job)
-
         # Everything the optimum depends on, its own code included, so a stale cache cannot be served.
         key = "|".join([trace.source or trace.name, str(trace.ticks), str(R), str(d), str(seed), str(starts),
-                        hashlib.sha1(up.tobytes() + prices.tobytes()).hexdigest(), _OPTIMUM_CODE])
-        opt = _cached_optimum(cache, key, partial(_optimum, up, prices, chosen, job, grid))
-        cases.append(Case(group, trace, job, chosen, opt))
+                        hashlib.sha1(m.up.tobytes() + m.prices.tobytes()).hexdigest(), _OPTIMUM_CODE])
+        opt = _cached_optimum(cache, key, partial(_optimum, m, job))
+        cases.append(Case(group, m, job, opt))
     return cases
 
 
@@ -117,11 +112,9 @@ class Outcome:
 def evaluate(cases: Sequence[Case], factory: Callable[[], Policy]) -> Outcome:
     cost, spot, od, misses = [], [], [], 0
     for c in cases:
-        grid = make_grid(c.job, c.trace.gap_seconds)
-        up = c.trace.available >= 1
-        prices = spot_price_series(c.trace, c.job)
+        grid, up, prices = c.market.grid, c.market.up, c.market.prices
         pol = factory()
-        for s in c.starts:
+        for s in c.market.starts:
             r = replay(pol, up[s : s + grid.T], prices[s : s + grid.T], c.job, grid, history=up[:s])
             cost.append(r.cost)
             spot.append(r.spot_hours)
@@ -155,7 +148,7 @@ def main() -> None:
         cases = build_cases(markets, R, d, args.seed, args.starts, args.cache, wanted)
         results = {n: evaluate(cases, partial(make_policy, n)) for n in names}
         opt = np.concatenate([c.opt for c in cases])
-        groups = np.concatenate([[c.group] * len(c.starts) for c in cases])
+        groups = np.concatenate([[c.group] * len(c.market.starts) for c in cases])
         for label in (*wanted, "all") if len(wanted) > 1 else wanted:
             sel = np.ones(len(opt), bool) if label == "all" else groups == label
             cells = []

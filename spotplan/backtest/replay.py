@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from spotplan.backtest.result import (
     StartResult,
     TraceInfo,
 )
-from spotplan.backtest.simulator import Job, Run, make_grid, replay
+from spotplan.backtest.simulator import Grid, Job, Run, make_grid, replay
 from spotplan.backtest.traces import Trace
 from spotplan.errors import InputError
 from spotplan.times import utcnow_iso
@@ -43,6 +44,29 @@ def pick_starts(trace: Trace, window_ticks: int, starts: int, rng: np.random.Gen
     return np.sort(rng.choice(room, size=starts, replace=False)).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Market:
+    """One trace ready to replay a job on: its grid, where spot is usable, its prices, the starts."""
+
+    trace: Trace
+    grid: Grid
+    up: np.ndarray
+    prices: np.ndarray
+    starts: np.ndarray
+
+
+def draw_markets(traces: Sequence[Trace], job: Job, starts: int, seed: int) -> list[Market]:
+    """The start points of every trace, drawn from one generator in trace order: the draw that makes
+    a seed reproducible (benchmarks draw through here too, so their starts are the CLI's)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for trace in traces:
+        grid = make_grid(job, trace.gap_seconds)
+        out.append(Market(trace, grid, trace.available >= job.instances, spot_price_series(trace, job),
+                          pick_starts(trace, grid.T, starts, rng)))
+    return out
+
+
 def run_backtest(
     traces: Sequence[Trace],
     job: Job,
@@ -59,7 +83,6 @@ def run_backtest(
         raise InputError("no trace given (use --trace FILE)")
     if starts < 1:
         raise InputError("--starts must be at least 1")
-    rng = np.random.default_rng(seed)
     online = [p for p in policies if p != "optimal"]
     want_opt = "optimal" in policies
     trace_infos: list[TraceInfo] = []
@@ -67,11 +90,8 @@ def run_backtest(
     runs: dict[str, list[Run]] = {p: [] for p in policies}
     example_timeline: dict[str, object] | None = None
     notes: list[str] = []
-    for trace in traces:
-        grid = make_grid(job, trace.gap_seconds)
-        up = trace.available >= job.instances
-        prices = spot_price_series(trace, job)
-        chosen = pick_starts(trace, grid.T, starts, rng)
+    for market in draw_markets(traces, job, starts, seed):
+        trace, grid, up, prices, chosen = market.trace, market.grid, market.up, market.prices, market.starts
         ups, _downs = trace.run_lengths_hours(job.instances)
         trace_infos.append(
             TraceInfo(
