@@ -139,3 +139,13 @@ def test_job_hours_required_without_inventory(runner, tmp_path: Path) -> None:  
     res = runner.invoke(app, ["backtest", "--trace", str(_trace(tmp_path)), "--deadline-hours", "10"])
     assert res.exit_code == 2
     assert "--job-hours is required" in res.stderr
+
+
+def test_cli_choices_are_the_library_names() -> None:
+    # The CLI spells its choices out (importing the library would load numpy for `--help`).
+    from spotplan.backtest.policies import POLICY_NAMES
+    from spotplan.backtest.traces import FORMATS
+    from spotplan.cli.backtest import PolicyName, TraceFormat
+
+    assert tuple(p.value for p in PolicyName) == POLICY_NAMES
+    assert tuple(f.value for f in TraceFormat) == tuple(FORMATS)

@@ -155,3 +155,12 @@ def test_out_to_a_fifo_writes_through_instead_of_replacing_it(tmp_path: Path) ->
     reader.join(timeout=10)
     assert got == ["hello\n"]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_cli_choices_are_the_planner_names() -> None:
+    # The CLI spells its choices out (importing the planner would load numpy for `--help`).
+    from spotplan.cli.analyze import OverheadModel, Scope
+    from spotplan.planner import OVERHEAD_MODELS, SCOPES
+
+    assert tuple(s.value for s in Scope) == SCOPES
+    assert tuple(m.value for m in OverheadModel) == OVERHEAD_MODELS
