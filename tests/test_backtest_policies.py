@@ -267,3 +267,22 @@ def test_spotplan_waits_d_on_on_demand_only_when_a_wasted_changeover_outweighs_t
         acts[od_wait] = r.actions.tolist()
     assert acts[0.0][:5] == [OD, OD, OD, OD, SPOT]
     assert acts[1.0][:6] == ([OD] * 5 + [SPOT] if waits else [OD] * 4 + [SPOT, SPOT])
+
+
+def test_policies_price_their_decisions_at_the_traces_own_spot_price() -> None:
+    """A trace with its own prices is billed at them, so a policy must weigh on-demand against the
+    price it faces as the job starts, not the --spot-price the trace overrides."""
+    seen: list[float] = []
+
+    class Recorder(Greedy):
+        def reset(self, ctx):  # type: ignore[no-untyped-def]
+            seen.append(ctx.k)
+            super().reset(ctx)
+
+    job = Job(2, 8, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 3600.0)
+    up = np.ones(8, bool)
+    replay(Recorder(), up, np.full(8, 1.5), job, grid)
+    replay(Recorder(), up, np.full(8, 1.0), job, grid)
+    replay(Recorder(), up, np.r_[0.0, np.full(7, 1.0)], job, grid)
+    assert seen == [2.0, 3.0, float("inf")]

@@ -114,7 +114,7 @@ class Context:
     job: Job
     grid: Grid
     history: np.ndarray  # bool per tick before the start, oldest first
-    k: float  # on-demand / spot price ratio
+    k: float  # on-demand ÷ spot price as the job starts (the trace's own price when it has one)
 
 
 class Policy(Protocol):
@@ -150,7 +150,9 @@ def replay(
     price per tick. A run that misses the deadline is finished on on-demand afterwards, so its
     cost stays comparable, and it is counted as a miss."""
     m, D, P, T = grid.m, grid.D, grid.P, grid.T
-    k = job.on_demand_price / job.spot_price if job.spot_price > 0 else math.inf
+    # the price the job faces as it starts (the trace's own when it has one), not the flag's
+    p0 = float(spot_prices[0]) if len(spot_prices) else job.spot_price
+    k = job.on_demand_price / p0 if p0 > 0 else math.inf
     policy.reset(Context(job, grid, history if history is not None else np.zeros(0, bool), k))
     od = job.on_demand_price
     mode, ov, prog = IDLE, 0, 0
