@@ -11,7 +11,7 @@ import pytest
 from spotplan.errors import CloudError
 from spotplan.providers.azure import AzureProvider
 from spotplan.providers.base import LaunchSpec
-from tests.emulators.azure_arm import AzureArmEmulator
+from tests.emulators.azure_arm import SSH_KEY, AzureArmEmulator
 
 pytestmark = pytest.mark.timeout(30)
 SUB = "00000000-0000-0000-0000-0000000000bb"
@@ -40,7 +40,7 @@ def test_quota_launch_reuse_and_states(emu: AzureArmEmulator) -> None:
     src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
     provider = AzureProvider("eastus")
     calls, _ = provider.preflight(spec(src), False)
-    assert [c.method for c in calls] == ["list", "list"]
+    assert [c.method for c in calls] == ["list", "list", "get"]
     _, ids = provider.launch(spec(src), False)
     vm = emu.get(ids[0])
     assert vm is not None and vm["properties"]["billingProfile"] == {"maxPrice": 0.9}
@@ -57,3 +57,51 @@ def test_quota_launch_reuse_and_states(emu: AzureArmEmulator) -> None:
     _, states = provider.states([src, *ids])
     assert states == {src: "stopped", ids[0]: "running", ids[1]: "missing"}
     assert provider.list_created("m1") == {ids[0]: "running"}
+
+
+def test_targets_sign_in_with_the_sources_ssh_keys(emu: AzureArmEmulator) -> None:
+    """ARM refuses a Linux VM without keys or a password: the target gets the source's admin user and
+    public keys, read once per source, and nothing else of its profile."""
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
+    provider = AzureProvider("eastus")
+    provider.preflight(spec(src), False)
+    _, ids = provider.launch(spec(src), False)
+    assert emu.calls.count("virtualMachines.get") == 1 + len(ids)  # the source once, each name before its PUT
+    for iid in ids:
+        vm = emu.get(iid)
+        assert vm is not None
+        profile = vm["properties"]["osProfile"]
+        assert profile["adminUsername"] == "azureuser"
+        assert profile["linuxConfiguration"] == {
+            "disablePasswordAuthentication": True,
+            "ssh": {"publicKeys": [{"path": "/home/azureuser/.ssh/authorized_keys", "keyData": SSH_KEY}]},
+        }
+        assert "adminPassword" not in profile
+
+
+def test_a_source_that_signs_in_with_a_password_is_refused_before_anything_is_created(
+    emu: AzureArmEmulator,
+) -> None:
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4", ssh_key=None)
+    with pytest.raises(CloudError, match="source VM train has no SSH public keys .* never copies passwords"):
+        AzureProvider("eastus").preflight(spec(src), False)
+    with pytest.raises(CloudError, match="no SSH public keys"):
+        AzureProvider("eastus").launch(spec(src), False)
+    assert "virtualMachines.createOrUpdate" not in emu.calls
+
+
+def test_the_emulator_refuses_what_arm_refuses(emu: AzureArmEmulator) -> None:
+    """The emulator's sign-in checks, so the tests above can fail: a create without keys or a password,
+    and keys outside the admin's authorized_keys, are 400s as on ARM."""
+    import requests
+
+    base = f"{emu.url}/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines"
+    headers = {"Authorization": f"Bearer {emu.token}"}
+    for profile, message in (
+        ({"adminUsername": "u"}, "Required parameter 'adminPassword' is missing"),
+        ({"adminUsername": "u", "linuxConfiguration": {"ssh": {"publicKeys": [
+            {"path": "/root/.ssh/authorized_keys", "keyData": SSH_KEY}]}}}, "/home/u/.ssh/authorized_keys"),
+    ):
+        body = {"location": "eastus", "properties": {"osProfile": profile}}
+        r = requests.put(f"{base}/x?api-version=2024-07-01", json=body, headers=headers, verify=emu.ca_file)
+        assert r.status_code == 400 and message in r.json()["error"]["message"]

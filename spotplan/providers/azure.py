@@ -150,6 +150,7 @@ class AzureProvider:
         self.region = region
         self._clients: dict[str, Any] = {}
         self.seen: set[tuple[str, str]] = set()
+        self._access: dict[str, dict[str, Any]] = {}  # source VM id → the sign-in its targets get
 
     def _client(self, subscription: str) -> Any:
         if subscription not in self._clients:
@@ -212,13 +213,48 @@ class AzureProvider:
                 raise CloudError(f"move {spec.move_id}: Spot vCPU quota in {spec.region} has "
                                  f"{item.limit - item.current_value} left, {need} needed")
         usage.outcome = "ok"
-        return [sizes, usage], {"subscription": sub}
+        calls = [sizes, usage]
+        self._source_access(spec, calls)
+        return calls, {"subscription": sub}
+
+    def _source_access(self, spec: LaunchSpec, calls: list[Call]) -> dict[str, Any]:
+        """The target's sign-in, copied from the first source VM: its admin user and SSH public keys.
+        Azure will not create a Linux VM without keys or a password, and spotplan never handles
+        secrets, so a source that signs in with a password (or runs Windows) is refused here, before
+        anything is created."""
+        source = spec.source_ids[0]
+        if source in self._access:
+            return self._access[source]
+        sub, rg, name = parse_id(source)
+        vm = self._get(sub, rg, name, calls)
+        if vm is None:
+            raise CloudError(f"move {spec.move_id}: source VM {name} was not found in resource group {rg}")
+        calls[-1].note = "the source's admin user and SSH public keys, for the target"
+        profile = vm.os_profile
+        linux = profile.linux_configuration if profile is not None else None
+        keys = list(linux.ssh.public_keys or []) if linux is not None and linux.ssh is not None else []
+        if profile is None or not profile.admin_username or not keys:
+            raise CloudError(
+                f"move {spec.move_id}: source VM {name} has no SSH public keys to give the target (it signs in "
+                "with a password, or runs Windows); Azure needs the sign-in at creation and spotplan never "
+                "copies passwords: add an SSH key to the source VM, then run the move again"
+            )
+        access = {
+            "adminUsername": profile.admin_username,
+            "linuxConfiguration": {
+                "disablePasswordAuthentication": True,
+                "ssh": {"publicKeys": [{"path": k.path, "keyData": k.key_data} for k in keys]},
+            },
+        }
+        self._access[source] = access
+        return access
 
     def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
         sub, rg = self._spec_scope(spec)
         calls: list[Call] = []
         ids: list[str] = []
         from_network = spec.network.get("subnet")
+        access = self._source_access(spec, calls)
         for index in range(spec.count):
             name = vm_name(spec.move_id, spec.token, index)
             iid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
@@ -233,7 +269,7 @@ class AzureProvider:
                 "hardwareProfile": {"vmSize": spec.instance_type},
                 "storageProfile": {"imageReference": image_reference(spec.image or ""),
                                    "osDisk": {"createOption": "FromImage", "deleteOption": "Delete"}},
-                "osProfile": {"computerName": name[:15], "adminUsername": "spotplan",
+                "osProfile": {"computerName": name[:15], **access,
                               "customData": base64.b64encode(spec.user_data.encode()).decode()},
             }
             if spec.market == "spot":

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 
 from tests.emulators._http import Faults, LocalServer, QuietHandler
 
+# a source VM's public key (public keys are not secrets; ARM returns them)
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHjX2yfbHq5lQp0vM7d6wB3s9kY2rT8uN4pZ1cE6fG7h research@laptop"
 SIZES = {
     "Standard_NC24ads_A100_v4": 24, "Standard_NC48ads_A100_v4": 48, "Standard_ND96isr_H100_v5": 96,
     "Standard_NC4as_T4_v3": 4, "Standard_NV36ads_A10_v5": 36,
@@ -95,12 +97,21 @@ class AzureArmEmulator(LocalServer):
 
     # ---- test helpers ---------------------------------------------------------------------------
 
-    def add_vm(self, sub: str, rg: str, name: str, size: str, location: str = "eastus") -> str:
+    def add_vm(
+        self, sub: str, rg: str, name: str, size: str, location: str = "eastus", ssh_key: str | None = SSH_KEY
+    ) -> str:
+        """A running Linux VM that signs in with `ssh_key` (None: with a password, which ARM never returns)."""
         vid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+        linux: dict[str, Any] = {"disablePasswordAuthentication": ssh_key is not None, "provisionVMAgent": True}
+        if ssh_key is not None:
+            linux["ssh"] = {"publicKeys": [{"path": "/home/azureuser/.ssh/authorized_keys", "keyData": ssh_key}]}
         with self.lock:
             self.vms[(sub, rg.lower(), name.lower())] = {
                 "id": vid, "name": name, "type": "Microsoft.Compute/virtualMachines", "location": location,
                 "tags": {}, "properties": {"hardwareProfile": {"vmSize": size}, "priority": "Regular",
+                                           "osProfile": {"computerName": name[:15], "adminUsername": "azureuser",
+                                                         "linuxConfiguration": linux, "secrets": [],
+                                                         "allowExtensionOperations": True},
                                            "provisioningState": "Succeeded"},
                 "_power": "running",
             }
@@ -140,6 +151,9 @@ class AzureArmEmulator(LocalServer):
                 vid = (f"/subscriptions/{p['sub']}/resourceGroups/{p['rg']}/providers/Microsoft.Compute/"
                        f"virtualMachines/{p['name']}")
                 props = dict(body.get("properties", {}))
+                refused = _sign_in_refused(props.get("osProfile")) if vm is None else None
+                if refused is not None:
+                    return 400, refused
                 props["provisioningState"] = "Succeeded"
                 props.setdefault("vmId", str(uuid.uuid4()))
                 new = {"id": vid, "name": p["name"], "type": "Microsoft.Compute/virtualMachines",
@@ -175,6 +189,26 @@ class AzureArmEmulator(LocalServer):
                     {"code": f"PowerState/{vm['_power']}", "level": "Info",
                      "displayStatus": f"VM {vm['_power']}"}]}
         return 500, _error("InternalServerError", "unhandled")
+
+
+def _sign_in_refused(profile: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ARM's checks of a new Linux VM's sign-in: a password or SSH keys, keys only at the admin's
+    authorized_keys. ARM never returns a password, so none is stored."""
+    if profile is None:
+        return _error("InvalidParameter", "Required parameter 'osProfile' is missing (null).")
+    user = profile.get("adminUsername")
+    if not user:
+        return _error("InvalidParameter", "Required parameter 'adminUsername' is missing (null).")
+    keys = ((profile.get("linuxConfiguration") or {}).get("ssh") or {}).get("publicKeys") or []
+    if not keys and not profile.get("adminPassword"):
+        return _error("InvalidParameter", "Required parameter 'adminPassword' is missing (null).")
+    for key in keys:
+        if key.get("path") != f"/home/{user}/.ssh/authorized_keys":
+            return _error("InvalidParameter", "Destination path for SSH public keys is currently limited to its "
+                          f"default value /home/{user}/.ssh/authorized_keys due to a known issue in Linux "
+                          "provisioning agent.")
+    profile.pop("adminPassword", None)
+    return None
 
 
 def _public(vm: dict[str, Any]) -> dict[str, Any]:
