@@ -105,3 +105,13 @@ def test_the_emulator_refuses_what_arm_refuses(emu: AzureArmEmulator) -> None:
         body = {"location": "eastus", "properties": {"osProfile": profile}}
         r = requests.put(f"{base}/x?api-version=2024-07-01", json=body, headers=headers, verify=emu.ca_file)
         assert r.status_code == 400 and message in r.json()["error"]["message"]
+
+
+def test_a_dry_run_shows_the_create_even_when_the_source_could_not_be_read(emu: AzureArmEmulator) -> None:
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
+    before = list(emu.calls)
+    calls, _ = AzureProvider("eastus").launch(spec(src), True)
+    assert emu.calls == before  # nothing sent
+    assert [c.method for c in calls] == ["begin_create_or_update"] * 2
+    profile = calls[0].params["parameters"]["properties"]["osProfile"]
+    assert profile["adminUsername"] == "<the source's>"

@@ -254,7 +254,12 @@ class AzureProvider:
         calls: list[Call] = []
         ids: list[str] = []
         from_network = spec.network.get("subnet")
-        access = self._source_access(spec, calls)
+        if dry_run and spec.source_ids[0] not in self._access:
+            # preflight read (or failed to read) the source already; the dry run still shows the create
+            access: dict[str, Any] = {"adminUsername": "<the source's>",
+                                      "linuxConfiguration": "<the source's SSH public keys>"}
+        else:
+            access = self._source_access(spec, calls)
         for index in range(spec.count):
             name = vm_name(spec.move_id, spec.token, index)
             iid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
