@@ -30,29 +30,22 @@ from pathlib import Path
 import numpy as np
 from backtest_policies import DATA, Case, build_cases, load_markets
 
-from spotplan.backtest.policies import IDLE, OD, SPOT, LengthStats, SpotplanPolicy, _margin_after
+from spotplan.backtest.optimal import _run_lengths
+from spotplan.backtest.policies import IDLE, OD, SPOT, LengthStats, SpotplanPolicy, _margin_after, load_streaks
 from spotplan.backtest.simulator import Context, replay
-from spotplan.backtest.traces import streaks
 
 MISS = 1e6  # $ for a missed deadline in the programme: never worth it
 AGE_CAP_HOURS = 6.0
 HAZARD_PRIOR_WEIGHT = 2.0
 
 
-def _remaining(window: np.ndarray, value: bool) -> np.ndarray:
-    """rem[t] = ticks from t while `window` stays equal to `value` (0 where it is not)."""
-    rem = np.zeros(len(window) + 1, dtype=np.int64)
-    for t in range(len(window) - 1, -1, -1):
-        rem[t] = rem[t + 1] + 1 if window[t] == value else 0
-    return rem
-
-
 class _Oracle(SpotplanPolicy):
     """spotplan with the future window at hand, for the oracle rows only."""
 
-    def see(self, window: np.ndarray) -> None:
-        self.run_left = _remaining(window, True)
-        self.outage_left = _remaining(window, False)
+    def see(self, up: np.ndarray, start: int, ticks: int) -> None:
+        window = up[start : start + ticks][None, :]
+        self.run_left = _run_lengths(window, ticks)[0]  # ticks the run at t still lasts (0: none)
+        self.outage_left = _run_lengths(~window, ticks)[0]
 
     def decide(self, t: int, has_spot: bool, mode: int, overhead: int, progress: int) -> int:
         self.t, self.mode = t, mode
@@ -62,15 +55,10 @@ class _Oracle(SpotplanPolicy):
 class LifeOracle(_Oracle):
     at_mode = OD
 
-    def reset(self, ctx: Context) -> None:
-        super().reset(ctx)
-        estimate = self.runs.expected_remaining
-        policy = self
-
-        def remaining(age: int) -> float:
-            return float(policy.run_left[policy.t]) if policy.mode == policy.at_mode else estimate(age)
-
-        self.runs.expected_remaining = remaining  # type: ignore[method-assign]
+    def _life_hours(self) -> float:
+        if self.mode == self.at_mode:
+            return float(self.run_left[self.t]) * self.gap_h
+        return super()._life_hours()
 
 
 class LifeOracleIdle(LifeOracle):
@@ -84,7 +72,7 @@ class OutageOracle(_Oracle):
         g = self.grid
         margin = (g.T - t) * g.m - (g.P - progress)
         r = int(self.outage_left[t])
-        reserve_then = g.D + self.beta * self.M0 * (g.T - t - r) * g.m / (g.T * g.m)
+        reserve_then = self._reserve((g.T - t - r) * g.m)
         return [IDLE, OD] if margin - r * g.m >= reserve_then + g.D else [OD]
 
 
@@ -145,7 +133,7 @@ class SemiMarkov(SpotplanPolicy):
             EV[:, 0] = (1 - hd)[None, :, None] * V[:, 0][:, older] + hd[None, :, None] * V[:, 1, 0][:, None, :]
             need = P - t * m + lag
 
-            def run(kind: int, ov: int, s: int, t: int = t, EV: np.ndarray = EV, need: np.ndarray = need) -> np.ndarray:
+            def run(kind: int, ov: int, s: int, EV: np.ndarray = EV, need: np.ndarray = need) -> np.ndarray:
                 use = min(ov, m)
                 gain = m - use
                 price = ps if kind == SPOT else po
@@ -201,13 +189,12 @@ class SemiMarkov(SpotplanPolicy):
 
 
 class SemiMarkovLaw(SemiMarkov):
-    whole: np.ndarray = np.zeros(0, bool)
+    def see(self, up: np.ndarray, start: int, ticks: int) -> None:
+        self.whole = up
 
     def _fit_on(self, ctx: Context) -> tuple[LengthStats, LengthStats]:
         runs, outages = LengthStats(self.runs.prior), LengthStats(self.outages.prior)
-        lengths, is_up = streaks(self.whole)
-        for length, up in zip(lengths[1:-1].tolist(), is_up[1:-1].tolist()):
-            (runs if up else outages).add(int(length))
+        load_streaks(self.whole, runs, outages)
         return runs, outages
 
 
@@ -222,15 +209,19 @@ ROWS: dict[str, Callable[[], SpotplanPolicy]] = {
 SLOW = ("semi-markov-history", "semi-markov-law")
 
 
+def _coarse(c: Case) -> bool:
+    """The 600 s traces: where the semi-Markov programme is tractable."""
+    return c.market.grid.gap_seconds >= 300
+
+
 def costs(cases: Sequence[Case], row: str) -> np.ndarray:
     out = []
     for c in cases:
         g, up, prices = c.market.grid, c.market.up, c.market.prices
-        SemiMarkovLaw.whole = up
         for s in c.market.starts:
             policy = ROWS[row]()
-            if isinstance(policy, _Oracle):
-                policy.see(up[s : s + g.T])
+            if isinstance(policy, (_Oracle, SemiMarkovLaw)):
+                policy.see(up, int(s), g.T)
             out.append(replay(policy, up[s : s + g.T], prices[s : s + g.T], c.job, g, history=up[:s]).cost)
     return np.asarray(out)
 
@@ -249,7 +240,7 @@ def main() -> None:
     rows = args.row or list(ROWS)
     markets = load_markets()
     cases = build_cases(markets, args.deadline, args.changeover, args.seed, args.starts, args.cache)
-    coarse = [c for c in cases if c.market.grid.gap_seconds >= 300]
+    coarse = [c for c in cases if _coarse(c)]
     print(f"R {args.deadline:g} h, d {args.changeover:g} h, seed {args.seed}: mean cost ÷ optimal\n")
     print(f"{'row':>20} {'all 12 traces':>14} {'600 s traces':>13}")
     for row in rows:
@@ -260,7 +251,7 @@ def main() -> None:
             continue
         cost = costs(cases, row)
         opt = np.concatenate([c.opt for c in cases])
-        on_coarse = np.concatenate([np.full(len(c.market.starts), c.market.grid.gap_seconds >= 300) for c in cases])
+        on_coarse = np.concatenate([np.full(len(c.market.starts), _coarse(c)) for c in cases])
         print(
             f"{row:>20} {cost.mean() / opt.mean():14.4f} {cost[on_coarse].mean() / opt[on_coarse].mean():13.4f}",
             flush=True,

@@ -10,7 +10,7 @@ import pytest
 
 from spotplan.backtest.policies import Greedy, LengthStats, SpotplanPolicy, UniformProgress
 from spotplan.backtest.replay import run_backtest
-from spotplan.backtest.simulator import IDLE, OD, SPOT, Job, make_grid, replay
+from spotplan.backtest.simulator import IDLE, OD, SPOT, Context, Job, make_grid, replay
 from spotplan.backtest.traces import Trace, expand_paths, load_trace
 
 pytestmark = pytest.mark.timeout(90)
@@ -275,7 +275,7 @@ def test_policies_price_their_decisions_at_the_traces_own_spot_price() -> None:
     seen: list[float] = []
 
     class Recorder(Greedy):
-        def reset(self, ctx):  # type: ignore[no-untyped-def]
+        def reset(self, ctx: Context) -> None:
             seen.append(ctx.k)
             super().reset(ctx)
 

@@ -147,6 +147,18 @@ class LengthStats:
         return (self._suffix[idx] - age * count + prior * w) / (count + w)
 
 
+def load_streaks(up: np.ndarray, runs: LengthStats, outages: LengthStats) -> tuple[bool | None, int]:
+    """Add the complete run and outage lengths of `up` to the stats; return the state of the last
+    streak and its age so far (None, 0 for an empty series). The first streak is left out, as its
+    start is unknown, and the last, which is still going."""
+    lengths, is_up = streaks(up)
+    if not len(lengths):
+        return None, 0
+    for length, was_up in zip(lengths[1:-1].tolist(), is_up[1:-1].tolist()):
+        (runs if was_up else outages).add(int(length))
+    return bool(is_up[-1]), int(lengths[-1])
+
+
 class SpotplanPolicy:
     """Ours: progress-aware switching with age-conditioned lifetime estimates and an exact,
     non-sticky safety net.
@@ -207,15 +219,7 @@ class SpotplanPolicy:
         self.runs = LengthStats(self.prior_run_hours / self.gap_h, tail=self.tail)
         # outage lengths only to count the outages left (for the wait on on-demand)
         self.outages = LengthStats(self.prior_run_hours / self.gap_h)
-        lengths, is_up = streaks(ctx.history)
-        self.state: bool | None = None
-        self.age = 0
-        if len(lengths):
-            # the first streak is censored (its start is unknown); the last is still going
-            for length, was_up in zip(lengths[1:-1].tolist(), is_up[1:-1].tolist()):
-                (self.runs if was_up else self.outages).add(int(length))
-            self.state = bool(is_up[-1])
-            self.age = int(lengths[-1])
+        self.state, self.age = load_streaks(ctx.history, self.runs, self.outages)
         d_h = g.D * g.grain_hours
         k = self.k
         unit = 0.0 if math.isinf(k) else k * d_h / max(k - 1.0, 1e-9)
@@ -260,15 +264,24 @@ class SpotplanPolicy:
         outages_left = max(time_left / g.m / cycle_ticks, 1e-9)
         return self.wasted_changeover_h > margin * g.grain_hours / outages_left
 
+    def _reserve(self, time_left: int) -> float:
+        """The margin (grains) to keep with `time_left` grains to go: d + β·M0·(time left ÷ R)."""
+        g = self.grid
+        return g.D + self.beta * self.M0 * time_left / (g.T * g.m)
+
+    def _life_hours(self) -> float:
+        """The current spot run's expected remaining life, in hours, given its age."""
+        return self.runs.expected_remaining(self.age - 1) * self.gap_h
+
     def _preferences(self, t: int, has_spot: bool, mode: int, progress: int) -> list[int]:
         g = self.grid
         time_left = (g.T - t) * g.m
         margin = time_left - (g.P - progress)
-        reserve = g.D + self.beta * self.M0 * time_left / (g.T * g.m)
+        reserve = self._reserve(time_left)
         if has_spot:
             if mode == SPOT:
                 return [SPOT, OD]
-            life_h = self.runs.expected_remaining(self.age - 1) * self.gap_h
+            life_h = self._life_hours()
             need = self.enter_from_od_h if mode == OD else self.enter_from_idle_h
             if mode == OD and margin < reserve:
                 need *= 1.0 + self.scarcity * (reserve - margin) / max(reserve, 1)
