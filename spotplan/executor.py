@@ -228,7 +228,8 @@ class MoveRun:
             step=f"{step}#{self.state['attempt']}",
             market=market,  # type: ignore[arg-type]
             region=m.target.region,
-            zone=m.target.zone,
+            # A zone the target's preflight chose (GCP, when the plan names none) is journaled with it.
+            zone=self.state.get("target_zone") or m.target.zone,
             instance_type=m.target.instance_type,
             count=m.count,
             max_price=m.target.max_price if market == "spot" else None,
@@ -237,6 +238,7 @@ class MoveRun:
             network=network,
             labels=m.labels,
             source_ids=list(m.source.instance_ids),
+            source_provider=m.source.provider,
         )
 
     def _target_ids(self, key: str = "target_ids") -> list[str]:

@@ -92,7 +92,8 @@ def test_one_failing_move_is_a_partial_failure(clouds: Any, runner: Any, tmp_pat
     tag = uuid.uuid4().hex[:6]
     good = make_move(f"ok-{tag}", "gcp", "us-central1", "us-central1-a", "a2-highgpu-1g",
                      [gcp.add_instance("acme", "us-central1-a", f"ok-{tag}", "a2-highgpu-1g")],
-                     str(tmp_path / "ok"), "img", {"via": "command", "command": trainer_script(tmp_path)})
+                     str(tmp_path / "ok"), "projects/acme/global/images/train-v1",
+                     {"via": "command", "command": trainer_script(tmp_path)})
     bad = make_move(f"bad-{tag}", "aws", "us-east-1", "us-east-1a", "g5.xlarge", aws.source(None),
                     f"s3://{BUCKET}/bad-{tag}", aws.image, {"via": "ssm", "command": "true"})
     plan = write_plan(tmp_path / "plan.json", [good, bad])

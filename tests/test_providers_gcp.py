@@ -27,7 +27,8 @@ def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GcpComputeEmulator]:
 def spec(src: str, **kw: Any) -> LaunchSpec:
     base: dict[str, Any] = dict(move_id="m1", step="acquire#1", market="spot", region="us-central1",
                                 zone="us-central1-b", instance_type="a2-highgpu-1g", count=2, max_price=1.0,
-                                image="img", user_data="#!/bin/sh\n", network={}, labels={"team": "ML"},
+                                image="projects/acme/global/images/train-v1", user_data="#!/bin/sh\n", network={},
+                                labels={"team": "ML"},
                                 source_ids=[src])
     base.update(kw)
     return LaunchSpec(**base)

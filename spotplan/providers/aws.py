@@ -37,6 +37,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "sts.get_caller_identity": (),
     "ec2.describe_instance_type_offerings": ("ec2:DescribeInstanceTypeOfferings",),
     "ec2.describe_instance_types": ("ec2:DescribeInstanceTypes",),
+    "ec2.describe_images": ("ec2:DescribeImages",),
+    "ec2.describe_subnets": ("ec2:DescribeSubnets",),
     "service-quotas.get_service_quota": ("servicequotas:GetServiceQuota",),
     "ec2.describe_instances": ("ec2:DescribeInstances",),
     "ec2.run_instances": ("ec2:RunInstances", "ec2:CreateTags"),
@@ -188,11 +190,61 @@ class AwsProvider:
         offers = self._read(offer)
         if not offers.get("InstanceTypeOfferings"):
             raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {where}")
-        calls = [ident, offer]
+        calls = [ident, offer, *self._check_placement(spec)]
         quota = spot_quota_for(spec.instance_type) if spec.market == "spot" else None
         if quota is not None:
             calls += self._check_spot_quota(spec, *quota)
         return calls, {"account": who.get("Account")}
+
+    def _check_placement(self, spec: LaunchSpec) -> list[Call]:
+        """The AMI and subnet must exist in the target region. Both are regional, so a plan that
+        moves a workload to another region, or from another cloud, can name ones EC2 there does not
+        have; run_instances would refuse them only after the move had begun."""
+        from botocore.exceptions import ClientError
+
+        image = spec.image or ""
+        elsewhere = (f" (the launch block came with the {spec.source_provider} workload)"
+                     if spec.source_provider not in ("", NAME) else "")
+        if image.startswith("resolve:ssm:"):
+            calls: list[Call] = []  # EC2 resolves the parameter in the region at launch
+        elif not image.startswith("ami-"):
+            raise InputError(f"move {spec.move_id}: launch.image {image!r} is not an AMI id (ami-...){elsewhere}: "
+                             f"set it to an AMI of {self.region} in the plan")
+        else:
+            call = self._call("ec2", "describe_images", {"ImageIds": [image]}, note="the AMI is in the target region")
+            with translated(call, _translate):
+                try:
+                    found = self._client("ec2").describe_images(**call.params).get("Images")
+                except ClientError as exc:
+                    if not exc.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+                        raise
+                    found = []
+            call.outcome = "ok" if found else "not found"
+            if not found:
+                raise InputError(f"move {spec.move_id}: AMI {image} is not in {self.region}{elsewhere}: AMIs are "
+                                 f"regional; copy it there (aws ec2 copy-image) and set launch.image in the plan")
+            calls = [call]
+        subnet = spec.network.get("subnet")
+        if subnet:
+            call = self._call("ec2", "describe_subnets", {"SubnetIds": [subnet]},
+                              note="the subnet is in the target region")
+            with translated(call, _translate):
+                try:
+                    subnets = self._client("ec2").describe_subnets(**call.params).get("Subnets") or []
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code", "") != "InvalidSubnetID.NotFound":
+                        raise
+                    subnets = []
+            call.outcome = "ok" if subnets else "not found"
+            calls.append(call)
+            if not subnets:
+                raise InputError(f"move {spec.move_id}: launch.network.subnet {subnet} is not in {self.region}"
+                                 f"{elsewhere}: set a subnet of the target region in the plan")
+            zone = subnets[0].get("AvailabilityZone")
+            if spec.zone and zone and zone != spec.zone:
+                raise InputError(f"move {spec.move_id}: launch.network.subnet {subnet} is in {zone}, not in the "
+                                 f"target zone {spec.zone}")
+        return calls
 
     def _check_spot_quota(self, spec: LaunchSpec, code: str, name: str) -> list[Call]:
         """The account's Spot vCPU quota must at least fit this move (new accounts often have 0)."""

@@ -196,6 +196,12 @@ class AzureProvider:
     # ---- Provider protocol ------------------------------------------------------------------
 
     def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
+        if spec.source_provider not in ("", NAME):
+            raise InputError(
+                f"move {spec.move_id}: an Azure target is created in the source VM's subscription and resource "
+                f"group, with its admin user and SSH keys, so it needs an Azure source (this one is on "
+                f"{spec.source_provider}): plan it with --scope region or provider"
+            )
         if not spec.image:
             raise InputError(f"move {spec.move_id}: launch.image (an image URN) is required to start the target")
         image_reference(spec.image)

@@ -179,6 +179,9 @@ class LaunchSpec:
     network: Mapping[str, Any]
     labels: Mapping[str, str]
     source_ids: Sequence[str]
+    # The source's cloud: a target on another cloud cannot take its placement (project, resource
+    # group, zone) from the source ids.
+    source_provider: str = ""
 
     @property
     def token(self) -> str:

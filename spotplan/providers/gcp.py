@@ -189,39 +189,96 @@ class GcpProvider:
     def _project(self, spec: LaunchSpec) -> str:
         if not spec.source_ids:
             raise InputError(f"move {spec.move_id}: source.instance_ids is empty")
-        return parse_id(spec.source_ids[0])[0]
+        if spec.source_provider in ("", NAME):
+            return parse_id(spec.source_ids[0])[0]
+        # From another cloud there is no source project: the one gcloud and the client libraries use.
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
+        if not project:
+            raise InputError(f"move {spec.move_id}: the source is on {spec.source_provider}, so there is no source "
+                             "project to create the GCP target in: set GOOGLE_CLOUD_PROJECT")
+        return project
 
     def _zone(self, spec: LaunchSpec) -> str:
         if spec.zone:
             return spec.zone
-        return parse_id(spec.source_ids[0])[1]
+        if spec.source_provider in ("", NAME) and spec.source_ids:
+            zone = parse_id(spec.source_ids[0])[1]
+            if zone.startswith(f"{spec.region}-"):
+                return zone
+        raise InputError(f"move {spec.move_id}: no zone for the GCP target in {spec.region}: set target.zone "
+                         "in the plan")
+
+    def _known_zone(self, spec: LaunchSpec) -> str | None:
+        try:
+            return self._zone(spec)
+        except InputError:
+            return None
 
     def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
         if not spec.image:
             raise InputError(f"move {spec.move_id}: launch.image (a GCP image) is required to start the target")
-        project, zone = self._project(spec), self._zone(spec)
-        mt = self._call("machine_types", "get", {"project": project, "zone": zone, "machine_type": spec.instance_type},
-                        note="credentials, and the target type exists in the zone")
-        from google.api_core import exceptions as gexc
-
-        try:
-            got = self._send(mt)
-        except CloudError as exc:
-            # Only an answer about the type means "not offered"; an unreachable endpoint says so itself.
-            if isinstance(exc.__cause__, (gexc.NotFound, gexc.BadRequest)):
-                raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {zone} ({exc})") from exc
-            raise
-        mt.outcome = "ok"
-        region = self._call("regions", "get", {"project": project, "region": spec.region}, note="quota")
-        reg = self._send(region)
-        region.outcome = "ok"
+        if not any(mark in spec.image for mark in ("images/", "://")):
+            elsewhere = (f" (the launch block came with the {spec.source_provider} workload)"
+                         if spec.source_provider not in ("", NAME) else "")
+            raise InputError(f"move {spec.move_id}: launch.image {spec.image!r} is not a GCP image "
+                             f"(projects/P/global/images/NAME or .../images/family/F){elsewhere}")
+        project = self._project(spec)
+        region = self._call("regions", "get", {"project": project, "region": spec.region},
+                            note="quota, and the region's zones")
+        calls: list[Call] = []
+        reg = None
+        zone = self._known_zone(spec)
+        if zone is None:
+            # Another region or cloud, and the plan names no zone: the first zone of the target
+            # region that offers the type.
+            reg = self._read(region, calls)
+            zones = sorted(z.rsplit("/", 1)[-1] for z in reg.zones)
+        else:
+            zones = [zone]
+        got = None
+        for zone in zones:
+            mt = self._call("machine_types", "get", {"project": project, "zone": zone,
+                                                     "machine_type": spec.instance_type},
+                            note="credentials, and the target type exists in the zone")
+            calls.append(mt)
+            got = self._machine_type(mt, spec, zone, alone=len(zones) == 1)
+            if got is not None:
+                break
+        if got is None:
+            raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in any zone of {spec.region}")
+        if reg is None:
+            reg = self._read(region, calls)
         for quota in reg.quotas:
             if quota.metric in ("INSTANCES", "PREEMPTIBLE_CPUS", "CPUS"):
                 need = spec.count * (got.guest_cpus if quota.metric != "INSTANCES" else 1)
                 if quota.limit - quota.usage < need:
                     raise CloudError(f"move {spec.move_id}: quota {quota.metric} in {spec.region} has "
                                      f"{quota.limit - quota.usage:g} left, {need} needed")
-        return [mt, region], {"project": project}
+        return calls, {"project": project, "target_zone": zone}
+
+    def _read(self, call: Call, calls: list[Call]) -> Any:
+        calls.append(call)
+        result = self._send(call)
+        call.outcome = "ok"
+        return result
+
+    def _machine_type(self, call: Call, spec: LaunchSpec, zone: str, alone: bool) -> Any:
+        """The machine type in one zone, or None when the zone does not offer it and others are
+        tried."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            got = self._send(call)
+        except CloudError as exc:
+            # Only an answer about the type means "not offered"; an unreachable endpoint says so itself.
+            if isinstance(exc.__cause__, (gexc.NotFound, gexc.BadRequest)):
+                if not alone:
+                    call.outcome = "not offered"
+                    return None
+                raise CloudError(f"move {spec.move_id}: {spec.instance_type} is not offered in {zone} ({exc})") from exc
+            raise
+        call.outcome = "ok"
+        return got
 
     def _existing(self, project: str, zone: str, key: str, value: str) -> tuple[Call, list[str]]:
         call = self._call("instances", "list",

@@ -21,6 +21,12 @@ MACHINE_TYPES = {
     "a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96, "a2-ultragpu-8g": 96,
     "a3-highgpu-8g": 208, "g2-standard-8": 8, "g2-standard-24": 24, "n1-standard-8": 8,
 }
+# Zones per region (a real subset); `not_offered` takes (zone, machine type) pairs out.
+ZONES = {
+    "us-central1": ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
+    "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c"),
+    "us-east1": ("us-east1-b", "us-east1-c", "us-east1-d"),
+}
 _P = r"/compute/v1/projects/(?P<project>[^/]+)"
 _Z = _P + r"/zones/(?P<zone>[^/]+)"
 ROUTES = [
@@ -47,6 +53,7 @@ class GcpComputeEmulator(LocalServer):
         self.calls: list[str] = []
         self.faults = Faults()
         self.instance_quota = instance_quota
+        self.not_offered: set[tuple[str, str]] = set()
         self.lock = threading.RLock()
         emu = self
 
@@ -106,14 +113,22 @@ class GcpComputeEmulator(LocalServer):
                 return fault[0], _error(fault[0], "injected fault", "backendError")
             key = (p.get("project", ""), p.get("zone", ""), p.get("name", ""))
             if action == "machineTypes.get":
-                if p["name"] not in MACHINE_TYPES:
+                if not any(p["zone"] in zones for zones in ZONES.values()):
+                    return 404, _error(404, f"The resource 'projects/{key[0]}/zones/{key[1]}' was not found",
+                                       "notFound")
+                if p["name"] not in MACHINE_TYPES or (p["zone"], p["name"]) in self.not_offered:
                     return 404, _error(404, f"The resource 'projects/{key[0]}/zones/{key[1]}/machineTypes/"
                                             f"{p['name']}' was not found", "notFound")
                 return 200, {"kind": "compute#machineType", "name": p["name"],
                              "guestCpus": MACHINE_TYPES[p["name"]], "zone": p["zone"]}
             if action == "regions.get":
+                if p["region"] not in ZONES:
+                    return 404, _error(404, f"The resource 'projects/{key[0]}/regions/{p['region']}' was not found",
+                                       "notFound")
                 used = sum(1 for (pr, _z, _n) in self.instances if pr == p["project"])
-                return 200, {"kind": "compute#region", "name": p["region"], "status": "UP",
+                base = f"https://www.googleapis.com/compute/v1/projects/{key[0]}/zones"
+                zones = [f"{base}/{z}" for z in ZONES[p["region"]]]
+                return 200, {"kind": "compute#region", "name": p["region"], "status": "UP", "zones": zones,
                              "quotas": [{"metric": "INSTANCES", "limit": self.instance_quota, "usage": used}]}
             if action == "zoneOperations.get":
                 op = self.operations.get(p["name"])
