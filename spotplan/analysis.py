@@ -3,32 +3,21 @@ and write the plan. The CLI calls this; tests and notebooks can too."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spotplan.errors import InputError
 from spotplan.models import AnalysisResult, Plan, Workload
 from spotplan.planner import AnalyzeOptions, analyze, build_plan, on_demand_index
+from spotplan.times import parse_duration
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdw]?)\s*$", re.IGNORECASE)
-
-
 def parse_window(text: str) -> float:
     """'30d', '12h', '2w' or a bare number of days → hours."""
-    m = _DURATION.match(str(text))
-    if not m:
-        raise InputError(f"--window: expected a duration like 30d, 12h or 2w, got {text!r}")
-    value, unit = float(m.group(1)), (m.group(2) or "d").lower()
-    hours = value * {"h": 1.0, "d": 24.0, "w": 168.0}[unit]
-    if hours <= 0:
-        raise InputError(f"--window: must be longer than zero, got {text!r}")
-    return hours
+    return parse_duration(text, "--window", units=("h", "d", "w"), default="d") / 3600.0
 
 
 @dataclass

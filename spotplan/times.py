@@ -4,9 +4,15 @@ library can use it without loading anything else."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from spotplan.errors import InputError
+
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_EXAMPLES = {"ms": "500ms", "s": "1s", "m": "2m", "h": "12h", "d": "30d", "w": "2w"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 #: The written form (whole seconds, `Z`), as a strftime pattern for pandas' vectorised formatting.
 ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
@@ -45,3 +51,17 @@ def parse_now(text: str | None) -> datetime | None:
         return parse_iso(text)
     except ValueError:
         raise InputError(f"--now: expected an ISO-8601 time like 2026-11-23T00:00:00Z, got {text!r}") from None
+
+
+def parse_duration(text: str, what: str, units: Sequence[str] = ("ms", "s", "m", "h"), default: str = "s") -> float:
+    """A duration option (`500ms`, `1s`, `2m`, `30d`, `2w`; a bare number is in `default` units) as
+    seconds, more than zero. `units` are the suffixes the option takes (`m` is minutes)."""
+    match = _DURATION.match(str(text or ""))
+    unit = (match.group(2) or default).lower() if match else ""
+    if not match or unit not in units:
+        examples = ", ".join(_EXAMPLES[u] for u in units)
+        raise InputError(f"{what}: expected a duration like {examples}, got {text!r}")
+    seconds = float(match.group(1)) * _SECONDS[unit]
+    if seconds <= 0:
+        raise InputError(f"{what}: must be longer than zero, got {text!r}")
+    return seconds

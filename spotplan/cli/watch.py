@@ -7,7 +7,6 @@ fresh checkpoint in time, 5 checkpoint saved but the on-demand fallback failed, 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 
 from spotplan.cli.common import VerboseOpt, handle_errors, is_verbose
 from spotplan.errors import InputError
+from spotplan.times import parse_duration
 
 
 class SourceName(str, Enum):
@@ -26,20 +26,6 @@ class SourceName(str, Enum):
     azure = "azure"
     eci = "eci"
     url = "url"
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
-
-def parse_duration(text: str, what: str) -> float:
-    """`500ms`, `1s`, `1.5`, `2m`, `1h` -> seconds."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise InputError(f"{what}: cannot read duration {text!r} (e.g. 1s, 500ms, 2m)")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    if value <= 0:
-        raise InputError(f"{what} must be more than 0")
-    return value
 
 
 def watch(
