@@ -378,6 +378,15 @@ class CheckpointStore:
         return f"CheckpointStore({self.uri!r}, keep={self.keep})"
 
 
+def is_local_uri(uri: str) -> bool:
+    """Whether `uri` names this machine's filesystem (a path or `file://`), as fsspec reads it,
+    without building the filesystem (that would need the remote store's extra)."""
+    import fsspec.core
+
+    protocol, _ = fsspec.core.split_protocol(str(uri))
+    return protocol in (None, "file", "local")
+
+
 def _protocols(fs: Any) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)

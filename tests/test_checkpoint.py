@@ -347,3 +347,12 @@ def test_a_missing_filesystem_is_a_missing_extra() -> None:
     with pytest.raises(MissingExtraError, match="no filesystem for sftp://") as caught:
         CheckpointStore("sftp://127.0.0.1/ckpt")
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("uri,local", [("/tmp/ckpt", True), ("relative/ckpt", True), ("file:///tmp/ckpt", True),
+                                       ("s3://b/ckpt", False), ("gs://b/ckpt", False), ("az://c/ckpt", False),
+                                       ("memory://ckpt", False), ("simplecache::s3://b/ckpt", False)])
+def test_is_local_uri_reads_the_protocol_as_fsspec_does(uri: str, local: bool) -> None:
+    from spotplan.checkpoint import is_local_uri
+
+    assert is_local_uri(uri) is local

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from spotplan.errors import CloudError, InputError
+from spotplan.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,15 +50,7 @@ def slack_payload(alerts: pd.DataFrame, ratio: float) -> dict[str, Any]:
 
 
 def post_webhook(url: str, payload: dict[str, Any]) -> None:
-    import requests
+    from spotplan.pricing.sources import retry_attempts, retry_base_seconds
+    from spotplan.webhook import post_json
 
-    from spotplan.pricing.sources import http_retryable, with_retries
-
-    def send() -> None:
-        resp = requests.post(url, json=payload, timeout=15)
-        resp.raise_for_status()
-
-    try:
-        with_retries(send, http_retryable)
-    except requests.RequestException as exc:
-        raise CloudError(f"webhook {url}: {exc}") from exc
+    post_json(url, payload, attempts=retry_attempts(), backoff=retry_base_seconds())

@@ -4,13 +4,11 @@ wait for a fresh checkpoint, upload it, and post an alert. Each returns plain da
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,13 +124,9 @@ def wait_for_checkpoint(store: Any, newer_than: datetime, until: float, every: f
         time.sleep(min(every, left))
 
 
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def post_webhook(url: str, text: str, details: Mapping[str, Any], timeout: float = 5.0) -> int:
-    """POST a Slack-compatible JSON message (`text`, plus the details for other receivers)."""
-    body = json.dumps({"text": text, "spotplan": dict(details)}).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (the user's own URL)
-        return int(resp.status)
+    """POST a Slack-compatible JSON message (`text`, plus the details for other receivers). Two
+    short attempts: the checkpoint is already safe, and the watcher should not linger on an alert."""
+    from spotplan.webhook import post_json
+
+    return post_json(url, {"text": text, "spotplan": dict(details)}, timeout=timeout, attempts=2, backoff=0.2)

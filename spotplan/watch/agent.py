@@ -241,7 +241,7 @@ class Agent:
         return result
 
     def _checkpoint(self, notice: Notice, budget_end: float, result: WatchResult) -> None:
-        from spotplan.checkpoint import CheckpointError, CheckpointStore
+        from spotplan.checkpoint import CheckpointError, CheckpointStore, is_local_uri
 
         cfg = self.config
         assert cfg.checkpoint_uri is not None
@@ -255,7 +255,7 @@ class Agent:
         result.checkpoint = info
         self.log("checkpoint_ready", uri=info.uri, step=info.step, created_at=info.to_dict()["created_at"],
                  age_after_notice=round((info.created_at - notice.detected_at).total_seconds(), 3))
-        if cfg.upload_to and not (store.local and actions.is_remote(cfg.upload_to)):
+        if cfg.upload_to and not (store.local and not is_local_uri(cfg.upload_to)):
             self.log("upload_skipped", reason="only a local checkpoint is copied to a remote store")
         elif cfg.upload_to:
             try:
