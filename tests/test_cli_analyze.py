@@ -100,6 +100,8 @@ def test_out_writes_file_and_csv_has_one_row_per_workload(runner, tmp_path: Path
         (["--window", "soon"], "--window"),
         (["--now", "yesterday"], "--now"),
         (["--scope", "galaxy"], "galaxy"),
+        (["--seed", "-1"], "--seed"),
+        (["--samples", "0"], "--samples"),
     ],
 )
 def test_bad_options_exit_2(runner, args: list[str], needle: str) -> None:  # type: ignore[no-untyped-def]

@@ -44,6 +44,12 @@ def test_normalize_vocabulary_and_columns() -> None:
         (dict(price_per_hour="abc"), "price_per_hour"),
         (dict(interruption_band="30%"), "interruption_band"),
         (dict(region=""), "region"),
+        (dict(price_per_hour=float("inf")), "price_per_hour"),
+        (dict(gpu_count="one"), "gpu_count"),
+        (dict(vcpus=-4), "vcpus"),
+        (dict(memory_gib="lots"), "memory_gib"),
+        (dict(observed_at="yesterday"), "observed_at"),
+        (dict(observed_at="2025-13-45"), "observed_at"),
     ],
 )
 def test_bad_rows_name_row_and_field(bad: dict[str, object], field: str) -> None:
@@ -75,3 +81,9 @@ def test_latest_rows_keeps_newest_observation_per_pool() -> None:
     df = normalize(pd.DataFrame([_row(price_per_hour=1.0, observed_at="2026-01-01"),
                                  _row(price_per_hour=2.0, observed_at="2026-02-01")]))
     assert latest_rows(df)["price_per_hour"].tolist() == [2.0]
+
+
+def test_empty_optional_fields_are_accepted() -> None:
+    rows = [_row(gpu_count="", observed_at="", vcpus=None), _row(observed_at="2026-11-01T10:00:00+02:00")]
+    out = normalize(pd.DataFrame(rows))
+    assert pd.isna(out.loc[0, "gpu_count"]) and out.loc[0, "observed_at"] == ""

@@ -63,7 +63,7 @@ def analyze(
         ),
     ] = OverheadModel.explicit,
     samples: Annotated[int, typer.Option(min=1, help="Monte Carlo runs for the P90s.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Random seed of the Monte Carlo P90s.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the Monte Carlo P90s.")] = 0,
     now: Annotated[
         str | None, typer.Option(help="Pretend it is this ISO-8601 time (deadlines, price windows).")
     ] = None,

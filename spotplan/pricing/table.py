@@ -90,7 +90,9 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     )
     raw_band = out["interruption_band"].fillna("").astype(str).str.strip()
     out["interruption_band"] = raw_band.map(normalize_band)
+    raw_numbers = {}
     for col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour"):
+        raw_numbers[col] = out[col].fillna("").astype(str).str.strip()
         out[col] = pd.to_numeric(out[col], errors="coerce")
     out["observed_at"] = out["observed_at"].map(
         lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
@@ -107,10 +109,16 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             "one of " + ", ".join(BANDS) + " or empty",
         ),
         (
-            out["price_per_hour"].isna() | (out["price_per_hour"] < 0),
+            out["price_per_hour"].isna() | (out["price_per_hour"] < 0) | (out["price_per_hour"] == float("inf")),
             "price_per_hour",
             "a non-negative number (USD per instance-hour)",
         ),
+        *(
+            ((raw_numbers[col] != "") & (out[col].isna() | (out[col] < 0) | (out[col] == float("inf"))), col,
+             "a non-negative number or empty")
+            for col in ("gpu_count", "vcpus", "memory_gib")
+        ),
+        (_unreadable_times(out["observed_at"]), "observed_at", "an ISO-8601 date or time, or empty"),
     ]
     for bad, field, expected in checks:
         if bool(bad.any()):
@@ -121,6 +129,17 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             )
     out = out.reset_index(drop=True)
     return out[list(COLUMNS)]
+
+
+def _unreadable_times(values: pd.Series) -> pd.Series:
+    """Where a non-empty `observed_at` is not an ISO-8601 date or time. Each distinct value is
+    parsed once: pulled histories repeat few and snapshots fewer."""
+    import pandas as pd
+
+    distinct = pd.Series(values[values != ""].unique(), dtype=object)
+    parsed = pd.to_datetime(distinct, utc=True, errors="coerce", format="ISO8601")
+    bad = set(distinct[parsed.isna()])
+    return values.isin(bad) if bad else pd.Series(False, index=values.index)
 
 
 def read_price_file(path: Path) -> pd.DataFrame:
