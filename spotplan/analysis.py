@@ -72,3 +72,15 @@ def make_plan(result: AnalysisResult, workloads: Sequence[Workload], prices: Pri
               options: AnalyzeOptions) -> Plan:
     od = on_demand_index(prices.table, options.window_hours, options.now)
     return build_plan(result, workloads, od, created_at=options.now)
+
+
+def known_on_demand_price(provider: str, region: str, instance_type: str) -> float | None:
+    """The newest on-demand price of one pool in the default price data (the bundled snapshot plus
+    the local store), or None: what migrate checks a plan's max_price against when the plan does
+    not carry the on-demand price analyze saw."""
+    from spotplan.pricing.table import latest_rows
+
+    table = load_prices(None).table
+    rows = latest_rows(table[(table["provider"] == provider) & (table["region"] == region)
+                             & (table["instance_type"] == instance_type) & (table["market"] == "on-demand")])
+    return None if rows.empty else float(rows["price_per_hour"].min())

@@ -263,21 +263,51 @@ class MoveRun:
 
     def step_preflight(self) -> tuple[list[Call], dict[str, Any]]:
         m = self.move
-        if m.on_demand_price is not None and m.target.max_price > m.on_demand_price + 1e-9:
-            raise InputError(
-                f"move {m.id}: target.max_price {m.target.max_price} is above the on-demand price "
-                f"{m.on_demand_price}: spotplan never bids above on-demand"
-            )
+        self._check_bid()
         if not m.source.instance_ids:
             raise InputError(f"move {m.id}: source.instance_ids is empty: nothing to move")
-        if not m.checkpoint.storage:
-            raise InputError(f"move {m.id}: checkpoint.storage is required to verify a checkpoint")
+        for iid in m.source.instance_ids:
+            try:
+                provider_module(m.source.provider).parse_id(iid)
+            except InputError as exc:
+                raise InputError(f"move {m.id}: source.instance_ids: {exc}") from None
+        if not m.checkpoint.enabled or not m.checkpoint.storage:
+            raise InputError(f"move {m.id}: a move needs checkpoint.enabled and checkpoint.storage, to verify a "
+                             "checkpoint before the source is stopped")
+        if not m.checkpoint.is_durable:
+            raise InputError(
+                f"move {m.id}: checkpoint.storage {m.checkpoint.storage!r} is not durable storage: the source is "
+                "stopped only once its checkpoint is safe where the target can read it; use s3://, gs:// or "
+                "az://, or set checkpoint.durable: true for a shared or persistent path"
+            )
         # The whole trigger is checked here, before any capacity is bought for it.
         via, _command = self._trigger_command()
         if via == "ssm" and m.source.provider != "aws":
             raise InputError(f"move {m.id}: checkpoint_trigger via ssm works only for AWS sources")
         calls, data = self.target.preflight(self._spec("acquire", "spot"), self.dry)
         return calls, data
+
+    def _check_bid(self) -> None:
+        """max_price never above on-demand: against the price the plan carries (analyze writes it),
+        else the newest one spotplan knows. GCP Spot takes no bid, so there it is only checked when
+        the plan says."""
+        m = self.move
+        cap = m.on_demand_price
+        if cap is None and m.target.provider != "gcp":
+            from spotplan.analysis import known_on_demand_price
+
+            cap = known_on_demand_price(m.target.provider, m.target.region, m.target.instance_type)
+            if cap is None:
+                raise InputError(
+                    f"move {m.id}: no on-demand price known for {m.target.instance_type} in {m.target.region} to "
+                    f"check target.max_price {m.target.max_price} against (spotplan never bids above on-demand): "
+                    "add on_demand_price to the move, as analyze --plan-out does, or pull prices first"
+                )
+        if cap is not None and m.target.max_price > cap + 1e-9:
+            raise InputError(
+                f"move {m.id}: target.max_price {m.target.max_price} is above the on-demand price "
+                f"{cap}: spotplan never bids above on-demand"
+            )
 
     def step_acquire(self) -> tuple[list[Call], dict[str, Any]]:
         calls, ids = self.target.launch(self._spec("acquire", "spot"), self.dry)
@@ -614,10 +644,12 @@ def migrate_moves(
     log: StepLog = lambda _move, _step: None,
 ) -> list[MoveReport]:
     reports: list[MoveReport] = []
-    live = None if opts.dry_run else journal  # a dry run neither reads nor writes the journal
+    # A dry run reads the journal, so that it reports (and exits) as the real run would, but never
+    # writes it.
+    live = None if opts.dry_run else journal
     for move in moves:
         state: dict[str, Any] = {}
-        prior = live.get_move(move.id) if live is not None else None
+        prior = journal.get_move(move.id) if journal is not None else None
         if prior is not None:
             if prior["status"] == "done":
                 reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
@@ -647,7 +679,7 @@ def migrate_moves(
                 live.restart(move.id, "migrate", {"attempt": attempt, "steps_done": [], "target_ids": [],
                                                   "checkpoint_verified": False})
         try:
-            run = MoveRun(move, journal, opts, factory, state, log)
+            run = MoveRun(move, live, opts, factory, state, log)
         except SpotplanError as exc:
             # No provider could even be set up: nothing was created or stopped.
             if live is not None:
@@ -700,8 +732,11 @@ def resume_move(
     log: StepLog = lambda _move, _step: None,
 ) -> MoveReport:
     prior, move = _journaled_move(journal, move_id)
-    if prior["status"] in ("done", "rolled-back"):
-        return MoveReport(move.id, move.workload, prior["kind"], prior["status"], error=prior["error"])
+    if prior["status"] == "done":
+        return MoveReport(move.id, move.workload, prior["kind"], "already-done")
+    if prior["status"] == "rolled-back":
+        raise InputError(f"move {move_id} was rolled back ({prior['error']}): there is nothing to resume",
+                         hint="run it again from its plan: spotplan migrate PLAN.json --only " + move_id)
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
     failed = [e for e in journal.current_run_events(move_id) if e["phase"] == "failed" and e["step"] in steps]

@@ -246,7 +246,13 @@ class AnalysisResult(BaseModel):
 # ---- plan (schema spotplan.plan/1) ----------------------------------------------------------
 
 
-class MoveSource(BaseModel):
+class _PlanPart(BaseModel):
+    # A plan moves production workloads: a misspelled key (`fallbak`) or a `true` where a price
+    # belongs is an error, not something to read past.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class MoveSource(_PlanPart):
     provider: Provider
     region: str
     zone: str | None = None
@@ -254,23 +260,22 @@ class MoveSource(BaseModel):
     instance_ids: list[str] = Field(default_factory=list)
 
 
-class MoveTarget(BaseModel):
+class MoveTarget(_PlanPart):
     provider: Provider
     region: str
     zone: str | None = None
     instance_type: str
     market: Literal["spot"] = "spot"
-    max_price: float = Field(gt=0)
+    max_price: float = Field(gt=0, strict=True)
 
 
-class MoveExpected(BaseModel):
+class MoveExpected(_PlanPart):
     savings: float
     cost: float
 
 
-class Move(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
+class Move(_PlanPart):
+    id: str = Field(min_length=1)
     workload: str
     source: MoveSource
     target: MoveTarget
@@ -279,10 +284,11 @@ class Move(BaseModel):
     fallback: Literal["on-demand", "none"] = "on-demand"
     expected: MoveExpected
     # Not in the §4.4 core set but carried so migrate can check max_price <= on-demand and count,
-    # and tag what it creates with the workload's labels.
-    count: int = 1
-    on_demand_price: float | None = None
+    # and tag what it creates with the workload's labels; `status` is the analysis status.
+    count: int = Field(default=1, ge=1, strict=True)
+    on_demand_price: float | None = Field(default=None, gt=0, strict=True)
     labels: dict[str, str] = Field(default_factory=dict)
+    status: str | None = None
 
 
 class PlanAnalysisRef(BaseModel):
@@ -292,7 +298,7 @@ class PlanAnalysisRef(BaseModel):
 
 class Plan(BaseModel):
     model_config = ConfigDict(extra="allow")
-    schema_: str = Field(default=PLAN_SCHEMA, alias="schema")
+    schema_: str = Field(alias="schema")
     created_at: str
     analysis: PlanAnalysisRef
     moves: list[Move]

@@ -20,6 +20,12 @@ def load_plan(path: Path | str) -> Plan:
         raise InputError(f"{path}: no such plan file") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a plan file (not UTF-8 text)") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a plan (JSON nested too deeply)") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a plan file") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a plan is a JSON object with schema {'spotplan.plan/1'!r}")
     try:

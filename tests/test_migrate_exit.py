@@ -160,3 +160,56 @@ def test_all_moves_failed_on_input_is_an_input_error(unreachable_aws: None, runn
     moves = [_aws_move(f"m{i}", f"i-0aaaaaaaaaaaaaaa{i}", max_price=2.0, on_demand_price=1.0) for i in (1, 2)]
     result = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "p.json", moves)), "--yes"])
     assert result.exit_code == 2, result.output
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.update(on_demand_price=None, target={**m["target"], "max_price": 999.0}),
+     "target.max_price 999.0 is above the on-demand price 1.006"),  # the bundled snapshot's g5.xlarge
+    (lambda m: m.update(on_demand_price=None, target={**m["target"], "instance_type": "g5.nonesuch"}),
+     "no on-demand price known for g5.nonesuch in us-east-1"),
+    (lambda m: m["source"].update(instance_ids=["projects/p/zones/z/instances/x"]),
+     "source.instance_ids: 'projects/p/zones/z/instances/x' is not an EC2 instance id"),
+    (lambda m: m["checkpoint"].update(storage="/mnt/local/ckpt"), "is not durable storage"),
+    (lambda m: m["checkpoint"].update(enabled=False), "a move needs checkpoint.enabled"),
+])
+def test_preflight_refuses_before_any_call(unreachable_aws: None, runner: Any, tmp_path: Path, edit: Any,
+                                           message: str) -> None:
+    move = _aws_move("m1", "i-0aaaaaaaaaaaaaaa1")
+    edit(move)
+    result = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "p.json", [move])), "--yes"])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "sts.get_caller_identity" not in result.stdout and "ec2.run_instances" not in result.stdout
+
+
+def test_out_json_suffix_writes_json(unreachable_aws: None, runner: Any, tmp_path: Path) -> None:
+    import json
+
+    plan = write_plan(tmp_path / "p.json", [_aws_move("m1", "i-0aaaaaaaaaaaaaaa1")])
+    runner.invoke(app, ["migrate", str(plan), "--dry-run", "--out", str(tmp_path / "run.json")])
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["dry_run"] is True and doc["moves"][0]["move_id"] == "m1"
+
+
+def test_dry_run_reads_the_journal_and_exits_as_the_run_would(unreachable_aws: None, runner: Any,
+                                                              tmp_path: Path) -> None:
+    from spotplan.journal import Journal
+
+    plan = write_plan(tmp_path / "p.json", [_aws_move("m1", "i-0aaaaaaaaaaaaaaa1")])
+    journal = Journal()
+    journal.begin_move("m1", "wl-m1", "aws", "migrate", _aws_move("m1", "i-0aaaaaaaaaaaaaaa1"), str(plan))
+    dry = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert dry.exit_code == 2 and "was interrupted; continue it with: spotplan migrate --resume m1" in dry.stderr
+    assert "run_instances" not in dry.stdout
+    journal.finish("m1", "done")
+    dry = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert dry.exit_code == 0 and "m1 (workload wl-m1): already-done" in dry.stdout
+    assert Journal().show("m1")["status"] == "done"
+
+
+def test_resume_of_a_rolled_back_move_says_to_rerun_it(unreachable_aws: None, runner: Any, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "p.json", [_aws_move("m1", "i-0aaaaaaaaaaaaaaa1")])
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 1  # nothing reachable
+    result = runner.invoke(app, ["migrate", "--resume", "m1", "--yes"])
+    assert result.exit_code == 2, result.output
+    assert "move m1 was rolled back" in result.stderr and "nothing to resume" in result.stderr

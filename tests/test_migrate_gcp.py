@@ -152,3 +152,28 @@ def test_dry_run_with_rejected_credentials_exits_4(gcp: GcpComputeEmulator, runn
     assert line.endswith("[denied (403 Forbidden)]" if status == 403 else "[denied (InvalidOperation)]"), line
     assert "compute.instances.insert(" in result.stdout and "compute.instances.stop(" in result.stdout
     assert gcp.labelled("spotplan-move", move_id) == {}
+
+
+def test_moves_whose_ids_make_the_same_label_never_touch_each_other(gcp: GcpComputeEmulator, runner: Any,
+                                                                    tmp_path: Path) -> None:
+    """GCP labels are lowercase: `g-ab.cd` and `G-AB-CD` both read `g-ab-cd`. A rollback releases what
+    carries its move's label, so the label must tell the two apart."""
+    base = f"g-{uuid.uuid4().hex[:6]}"
+    done_id, failing_id = f"{base}-x", f"{base.upper()}.X"
+    src1 = gcp.add_instance(PROJECT, ZONE, f"train-{base}-1", MTYPE)
+    src2 = gcp.add_instance(PROJECT, ZONE, f"train-{base}-2", MTYPE)
+    image = "projects/deeplearning-platform-release/global/images/family/common-cu121"
+    ok = make_move(done_id, "gcp", REGION, ZONE, MTYPE, [src1], str(tmp_path / "c1"), image,
+                   {"via": "command", "command": trainer_script(tmp_path)})
+    bad = make_move(failing_id, "gcp", REGION, ZONE, MTYPE, [src2], str(tmp_path / "c2"), image,
+                    {"via": "command", "command": "exit 7"})
+    first = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "ok.json", [ok])), "--yes",
+                                "--checkpoint-timeout", "20"])
+    assert first.exit_code == 0, first.output
+    (target,) = [iid for iid, inst in gcp.instances.items() if inst["labels"].get("spotplan-move") == done_id]
+    second = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "bad.json", [bad])), "--yes"])
+    assert second.exit_code == 1, second.output
+    assert gcp.instances[target]["status"] == "RUNNING"  # the first move's target survived the rollback
+    assert gcp.get(src2)["status"] == "RUNNING"  # type: ignore[index]
+    labels = [i["labels"].get("spotplan-move") for i in gcp.instances.values()]
+    assert not any(lab and lab.startswith(base) and lab != done_id for lab in labels if lab)

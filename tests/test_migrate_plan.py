@@ -78,3 +78,45 @@ def test_help_imports_no_cloud_sdk() -> None:
             " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.update(count=0), "moves.0.count (move a): Input should be greater than or equal to 1"),
+    (lambda m: m.update(count=True), "moves.0.count (move a): Input should be a valid integer"),
+    (lambda m: m.update(id=""), "moves.0.id: String should have at least 1 character"),
+    (lambda m: m.update(fallbak="none"), "moves.0.fallbak (move a): Extra inputs are not permitted"),
+    (lambda m: m["target"].update(max_price="0.5"),
+     "moves.0.target.max_price (move a): Input should be a valid number"),
+    (lambda m: m["target"].update(max_price=float("inf")),
+     "moves.0.target.max_price (move a): Input should be a finite"),
+    (lambda m: m.update(on_demand_price=float("nan")), "moves.0.on_demand_price (move a): Input should be a finite"),
+])
+def test_hand_edits_that_would_change_what_runs_are_refused(tmp_path: Path, edit: Any, message: str) -> None:
+    move = _move("a", ["i-1"])
+    edit(move)
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_plan(write_plan(tmp_path / "p.json", [move]))
+
+
+def test_schema_is_required(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"created_at": "x", "analysis": {"generated_at": "x"}, "moves": []}))
+    with pytest.raises(InputError, match="schema: Field required"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe{}", "not a plan file (not UTF-8 text)"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_undecodable_plans_are_input_errors(runner: Any, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["migrate", str(path), "--dry-run"])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_bad_plan_is_named_before_approval_is_asked(runner: Any, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["migrate", str(tmp_path / "missing.json")])  # no --yes, stdin is not a TTY
+    assert result.exit_code == 2
+    assert "missing.json: no such plan file" in result.stderr

@@ -123,7 +123,7 @@ def make_move(
         "target": {"provider": provider, "region": region, "zone": zone, "instance_type": instance_type,
                    "market": "spot", "max_price": max_price},
         "checkpoint": {"enabled": True, "interval_minutes": 30, "save_seconds": 60, "restore_seconds": 120,
-                       "storage": storage},
+                       "storage": storage, **({} if "://" in storage else {"durable": True})},
         "launch": {"image": image, "resume_command": "python train.py --resume-from-latest",
                    "checkpoint_trigger": trigger, **launch_extra},
         "fallback": "on-demand",

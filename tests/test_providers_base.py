@@ -38,6 +38,15 @@ def test_permission_documents_cover_every_declared_call() -> None:
         permission_document("oci")
 
 
+def test_permission_documents_let_verify_read_the_checkpoint() -> None:
+    """verify_checkpoint lists and reads the checkpoint store with spotplan's own credentials."""
+    read = permission_document("aws")["Statement"][1]
+    assert set(read["Action"]) == {"s3:GetObject", "s3:ListBucket"}
+    assert {"storage.objects.get", "storage.objects.list"} <= set(gcp.permission_document()["includedPermissions"])
+    assert azure.permission_document()["DataActions"] == [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"]
+
+
 def test_a_call_missing_from_the_permission_table_is_refused() -> None:
     # What keeps the documents above complete: a provider cannot build a call its table does not list.
     from spotplan.providers.base import Call

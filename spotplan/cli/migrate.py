@@ -29,8 +29,17 @@ class ProviderName(str, Enum):
 
 
 FormatOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Rendering: table or json.", case_sensitive=False)
+    Format | None,
+    typer.Option("--output", "-o", help="Rendering: table or json. Default: json for an --out ending in .json, "
+                 "else table.", case_sensitive=False, show_default=False),
 ]
+
+
+def _json(output: Format | None, out: Path | None) -> bool:
+    """An explicit -o wins; else the --out file's suffix, as for every other command."""
+    if output is not None:
+        return output == Format.json
+    return out is not None and out.suffix.lower() == ".json"
 
 
 def _log(move_id: str, step: str) -> None:
@@ -90,7 +99,7 @@ def migrate(
                                                help="Continue a move interrupted by a crash.")] = None,
     fallback: Annotated[str | None, typer.Option("--fallback", metavar="MOVE_ID",
                                                  help="Resume a move from its latest checkpoint on on-demand.")] = None,
-    output: FormatOpt = Format.table,
+    output: FormatOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -104,6 +113,12 @@ def migrate(
             raise InputError("give a PLAN file, or --resume MOVE_ID, or --fallback MOVE_ID (exactly one)")
         opts = Options(dry_run=dry_run, checkpoint_timeout=checkpoint_timeout, health_timeout=health_timeout,
                        plan_path=str(plan) if plan else None)
+        moves = None
+        if plan is not None:
+            from spotplan.plan import load_plan, select_moves
+
+            # A bad plan is named before anything is asked about it.
+            moves = select_moves(load_plan(plan), only)
         if not dry_run and not yes and not sys.stdin.isatty():
             raise InputError("stdin is not a terminal, so moves cannot be approved interactively",
                              hint="pass --yes to approve, or --dry-run to look first")
@@ -116,11 +131,11 @@ def migrate(
                 f"resume on {move.target.instance_type} spot in {move.target.zone or move.target.region} "
                 f"(max ${move.target.max_price}/h)?", err=True)
 
-        journal = None if dry_run and plan is not None else Journal()
-        if plan is not None:
-            from spotplan.plan import load_plan, select_moves
+        from spotplan.paths import journal_path
 
-            moves = select_moves(load_plan(plan), only)
+        # A dry run of a plan reads the journal when there is one, and creates none.
+        journal = None if dry_run and plan is not None and not journal_path().exists() else Journal()
+        if moves is not None:
             sys.stderr.write(f"{'dry run: ' if dry_run else ''}{len(moves)} move(s) from {plan}\n")
             reports = migrate_moves(moves, opts, journal, confirm=confirm, log=_log)
         else:
@@ -129,7 +144,7 @@ def migrate(
                 raise typer.Exit(0)
             run = resume_move if resume is not None else fallback_move
             reports = [run(resume or fallback or "", opts, journal, log=_log)]
-        if output == Format.json:
+        if _json(output, out):
             text = json.dumps({"dry_run": dry_run, "moves": [r.to_dict() for r in reports]}, indent=2)
         else:
             text = _render_reports(reports, dry_run)
@@ -142,13 +157,13 @@ def confirm_fallback(move_id: str) -> bool:
 
 
 @migrations_app.command("list")
-def migrations_list(output: FormatOpt = Format.table, out: OutPathOpt = None, verbose: VerboseOpt = False) -> None:
+def migrations_list(output: FormatOpt = None, out: OutPathOpt = None, verbose: VerboseOpt = False) -> None:
     """Every move in the journal with its status."""
     with handle_errors(verbose):
         from spotplan.journal import Journal
 
         moves = Journal().list_moves()
-        if output == Format.json:
+        if _json(output, out):
             emit(json.dumps(moves, indent=2), out)
             return
         if not moves:
@@ -164,7 +179,7 @@ def migrations_list(output: FormatOpt = Format.table, out: OutPathOpt = None, ve
 @migrations_app.command("show")
 def migrations_show(
     move_id: Annotated[str, typer.Argument(help="Move id (see spotplan migrations list).")],
-    output: FormatOpt = Format.table,
+    output: FormatOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -173,7 +188,7 @@ def migrations_show(
         from spotplan.journal import Journal
 
         move = Journal().show(move_id)
-        if output == Format.json:
+        if _json(output, out):
             emit(json.dumps(move, indent=2), out)
             return
         lines = [f"move {move['move_id']} (workload {move['workload']}, {move['provider']}, {move['kind']}): "

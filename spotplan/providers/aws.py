@@ -9,6 +9,7 @@ a dry run, which makes EC2 check the caller's permissions without acting.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "ssm.send_command": ("ssm:SendCommand",),
 }
 
+#: What verify_checkpoint needs on an s3:// checkpoint store.
+CHECKPOINT_READ = ("s3:GetObject", "s3:ListBucket")
+
 _CREDENTIAL_CODES = {
     "AuthFailure",
     "UnauthorizedOperation",
@@ -81,8 +85,21 @@ def permission_document() -> dict[str, Any]:
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "SpotplanMigrate", "Effect": "Allow", "Action": all_permissions(PERMISSIONS), "Resource": "*"},
+            # verify_checkpoint lists and reads the checkpoint (manifest and checksums) where spotplan runs.
+            {"Sid": "SpotplanVerifyCheckpoint", "Effect": "Allow", "Action": list(CHECKPOINT_READ),
+             "Resource": ["arn:aws:s3:::<checkpoint-bucket>", "arn:aws:s3:::<checkpoint-bucket>/*"]},
         ],
     }
+
+
+_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+
+
+def parse_id(instance_id: str) -> str:
+    """An EC2 instance id (i- and 8 or 17 hex digits), or InputError."""
+    if not _ID.match(instance_id):
+        raise InputError(f"{instance_id!r} is not an EC2 instance id (i-0123456789abcdef0)")
+    return instance_id
 
 
 def make(region: str) -> AwsProvider:

@@ -81,6 +81,8 @@ def permission_document() -> dict[str, Any]:
         "Description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
         "Actions": all_permissions(PERMISSIONS),
         "NotActions": [],
+        # verify_checkpoint lists and reads an az:// / abfs:// checkpoint where spotplan runs.
+        "DataActions": ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
         "AssignableScopes": ["/subscriptions/<subscription-id>"],
     }
 

@@ -9,6 +9,7 @@ endpoint: the SDK's own poller ignores client_options (providers.md B11). Instan
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -76,7 +77,8 @@ def permission_document() -> dict[str, Any]:
         "title": "spotplan migrate",
         "description": "What `spotplan migrate` needs to move workloads onto Spot VMs",
         "stage": "GA",
-        "includedPermissions": all_permissions(PERMISSIONS),
+        # verify_checkpoint lists and reads a gs:// checkpoint where spotplan runs.
+        "includedPermissions": sorted({*all_permissions(PERMISSIONS), "storage.objects.get", "storage.objects.list"}),
     }
 
 
@@ -94,6 +96,16 @@ def parse_id(instance_id: str) -> tuple[str, str, str]:
 def label_value(text: str) -> str:
     """GCP labels: lowercase letters, digits, - and _, at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def move_label(move_id: str) -> str:
+    """The `spotplan-move` label of a move: its id when that is a valid label value, else the id
+    made valid plus a hash of the exact id, so that `Train.A` and `train-a` (or two long ids that
+    share 63 characters) never find, and release, each other's instances."""
+    value = label_value(move_id)
+    if value == move_id:
+        return value
+    return f"{value[:54]}-{hashlib.sha256(move_id.encode()).hexdigest()[:8]}"
 
 
 def instance_name(move_id: str, token: str, index: int) -> str:
@@ -317,7 +329,8 @@ class GcpProvider:
                 "name": name,
                 "machine_type": f"zones/{zone}/machineTypes/{spec.instance_type}",
                 "scheduling": scheduling,
-                "labels": {label_value(k): label_value(v) for k, v in spec.tags.items()},
+                "labels": {label_value(k): move_label(v) if k == MOVE_TAG else label_value(v)
+                           for k, v in spec.tags.items()},
                 "metadata": {"items": [{"key": "startup-script", "value": spec.user_data}]},
                 "disks": [{"boot": True, "auto_delete": True,
                            "initialize_params": {"source_image": spec.image}}],
@@ -404,8 +417,8 @@ class GcpProvider:
                 self.seen.add(parse_id(iid)[:2])
         for project, zone in sorted(self.seen):
             call = self._call("instances", "list", {"project": project, "zone": zone,
-                                                    "filter": f'labels.{MOVE_TAG} = "{label_value(move_id)}"'})
+                                                    "filter": f'labels.{MOVE_TAG} = "{move_label(move_id)}"'})
             for inst in self._send(call):
-                if inst.labels.get(MOVE_TAG) == label_value(move_id):
+                if inst.labels.get(MOVE_TAG) == move_label(move_id):
                     out[f"projects/{project}/zones/{zone}/instances/{inst.name}"] = _STATE.get(inst.status, "pending")
         return out
