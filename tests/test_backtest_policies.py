@@ -69,9 +69,34 @@ def test_uniform_progress_idles_when_ahead() -> None:
 def test_uniform_progress_safety_net() -> None:
     job = Job(2, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
     assert _actions(UniformProgress(), [0, 0, 1, 1], job) == [IDLE, OD, OD, OD]
-    # Where the net alone decides: spot is back at hour 1 and rule 2 would take it, but after that tick
-    # 2 h would be left for 1.5 h of work, a margin under 2d, so the net goes to on-demand for good.
-    assert _actions(UniformProgress(), [0, 1, 0, 0], job) == [IDLE, OD, OD, OD]
+    # The net is a rule about idling (paper §4): spot back at hour 1 is taken even though the margin
+    # after it (0.5 h of changeover) is under 2d; when it is gone at hour 2 the job is behind and
+    # goes on-demand: 0.5 h on spot, then 0.5 + 1 h on on-demand, done exactly at the deadline.
+    assert _actions(UniformProgress(), [0, 1, 0, 0], job) == [IDLE, SPOT, OD, OD]
+
+
+def test_greedy_takes_spot_whatever_the_margin() -> None:
+    # C = 3 h, R = 4 h, d = 0.5 h: a margin of 1 h = 2d. The paper's Greedy takes spot at hours 0-1
+    # (0.5 h changeover + 1.5 h work); idle at hour 2 would leave R = 1 < C + 2d = 2.5, so the net
+    # sends it to on-demand (0.5 + 1.5 h), done exactly at 4 h: $2 of spot + $6 of on-demand.
+    job = Job(3, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 3600.0)
+    a = np.asarray([1, 1, 0, 0], bool)
+    r = replay(Greedy(), a, np.full(4, 1.0), job, grid, record=True)
+    assert r.actions is not None and r.actions.tolist() == [SPOT, SPOT, OD, OD]
+    assert r.met_deadline and r.cost == pytest.approx(8.0)
+
+
+def test_job_and_changeover_are_whole_grains() -> None:
+    # C = 1.25 h on 1 h ticks with d = 0.5 h: 4 grains a tick make both exact, so on-demand costs
+    # (C + d) × $3 = $5.25, not the $6 of a job rounded up to 1.5 h.
+    job = Job(1.25, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 3600.0)
+    assert grid.P * grid.grain_hours == pytest.approx(1.25) and grid.changeover_hours_effective == 0.5
+    from spotplan.backtest.policies import OnDemand
+
+    r = replay(OnDemand(), np.ones(4, bool), np.full(4, 1.0), job, grid)
+    assert r.cost == pytest.approx(5.25) and r.on_demand_hours == pytest.approx(1.75)
 
 
 @pytest.mark.parametrize("d", [0.05, 0.2, 0.5])

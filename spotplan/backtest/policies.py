@@ -2,7 +2,7 @@
 state, and the trace *before* the job started; never the future.
 
 - `on-demand`: on-demand from the start.
-- `greedy` (Can't Be Late §4): spot whenever available, else wait; Safety Net.
+- `greedy` (Can't Be Late §4): spot whenever available, else wait; Safety Net (when idle).
 - `uniform-progress` (Can't Be Late §4): on-demand when idle and behind t·C/R; take any spot;
   hysteresis on on-demand until progress reaches the expectation at t + 2d; Safety Net.
 - `spotplan`: ours. Spends the margin (time left − work left) along a reserve that shrinks to the
@@ -12,8 +12,10 @@ state, and the trace *before* the job started; never the future.
   non-sticky safety net: an on-demand finish stays possible after every tick (so it never misses a
   deadline on-demand could meet) while it can still hop onto spot late in the run.
 
-The Safety Net of the paper (idle and R < C + 2d → on-demand to the end) is checked on the state
-*after* the coming tick, since a tick-based policy cannot act in the middle of one.
+The Safety Net of the paper (idle and R < C + 2d → on-demand to the end) is checked when the policy
+would idle, on the state *after* the coming tick, since a tick-based policy cannot act in the middle
+of one. Uniform Progress's hysteresis (stay on on-demand until progress reaches ep(t + 2d)) comes
+before taking spot: it exists to stop the job flapping between on-demand and spot.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class OnDemand:
 
 
 class Greedy:
-    """Spot whenever available, else idle; the Safety Net sends it to on-demand for good."""
+    """Spot whenever available, else idle; the Safety Net sends it to on-demand for good. As in the
+    paper, the Safety Net is a rule about idling: spot is taken whenever it is there, whatever the
+    margin (so a market that flaps with no idle tick between runs can make it miss)."""
 
     name = "greedy"
 
@@ -68,16 +72,18 @@ class Greedy:
     def decide(self, t: int, has_spot: bool, mode: int, overhead: int, progress: int) -> int:
         if self.safety:
             return OD
-        a = SPOT if has_spot else IDLE
-        if not self._safe(t, a, mode, overhead, progress):
+        if has_spot:
+            return SPOT
+        if not self._safe(t, IDLE, mode, overhead, progress):
             self.safety = True
             return OD
-        return a
+        return IDLE
 
 
 class UniformProgress(Greedy):
     """Expected progress ep(t) = t·C/R; current progress cp(t). (1) idle and cp < ep → on-demand;
-    (2) take any available spot; (3) on on-demand stay until cp ≥ ep(t + 2d); plus Safety Net."""
+    (2) take any available spot; (3) on on-demand stay until cp ≥ ep(t + 2d) (checked first: it is
+    what stops the job flapping); plus the Safety Net when it would idle."""
 
     name = "uniform-progress"
 
@@ -98,7 +104,7 @@ class UniformProgress(Greedy):
             a = OD
         else:
             a = IDLE
-        if a != OD and not self._safe(t, a, mode, overhead, progress):
+        if a == IDLE and not self._safe(t, a, mode, overhead, progress):
             self.safety = True
             return OD
         return a

@@ -81,6 +81,11 @@ class Grid:
         return self.D * self.grain_hours
 
 
+def _off_grid(grains: float) -> float:
+    """How far `grains` is from a whole number, relative to it (0 when whole or zero)."""
+    return abs(grains - round(grains)) / grains if grains > 0 else 0.0
+
+
 def make_grid(job: Job, gap_seconds: float) -> Grid:
     d_ticks = job.changeover_hours * 3600.0 / gap_seconds
     c_ticks = job.compute_hours * 3600.0 / gap_seconds
@@ -89,8 +94,9 @@ def make_grid(job: Job, gap_seconds: float) -> Grid:
     m_max = max(1, min(MAX_GRAINS_PER_TICK, int(MAX_SLACK_GRAINS / slack_ticks)))
     best_m, best_err = 1, math.inf
     for m in range(1, m_max + 1):
-        exact = d_ticks * m
-        err = abs(exact - round(exact)) / max(exact, 1e-12) if exact > 0 else 0.0
+        # Both the changeover and the job should be whole grains: a job rounded up to the grain
+        # would be billed for compute it does not need.
+        err = _off_grid(d_ticks * m) + _off_grid(c_ticks * m)
         if err < best_err - 1e-12:
             best_m, best_err = m, err
         if err < 1e-9:
