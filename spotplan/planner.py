@@ -177,7 +177,7 @@ def analyze(
                 "ck": enabled,
                 "hp": bool(w.handles_preemption),
                 "p_od": float(p_od),
-                "size_gb": float(ck.size_gb or 0.0) if enabled else 0.0,
+                "size_gb": float(ck.size_gb or 0.0),  # §5.6 counts it whatever checkpointing says
                 "prov_min": (
                     w.provision_minutes
                     if w.provision_minutes is not None

@@ -220,3 +220,21 @@ def test_on_demand_price_is_the_latest_list_price_not_a_window_mean() -> None:
     assert result.workloads[0].current.price_per_hour == 1.0
     plan = build_plan(result, [w], on_demand_index(table, 720, now), created_at=now)
     assert plan.moves[0].target.max_price == 1.0
+
+
+def test_migration_counts_egress_of_size_gb_even_without_checkpointing() -> None:
+    # §5.6 M = n·(p_od·δ + p_s·r) + size_gb·egress; checkpointing off makes δ = 0 (§5), not size_gb.
+    # A dev box (no checkpoints, 10 GB of state) moving to another region of AWS: egress $0.02/GB.
+    # r = P + ρ = 0.1 h; M = 1·(2·0 + 0.5·0.1) + 10·0.02 = 0.25.
+    table = pd.concat([
+        _pools("g5.xlarge", "A10G", 1, [("on-demand", 2.0, "2026-11-01", ""), ("spot", 1.9, "2026-11-01", "<5%")]),
+        normalize(pd.DataFrame([dict(provider="aws", region="r2", instance_type="g5.xlarge", gpu_model="A10G",
+                                     gpu_count=1, market=m, price_per_hour=p, observed_at="2026-11-01",
+                                     interruption_band="<5%") for m, p in (("on-demand", 2.0), ("spot", 0.5))])),
+    ], ignore_index=True)
+    w = Workload.model_validate(dict(id="j", kind="dev", provider="aws", region="r", instance_type="g5.xlarge",
+                                     remaining_hours=10, checkpoint={"enabled": False, "size_gb": 10}))
+    opts = AnalyzeOptions(now=datetime(2026, 11, 20, tzinfo=timezone.utc), scope="provider")
+    best = analyze([w], table, opts).workloads[0].best
+    assert best is not None and best.region == "r2"
+    assert best.migration_cost == pytest.approx(0.25)
