@@ -149,3 +149,136 @@ def test_cli_choices_are_the_library_names() -> None:
 
     assert tuple(p.value for p in PolicyName) == POLICY_NAMES
     assert tuple(f.value for f in TraceFormat) == tuple(FORMATS)
+
+
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("meta.json", '{"metadata": [600], "data": [1, 1]}'),
+        ("meta2.json", '{"metadata": "x", "data": [1, 1]}'),
+        ("inf.json", '{"metadata": {"gap_seconds": 600}, "data": [1, Infinity]}'),
+        ("big.json", '{"metadata": {"gap_seconds": 600}, "data": [1, 1e30]}'),
+        ("frac.json", '{"metadata": {"gap_seconds": 600}, "data": [1, 1.7]}'),
+        ("nan.csv", "0,1\n60,nan\n120,1\n"),
+        ("inf.csv", "0,1\n60,inf\n120,1\n"),
+        ("tnan.csv", "0,1\nnan,1\n120,1\n"),
+        ("array.json", "[1, 2, 3]\n"),
+    ],
+)
+def test_corrupt_trace_is_one_line_exit_2(runner, tmp_path: Path, name: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    p = tmp_path / name
+    p.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy cast warning would be garbage read, not refused
+        res = runner.invoke(app, [*BASE, "--trace", str(p)])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], res.stderr
+    assert "Warning" not in res.stderr and "Traceback" not in res.output
+    if name == "array.json":
+        assert "a JSON array is not a supported trace format" in lines[0]
+
+
+def _json(runner, args: list[str]) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    res = runner.invoke(app, [*args, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def test_repeated_policy_is_replayed_once(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t = str(_trace(tmp_path))
+    doc = _json(runner, [*BASE, "--trace", t, "--policy", "greedy", "--policy", "optimal", "--policy", "greedy"])
+    assert [p["name"] for p in doc["policies"]] == ["greedy", "optimal"]
+    assert all(p["runs"] == 4 for p in doc["policies"])
+    greedy = doc["policies"][0]
+    assert greedy["mean_cost_vs_optimal"] is not None and greedy["mean_cost_vs_optimal"] >= 1.0
+
+
+def test_ratios_to_optimal_without_optimal_selected(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t = str(_trace(tmp_path, prices=True))
+    some = _json(runner, [*BASE, "--trace", t, "--policy", "uniform-progress", "--policy", "greedy"])
+    every = _json(runner, [*BASE, "--trace", t])
+    # the optimum is solved for the ratios but not listed as a policy
+    assert [p["name"] for p in some["policies"]] == ["uniform-progress", "greedy"]
+    assert all(set(s["costs"]) == {"uniform-progress", "greedy"} for s in some["starts"])
+    for p in some["policies"]:
+        full = next(q for q in every["policies"] if q["name"] == p["name"])
+        for key in ("mean_cost_vs_optimal", "mean_ratio_to_optimal", "p75_ratio_to_optimal"):
+            assert p[key] is not None and p[key] == full[key], key
+    table = runner.invoke(app, [*BASE, "--trace", t, "--policy", "greedy"])
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if line.strip().startswith("greedy"))
+    assert row.count("×") == 2  # vs optimal and the P75 ratio, not "-"
+    assert "optimum's mean cost on the same starts (solved, though not listed)" in table.stdout
+
+
+def test_optimal_ratio_is_exactly_one(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # costs with many decimals (600 s ticks, d = 0.2 h, $0.9731 spot) once gave 0.99999999783
+    doc = _json(runner, [*BASE, "--starts", "20", "--trace", str(_trace(tmp_path)), "--trace",
+                         str(_trace(tmp_path, "b.json", seed=3, prices=True))])
+    opt = next(p for p in doc["policies"] if p["name"] == "optimal")
+    assert opt["mean_cost_vs_optimal"] == 1.0
+    assert opt["mean_ratio_to_optimal"] == 1.0 and opt["p75_ratio_to_optimal"] == 1.0
+    # the summary is the per-start costs' own: it can be recomputed from the JSON exactly
+    for p in doc["policies"]:
+        costs = np.array([s["costs"][p["name"]] for s in doc["starts"]])
+        opt_costs = np.array([s["costs"]["optimal"] for s in doc["starts"]])
+        assert p["mean_cost"] == float(np.mean(costs))
+        assert p["mean_cost_vs_optimal"] == float(np.mean(costs) / np.mean(opt_costs))
+
+
+@pytest.mark.parametrize(
+    "policies,shown",
+    [
+        ([], "spotplan"),
+        (["greedy", "optimal", "spotplan"], "spotplan"),
+        (["optimal", "uniform-progress", "greedy"], "uniform-progress"),
+        (["greedy", "optimal"], "greedy"),
+        (["optimal"], None),
+    ],
+)
+def test_timeline_policy(runner, tmp_path: Path, policies: list[str], shown: str | None) -> None:  # type: ignore[no-untyped-def]
+    png = tmp_path / "bt.png"
+    args = [*BASE, "--trace", str(_trace(tmp_path)), "--png", str(png)]
+    for p in policies:
+        args += ["--policy", p]
+    doc = _json(runner, args)
+    assert (doc["example"] or {}).get("policy") == shown
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _extents(collection) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """The x ranges of a drawn bar collection, in data units (hours)."""
+    return [(round(b.x0, 9), round(b.x1, 9)) for b in (p.get_extents() for p in collection.get_paths())]
+
+
+def test_timeline_draws_whole_ticks() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spotplan.backtest.plot import draw_timeline
+
+    fig, ax = plt.subplots()
+    try:
+        # the audit's case: on-demand for ticks 1-4 is 1-5 h, spot available for ticks 3-5 is 3-6 h
+        ex = {"trace": "gs", "policy": "greedy", "start_tick": 0, "gap_seconds": 3600,
+              "available": [0, 0, 0, 1, 1, 1], "actions": [0, 2, 2, 2, 2, 0]}
+        drawn = draw_timeline(ax, ex)
+        assert _extents(drawn["on-demand"]) == [(1.0, 5.0)]
+        assert _extents(drawn["spot available"]) == [(3.0, 6.0)]
+        assert _extents(drawn["idle"]) == [(0.0, 1.0), (5.0, 6.0)]
+        assert _extents(drawn["spot"]) == []
+        # one-tick choices are bars one tick wide (here half-hour ticks); they used to vanish
+        ex2 = {**ex, "gap_seconds": 1800, "available": [1, 0, 1, 1], "actions": [1, 0, 1, 2]}
+        ax.clear()
+        drawn = draw_timeline(ax, ex2)
+        assert _extents(drawn["spot"]) == [(0.0, 0.5), (1.0, 1.5)]
+        assert _extents(drawn["on-demand"]) == [(1.5, 2.0)]
+        assert _extents(drawn["idle"]) == [(0.5, 1.0)]
+        assert _extents(drawn["spot available"]) == [(0.0, 0.5), (1.0, 2.0)]
+    finally:
+        plt.close(fig)

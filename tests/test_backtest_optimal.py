@@ -82,15 +82,21 @@ def test_instances_scale_cost() -> None:
     assert four == pytest.approx(4 * one)
 
 
-def _brute(avail: np.ndarray, prices: np.ndarray, job: Job, grid: Grid) -> float:
-    best = np.inf
+def _brute(
+    avail: np.ndarray, prices: np.ndarray, job: Job, grid: Grid
+) -> tuple[float, set[tuple[float, float]]]:
+    """The cheapest cost, and the (spot, on-demand) hours of every schedule that reaches it."""
+    best, hours = np.inf, set()
     for seq in itertools.product((IDLE, SPOT, OD), repeat=grid.T):
         if any(a == SPOT and not avail[t] for t, a in enumerate(seq)):
             continue
         r = replay(Script(seq), avail, prices, job, grid)
-        if r.met_deadline:
-            best = min(best, r.cost)
-    return float(best)
+        if not r.met_deadline or r.cost > best + 1e-9:
+            continue
+        if r.cost < best - 1e-9:
+            best, hours = r.cost, set()
+        hours.add((round(r.spot_hours, 9), round(r.on_demand_hours, 9)))
+    return float(best), hours
 
 
 def test_optimum_equals_exhaustive_search() -> None:
@@ -104,9 +110,11 @@ def test_optimum_equals_exhaustive_search() -> None:
         job = Job(P / m, T, D / m, spot_price=1.0, on_demand_price=float(rng.choice([1.5, 2.0, 3.0])))
         avail = rng.random(T) < 0.6
         prices = np.round(rng.uniform(0.5, 1.5, T), 2)
-        want = _brute(avail, prices, job, grid)
+        want, hours = _brute(avail, prices, job, grid)
         got = optimal_costs(avail[None, :], prices[None, :], job, grid)
         assert got.cost[0] == pytest.approx(want), (m, D, P, T, avail)
+        # the hours are those of a cheapest schedule, though the prices vary tick by tick
+        assert (round(got.spot_hours[0], 9), round(got.on_demand_hours[0], 9)) in hours
 
 
 def test_tracked_hours_add_up() -> None:
@@ -135,3 +143,23 @@ def test_policy_may_not_take_absent_spot() -> None:
     grid = make_grid(job, 3600)
     with pytest.raises(RuntimeError, match="asked for spot"):
         replay(Script((SPOT,) * 4), np.zeros(4, bool), np.ones(4), job, grid)
+
+
+@pytest.mark.parametrize(
+    "avail,prices,job_hours,cost,spot_h,od_h",
+    [
+        # idle through the dear hours, then 0.5 h changeover + 1 h work at $0.5
+        ([1, 1, 1, 1], [5, 5, 0.5, 0.5], 1.0, 0.75, 1.5, 0.0),
+        # spot t0-t1 ($0.5 + $2: changeover + 1.5 h work), then on-demand 0.5 h changeover + 1 h
+        ([1, 1, 0, 0], [0.5, 2, 2, 2], 2.5, 7.0, 2.0, 1.5),
+    ],
+)
+def test_hours_exact_when_prices_vary(
+    avail: list[int], prices: list[float], job_hours: float, cost: float, spot_h: float, od_h: float
+) -> None:
+    # Spot hours used to be the spot spend ÷ the window's mean price (0.27 h and 1.54 h here).
+    job = Job(job_hours, 4, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 3600)
+    o = optimal_costs(np.asarray(avail, bool)[None, :], np.asarray(prices, float)[None, :], job, grid)
+    assert o.cost[0] == pytest.approx(cost)
+    assert o.spot_hours[0] == spot_h and o.on_demand_hours[0] == od_h

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,134 @@ def test_run_lengths(tmp_path: Path) -> None:
     p.write_text(json.dumps({"metadata": {"gap_seconds": 3600}, "data": [1, 1, 0, 1, 0, 0, 1, 1, 1]}))
     ups, downs = load_trace(p).run_lengths_hours()
     assert ups.tolist() == [2, 1, 3] and downs.tolist() == [1, 2]
+
+
+def _load_quietly(path: Path) -> object:
+    """load_trace with every warning an error: a corrupt file must be refused, not cast noisily."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load_trace(path)
+
+
+GAP = {"gap_seconds": 600}
+
+
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ({"metadata": [600], "data": [1, 1]}, "'metadata' must be an object"),
+        ({"metadata": "x", "data": [1, 1]}, "'metadata' must be an object"),
+        ({"metadata": {"gap_seconds": float("inf")}, "data": [1]}, "gap_seconds must be a positive number"),
+        ({"metadata": GAP, "data": [1, float("inf")]}, r"data\[1\] = Infinity is not a count"),
+        ({"metadata": GAP, "data": [1, float("nan")]}, r"data\[1\] = NaN is not a count"),
+        ({"metadata": GAP, "data": [1, 1e30]}, r"data\[1\] = 1e\+30 is not a count"),
+        ({"metadata": GAP, "data": [1, 10**30]}, rf"data\[1\] = {10**30} is not a count"),
+        ({"metadata": GAP, "data": [1, 1.7]}, r"data\[1\] = 1.7 is not a count"),
+        ({"metadata": GAP, "data": [1, True]}, r"data\[1\] = true is not a count"),
+        ({"metadata": GAP, "data": [1, 1], "prices": [1, 10**400]}, "'prices' must be finite"),
+        ({"metadata": GAP, "data": [1, 1], "prices": [1, True]}, "'prices' must be finite"),
+    ],
+)
+def test_corrupt_json_is_refused_with_its_name(tmp_path: Path, doc: dict[str, object], message: str) -> None:
+    p = tmp_path / "corrupt.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=rf"corrupt.json: .*{message}"):
+        _load_quietly(p)
+
+
+def test_whole_float_counts_are_read(tmp_path: Path) -> None:
+    p = tmp_path / "f.json"
+    p.write_text(json.dumps({"metadata": {"gap_seconds": 60}, "data": [1.0, 0, 2.0]}))
+    assert load_trace(p).available.tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0,1\n60,nan\n120,1\n", r"counts.csv:2: count 'nan' is not a count"),
+        ("t,n\n0,1\n60,inf\n120,1\n", r"counts.csv:3: count 'inf' is not a count"),
+        ("0,1\n60,1.7\n", r"counts.csv:2: count '1.7' is not a count"),
+        ("0,1\n60,1e30\n", r"counts.csv:2: count '1e30' is not a count"),
+        ("0,1\nnan,1\n120,1\n", r"counts.csv:2: time 'nan' is not a finite number"),
+        ("0,1\n60,1\ninf,1\n", r"counts.csv:3: time 'inf' is not a finite number"),
+        ("0,1\n-inf,1\n", r"counts.csv:2: time '-inf' is not a finite number"),
+        # finite, but no tick grid can hold it: refused before sampling exhausts memory
+        ("0,1\n1e300,2\n", r"counts.csv: spans .* days"),
+    ],
+)
+def test_corrupt_counts_are_refused_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "counts.csv"
+    p.write_text(text)
+    with pytest.raises(InputError, match=message):
+        _load_quietly(p)
+
+
+def test_event_time_must_be_finite(tmp_path: Path) -> None:
+    p = tmp_path / "ev.csv"
+    p.write_text("0,add,a\nnan,add,b\n")
+    with pytest.raises(InputError, match=r"ev.csv:2: time 'nan' is not a finite number"):
+        _load_quietly(p)
+
+
+@pytest.mark.parametrize("fmt", ["auto", "json", "counts", "events"])
+def test_json_array_is_named_as_unsupported(tmp_path: Path, fmt: str) -> None:
+    # e.g. Parcae's gpt-1.5b/trace_*.txt (one JSON array a line); "no rows" said nothing useful
+    p = tmp_path / "array.json"
+    p.write_text("[1, 2, 3]\n")
+    with pytest.raises(InputError, match=r"array.json: a JSON array is not a supported trace format"):
+        load_trace(p, fmt)
+
+
+@pytest.mark.parametrize(
+    "header,hours",
+    [
+        ("time_ms,n_nodes", 660 / 3600),  # 600,000 ms: 11 ticks of 60 s, not 10,001
+        ("t_ms,n", 660 / 3600),
+        ("ms,n", 660 / 3600),
+        ("time (ms),n", 660 / 3600),
+        ("t,n", 600_060 / 3600),  # seconds, as the header says, though the span is over a week
+        ("seconds,n", 600_060 / 3600),
+    ],
+)
+def test_counts_header_names_the_time_unit(tmp_path: Path, header: str, hours: float) -> None:
+    p = tmp_path / "counts.csv"
+    p.write_text(f"{header}\n0,2\n120000,1\n300000,2\n600000,1\n")
+    tr = load_trace(p, tick_seconds=60)
+    assert tr.hours == pytest.approx(hours)
+    assert tr.available[:3].tolist() == ([2, 2, 1] if hours < 1 else [2, 2, 2])
+    assert not any("guessed" in n for n in tr.notes)
+
+
+@pytest.mark.parametrize("header", ["t,n", "seconds,n", "time_s,count"])
+def test_counts_header_in_seconds_over_a_month(tmp_path: Path, header: str) -> None:
+    # over 30 days "in seconds" used to be taken for milliseconds (an hour of trace)
+    p = tmp_path / "counts.csv"
+    p.write_text(f"{header}\n0,2\n3000000,1\n")
+    tr = load_trace(p, tick_seconds=600)
+    assert tr.ticks == 5001 and tr.available[[0, -1]].tolist() == [2, 1]
+
+
+def test_counts_header_in_hours_and_fractional_seconds(tmp_path: Path) -> None:
+    hours = tmp_path / "h.csv"
+    hours.write_text("hours,n\n0,1\n0.5,0\n1,1\n")
+    assert load_trace(hours, tick_seconds=60).hours == pytest.approx(61 / 60)
+    short = tmp_path / "h2.csv"
+    short.write_text("h,n\n0,1\n2,0\n")
+    assert load_trace(short, tick_seconds=60).hours == pytest.approx(121 / 60)
+    # fractional times spanning under 1000 units were guessed to be hours; `s` says seconds
+    secs = tmp_path / "s.csv"
+    secs.write_text("s,n\n0.0,1\n30.5,0\n90.5,1\n")
+    tr = load_trace(secs, tick_seconds=30)
+    assert tr.available.tolist() == [1, 1, 0, 0] and tr.hours == pytest.approx(120 / 3600)
+
+
+def test_counts_without_a_unit_are_guessed_as_before(tmp_path: Path) -> None:
+    # a header that names no unit falls back to the guess: fractional and short means hours
+    p = tmp_path / "counts.csv"
+    p.write_text("time,count\n0.000,2\n0.050,0\n0.100,5\n")
+    tr = load_trace(p, tick_seconds=60)
+    assert tr.available.tolist() == [2, 2, 2, 0, 0, 0, 5]
+    assert any("guessed to be in hours" in n for n in tr.notes)
 
 
 # ---- the real files in ../shared/data --------------------------------------------------------

@@ -9,6 +9,9 @@ dimension is only `slack + 1` wide, whatever the job length: this is what makes 
 with its first progress made); abandoning a changeover half-way, or starting one on spot that is
 preempted before it makes progress, only spends money without progress, so the jump loses nothing.
 
+The spot and on-demand hours of the cheapest plan are tracked through the programme, so they are
+exact even when the spot price varies tick by tick.
+
 Vectorised with numpy over lag and over many start points at once; starts are processed in chunks
 to bound memory.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spotplan.backtest.simulator import Grid, Job
+from spotplan.errors import InputError
 
 _CHUNK_CELLS = 2_000_000  # starts × lag cells per chunk: bounds the ring buffer to ~0.5 GB worst case
 
@@ -89,11 +93,13 @@ def _solve(
 
     L = np.arange(W)
     # ring of value arrays V[t'] for t' in [t, t+j+1]: (modes none/spot/od, starts, lag + inf pad).
-    # Tracked grains (on-demand, spot) ride along in parallel rings when asked for.
+    # The billed grains (on-demand and spot) of the best plan ride along in a parallel ring when
+    # asked for, packed into one number (see `_pack_unit`): a second ring costs about half again.
+    od_unit = _pack_unit(grid) if track else 0.0
     R = j + 2
     ring = np.full((R, 3, S, W + pad), inf)
     ring[T % R, :, :, :W] = 0.0
-    rod = np.zeros((R, 3, S, W + pad)) if track else None
+    rbill = np.zeros((R, 3, S, W + pad)) if track else None
 
     tmp_v = np.empty((3, S, W))
     tmp_o = np.empty((3, S, W)) if track else None
@@ -114,15 +120,15 @@ def _solve(
         spot_now = up[:, t]
         # idle: "none" at t+1, lag + m
         idle_v = nxt[0, :, m : m + W]
-        idle_o = rod[(t + 1) % R, 0, :, m : m + W] if track else None  # type: ignore[index]
+        idle_o = rbill[(t + 1) % R, 0, :, m : m + W] if track else None  # type: ignore[index]
 
         # keep running (changeover already paid)
         p_t = sp[:, t : t + 1]
         run_sp_v = p_t * m + nxt[1, :, :W]
         run_od_v = od * m + nxt[2, :, :W]
         if track:
-            run_sp_o = rod[(t + 1) % R, 1, :, :W].copy()  # type: ignore[index]
-            run_od_o = rod[(t + 1) % R, 2, :, :W] + m  # type: ignore[index]
+            run_sp_o = rbill[(t + 1) % R, 1, :, :W] + m  # type: ignore[index]
+            run_od_o = rbill[(t + 1) % R, 2, :, :W] + m * od_unit  # type: ignore[index]
         else:
             run_sp_o = run_od_o = None
         if need[0] <= m:
@@ -130,8 +136,8 @@ def _solve(
             np.copyto(run_sp_v, p_t * needc, where=fin)
             np.copyto(run_od_v, od * needc, where=fin)
             if track:
-                np.copyto(run_sp_o, 0.0, where=fin)  # type: ignore[arg-type]
-                np.copyto(run_od_o, np.broadcast_to(needc, fin.shape), where=fin)  # type: ignore[arg-type]
+                np.copyto(run_sp_o, np.broadcast_to(needc, fin.shape), where=fin)  # type: ignore[arg-type]
+                np.copyto(run_od_o, np.broadcast_to(needc * od_unit, fin.shape), where=fin)  # type: ignore[arg-type]
         run_sp_v[~spot_now] = inf
 
         # a changeover into X at t: j overhead ticks, then tick t+j with f overhead grains
@@ -148,15 +154,16 @@ def _solve(
                 last = np.full((S, 1), od)
             land = (t + j + 1) % R
             v = (pre + last * m) + ring[land, x, :, D : D + W]
+            unit = od_unit if x == 2 else 1.0  # tracked grains billed on X
             o = None
             if track:
-                o = rod[land, x, :, D : D + W] + (j * m + m if x == 2 else 0)  # type: ignore[index]
+                o = rbill[land, x, :, D : D + W] + (j * m + m) * unit  # type: ignore[index]
             if need[0] <= m - f:
                 fin = np.broadcast_to((need <= m - f)[None, :], v.shape)
                 np.copyto(v, pre + last * (f + needc), where=fin)
                 if track:
-                    billed_fin = np.broadcast_to(j * m + f + needc, fin.shape)
-                    np.copyto(o, billed_fin if x == 2 else 0.0, where=fin)  # type: ignore[arg-type]
+                    billed_fin = np.broadcast_to((j * m + f + needc) * unit, fin.shape)
+                    np.copyto(o, billed_fin, where=fin)  # type: ignore[arg-type]
             if x == 1:
                 v[run[:, t] < j + 1] = inf
             sw.append((v, o))
@@ -187,12 +194,24 @@ def _solve(
         cur = t % R
         ring[cur, :, :, :W] = tmp_v
         if track:
-            rod[cur, :, :, :W] = tmp_o  # type: ignore[index]
+            rbill[cur, :, :, :W] = tmp_o  # type: ignore[index]
     v0 = ring[0, 0, :, 0].copy()
     if track:
-        od_grains = rod[0, 0, :, 0].copy()  # type: ignore[index]
-        # spot grains from the spot spend: exact for a flat spot price, else at the window's mean
-        mean_price = np.maximum(sp[:, :T].mean(axis=1), 1e-12)
-        spot_grains = np.maximum(v0 - od * od_grains, 0.0) / mean_price
-        return v0, spot_grains, od_grains
+        packed = rbill[0, 0, :, 0]  # type: ignore[index]
+        od_grains = np.floor(packed / od_unit)
+        return v0, packed - od_grains * od_unit, od_grains
     return v0, np.full(S, np.nan), np.full(S, np.nan)
+
+
+def _pack_unit(grid: Grid) -> float:
+    """The weight of one on-demand grain in the packed tracker `od_grains · unit + spot_grains`.
+
+    A plan bills at most T·m grains of each kind (nothing after the deadline), so a power of two
+    above T·m keeps the two counts apart, and while unit² ≤ 2**53 every packed value is an exact
+    integer in a float64: both counts come back exact, whatever the prices."""
+    unit = 2.0 ** (grid.T * grid.m).bit_length()
+    if unit * unit > 2.0**53:
+        raise InputError(
+            f"a {grid.T}-tick deadline window at {grid.m} grains a tick is too long for the optimum"
+        )
+    return unit

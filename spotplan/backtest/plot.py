@@ -3,12 +3,54 @@ of per-start ratios), and one example timeline of spot availability and a policy
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from spotplan.backtest.result import BacktestResult
 from spotplan.report._png import save_png
 
 _COLORS = {"idle": "#d9d9d9", "spot": "#2c7fb8", "on-demand": "#f03b20"}
+_ACTIONS = ((0, "idle"), (1, "spot"), (2, "on-demand"))
+
+
+def spans(values: Sequence[int], code: int) -> list[tuple[int, int]]:
+    """(first tick, ticks) of each maximal run of `code` in `values`."""
+    out: list[tuple[int, int]] = []
+    for t, v in enumerate(values):
+        if v != code:
+            continue
+        if out and out[-1][0] + out[-1][1] == t:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((t, 1))
+    return out
+
+
+def draw_timeline(ax: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """Spot availability and the policy's choice per tick, as bars over whole ticks: a choice made
+    at tick i holds for [i, i+1)·gap, so a one-tick choice is a visible bar (a stepped fill with
+    `where=` drops each run's last tick). Returns the drawn collections by label."""
+    gap_h = float(example["gap_seconds"]) / 3600.0
+    avail = [int(v > 0) for v in example["available"]]
+    acts = [int(a) for a in example["actions"]]
+
+    def bars(values: list[int], code: int, y: tuple[float, float], color: str, label: str) -> Any:
+        xr = [(t * gap_h, n * gap_h) for t, n in spans(values, code)]
+        return ax.broken_barh(xr, y, color=color, label=label)
+
+    drawn = {"spot available": bars(avail, 1, (1.1, 0.8), "#a1d99b", "spot available")}
+    for code, label in _ACTIONS:
+        drawn[label] = bars(acts, code, (0.0, 0.9), _COLORS[label], label)
+    ax.set_xlim(0, len(acts) * gap_h)
+    ax.set_ylim(0, 2.0)
+    ax.set_yticks([0.45, 1.5], ["choice", "trace"])
+    ax.set_xlabel("hours from start")
+    ax.set_title(
+        f"{example['policy']} on {example['trace']} (start tick {example['start_tick']})", fontsize=10
+    )
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    return drawn
 
 
 def write_png(result: BacktestResult, path: Path) -> None:
@@ -16,7 +58,6 @@ def write_png(result: BacktestResult, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     has_timeline = result.example is not None
     fig, axes = plt.subplots(
@@ -47,20 +88,8 @@ def write_png(result: BacktestResult, path: Path) -> None:
     )
     ax.spines[["top", "right"]].set_visible(False)
     if has_timeline:
-        ex = result.example or {}
         ax2 = axes[1][0]
-        gap_h = float(ex["gap_seconds"]) / 3600.0
-        avail = np.asarray(ex["available"], dtype=float)
-        acts = np.asarray(ex["actions"], dtype=int)
-        t = np.arange(len(avail)) * gap_h
-        ax2.fill_between(t, 1.1, 1.1 + 0.8 * avail, step="post", color="#a1d99b", label="spot available")
-        for code, label in ((0, "idle"), (1, "spot"), (2, "on-demand")):
-            mask = acts == code
-            ax2.fill_between(t, 0, 0.9, where=mask, step="post", color=_COLORS[label], label=label)
-        ax2.set_yticks([0.45, 1.5], ["choice", "trace"])
-        ax2.set_xlabel("hours from start")
-        ax2.set_title(f"{ex['policy']} on {ex['trace']} (start tick {ex['start_tick']})", fontsize=10)
+        draw_timeline(ax2, result.example or {})
         ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=8, frameon=False)
-        ax2.spines[["top", "right", "left"]].set_visible(False)
     fig.tight_layout()
     save_png(fig, path, dpi=110)

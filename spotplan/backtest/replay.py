@@ -35,6 +35,15 @@ def spot_price_series(trace: Trace, job: Job) -> np.ndarray:
     return np.full(trace.ticks, float(job.spot_price))
 
 
+# Costs are reported to the micro-dollar; the summaries are computed from the same rounded
+# per-start costs, so they can be recomputed from the JSON and the optimum's own ratio is exactly 1.
+COST_DECIMALS = 6
+
+
+def money(x: float) -> float:
+    return round(float(x), COST_DECIMALS)
+
+
 def pick_starts(trace: Trace, window_ticks: int, starts: int, rng: np.random.Generator) -> np.ndarray:
     room = trace.ticks - window_ticks + 1
     if room <= 0:
@@ -74,8 +83,12 @@ def run_backtest(
     starts: int = 100,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
-    example: str | None = "spotplan",
+    example: str | None = "auto",
 ) -> BacktestResult:
+    """Replay `policies` from random starts on every trace. The optimum is always solved, listed or
+    not: every policy's cost is reported against it. `example` names the policy whose first run is
+    recorded as the timeline ("auto": spotplan when selected, else the first online policy)."""
+    policies = list(dict.fromkeys(policies))  # a repeated policy is replayed and reported once
     for p in policies:
         if p not in POLICY_NAMES:
             raise InputError(f"unknown policy {p!r} (choose from {', '.join(POLICY_NAMES)})")
@@ -85,9 +98,12 @@ def run_backtest(
         raise InputError("--starts must be at least 1")
     online = [p for p in policies if p != "optimal"]
     want_opt = "optimal" in policies
+    if example == "auto":
+        example = timeline_policy(online)
     trace_infos: list[TraceInfo] = []
     rows: list[StartResult] = []
     runs: dict[str, list[Run]] = {p: [] for p in policies}
+    opt_costs: list[float] = []  # per row of `rows`, whether or not "optimal" is a listed policy
     example_timeline: dict[str, object] | None = None
     notes: list[str] = []
     for market in draw_markets(traces, job, starts, seed):
@@ -125,10 +141,11 @@ def run_backtest(
             progress(f"{trace.name}: {len(chosen)} starts × {len(policies)} policies")
         windows = np.stack([up[s : s + grid.T] for s in chosen])
         pwin = np.stack([prices[s : s + grid.T] for s in chosen])
-        opt_cost = np.full(len(chosen), np.nan)
+        # hours are only reported for a listed optimum; the ratios need its cost alone
+        o = optimal_costs(windows, pwin, job, grid, track_hours=want_opt)
+        opt_cost = [money(c) for c in o.cost]
+        opt_costs.extend(opt_cost)
         if want_opt:
-            o = optimal_costs(windows, pwin, job, grid)
-            opt_cost = o.cost
             for i in range(len(chosen)):
                 runs["optimal"].append(
                     Run(
@@ -149,7 +166,7 @@ def run_backtest(
                 record = example_timeline is None and name == example and i == 0
                 r = replay(policy, windows[i], pwin[i], job, grid, history=up[:s], record=record)
                 runs[name].append(r)
-                per_start[i][name] = r.cost
+                per_start[i][name] = money(r.cost)
                 if not r.met_deadline:
                     missed[i].append(name)
                 if record and r.actions is not None:
@@ -163,13 +180,13 @@ def run_backtest(
                     }
         for i, s in enumerate(chosen):
             if want_opt:
-                per_start[i]["optimal"] = float(opt_cost[i])
+                per_start[i]["optimal"] = opt_cost[i]
             rows.append(
                 StartResult(
                     trace=trace.name,
                     start_tick=int(s),
                     start_hours=round(float(s) * trace.gap_seconds / 3600.0, 4),
-                    costs={k: round(v, 6) for k, v in per_start[i].items()},
+                    costs=per_start[i],
                     missed=missed[i],
                 )
             )
@@ -177,7 +194,7 @@ def run_backtest(
         raise InputError(
             f"no trace is long enough for a {job.deadline_hours:g} h deadline window"
         )
-    summaries = _summaries(policies, runs, rows)
+    summaries = _summaries(policies, runs, np.asarray(opt_costs, dtype=float))
     return BacktestResult(
         schema=SCHEMA,
         generated_at=utcnow_iso(),
@@ -199,29 +216,48 @@ def run_backtest(
     )
 
 
-def _summaries(
-    policies: Sequence[str], runs: dict[str, list[Run]], rows: list[StartResult]
-) -> list[PolicySummary]:
-    opt = np.array([r.costs.get("optimal", np.nan) for r in rows], dtype=float)
+def timeline_policy(online: Sequence[str]) -> str | None:
+    """The policy the example timeline shows: ours when selected, else the first online one (the
+    optimum records no choices)."""
+    if "spotplan" in online:
+        return "spotplan"
+    return online[0] if online else None
+
+
+def _summaries(policies: Sequence[str], runs: dict[str, list[Run]], opt: np.ndarray) -> list[PolicySummary]:
+    """Per policy, from the same rounded per-start costs the JSON lists; `opt` is the optimum's
+    cost on those starts (solved even when "optimal" is not a listed policy)."""
     out = []
     for name in policies:
         rs = runs[name]
         if not rs:
             continue
-        cost = np.array([r.cost for r in rs])
-        have_opt = bool(np.all(np.isfinite(opt))) and len(opt) == len(cost)
+        cost = np.array([money(r.cost) for r in rs])
+        mean_vs, mean_ratio, p75_ratio = _ratios(cost, opt)
         out.append(
             PolicySummary(
                 name=name,
                 runs=len(rs),
                 mean_cost=float(np.mean(cost)),
                 p75_cost=float(np.percentile(cost, 75)),
-                mean_cost_vs_optimal=float(np.mean(cost) / np.mean(opt)) if have_opt else None,
-                mean_ratio_to_optimal=float(np.mean(cost / opt)) if have_opt else None,
-                p75_ratio_to_optimal=float(np.percentile(cost / opt, 75)) if have_opt else None,
+                mean_cost_vs_optimal=mean_vs,
+                mean_ratio_to_optimal=mean_ratio,
+                p75_ratio_to_optimal=p75_ratio,
                 deadline_misses=int(sum(not r.met_deadline for r in rs)),
                 spot_hours=float(np.mean([r.spot_hours for r in rs])),
                 on_demand_hours=float(np.mean([r.on_demand_hours for r in rs])),
             )
         )
     return out
+
+
+def _ratios(cost: np.ndarray, opt: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """Mean cost ÷ the optimum's mean, and the mean and P75 of the per-start ratios. A ratio to a
+    free optimum (spot priced at $0) has no meaning, so it is left out rather than infinite."""
+    if len(opt) != len(cost) or not len(cost) or not np.all(np.isfinite(opt)):
+        return None, None, None
+    mean_vs = float(np.mean(cost) / np.mean(opt)) if np.mean(opt) > 0 else None
+    if not np.all(opt > 0):
+        return mean_vs, None, None
+    per = cost / opt
+    return mean_vs, float(np.mean(per)), float(np.percentile(per, 75))

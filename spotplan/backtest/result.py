@@ -2,9 +2,9 @@
 markdown, json). Every rendering is made from the result; nothing is recomputed here.
 
 Per policy: `mean_cost`, `p75_cost`, `mean_cost_vs_optimal` (mean cost over the optimum's mean
-cost on the same starts), `mean_ratio_to_optimal` and `p75_ratio_to_optimal` (over per-start
-ratios), `deadline_misses`, and mean `spot_hours` / `on_demand_hours` per run. Per start: the cost
-of each policy.
+cost on the same starts; the optimum is solved whether or not it is a listed policy),
+`mean_ratio_to_optimal` and `p75_ratio_to_optimal` (over per-start ratios), `deadline_misses`, and
+mean `spot_hours` / `on_demand_hours` per run. Per start: the cost of each policy.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def _footnotes(result: BacktestResult) -> list[str]:
         f"On-demand ${j.on_demand_price:g}/h; spot "
         + (f"from the trace prices ({', '.join(priced)}), else " if priced else "")
         + f"${j.spot_price:g}/h; costs are per job (× {j.instances} instance(s)).",
-        "vs optimal = mean cost ÷ the omniscient optimum's mean cost on the same starts.",
+        "vs optimal = mean cost ÷ the omniscient optimum's mean cost on the same starts"
+        + ("." if any(p.name == "optimal" for p in result.policies) else " (solved, though not listed)."),
         "A missed deadline is finished on on-demand afterwards and counted as a miss.",
     ]
     adjusted = {

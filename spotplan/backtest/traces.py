@@ -8,7 +8,11 @@ Formats (see ../shared/data/README.md):
 - `events`: Bamboo `time_ms,event,node_id` add/remove events; the count is the nodes alive.
 - `counts`: a count over time: `t,n` (seconds, or hours in the `_scaled` files), Parcae
   `time_ms,n_nodes`, or the Bamboo GCP `date, time, count` text files. Change points are held
-  (a step function) and sampled on a regular tick.
+  (a step function) and sampled on a regular tick. A header that names the time unit is trusted;
+  only without one is the unit guessed.
+
+Every count must be a whole number of instances and every time finite: a corrupt file is refused
+with its name (and line), never read as garbage.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +32,15 @@ from spotplan.errors import InputError
 
 FORMATS = ("auto", "json", "events", "counts")
 DEFAULT_STEP_TICK_SECONDS = 60.0
+# More instances than any cloud has: beyond it a "count" is corrupt (and would overflow int64).
+MAX_COUNT = 10**9
+# Far above any published trace (20k ticks); beyond it the time unit is almost surely misread,
+# and sampling would exhaust memory before saying so.
+MAX_TICKS = 10_000_000
+_JSON_ARRAY = (
+    "a JSON array is not a supported trace format (a JSON trace is an object "
+    '{"metadata": {"gap_seconds": G}, "data": [...]}; a count file has `time,count` rows)'
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,9 @@ def detect_format(text: str, path: Path) -> str:
     head = text.lstrip()[:1]
     if head == "{":
         return "json"
+    if head == "[":
+        # its commas would otherwise pass for a count file's, which then finds "no rows"
+        raise InputError(f"{path}: {_JSON_ARRAY}")
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     cells = [c.strip().lower() for c in first.split(",")]
     if len(cells) >= 3 and cells[1] in ("add", "remove"):
@@ -136,35 +153,77 @@ def _parse_json(text: str, path: Path) -> Trace:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if isinstance(doc, list):
+        raise InputError(f"{path}: {_JSON_ARRAY}")
     if not isinstance(doc, dict) or "data" not in doc:
         raise InputError(f"{path}: expected an object with 'metadata' and 'data'")
     meta = doc.get("metadata") or {}
-    gap = meta.get("gap_seconds")
-    if not isinstance(gap, (int, float)) or isinstance(gap, bool) or gap <= 0:
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: 'metadata' must be an object holding gap_seconds")
+    gap = _real(meta.get("gap_seconds"))
+    if gap is None or gap <= 0:
         raise InputError(f"{path}: metadata.gap_seconds must be a positive number")
     data = doc["data"]
-    if not isinstance(data, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data
-    ):
+    if not isinstance(data, list):
         raise InputError(f"{path}: 'data' must be a list of non-negative counts")
+    counts = np.zeros(len(data), dtype=np.int64)
+    for i, v in enumerate(data):
+        n = _count(v)
+        if n is None:
+            raise InputError(f"{path}: data[{i}] = {json.dumps(v)} is not {_COUNT_RULE}")
+        counts[i] = n
     prices = None
     if doc.get("prices") is not None:
         raw = doc["prices"]
         if not isinstance(raw, list) or len(raw) != len(data):
             raise InputError(f"{path}: 'prices' must be a list as long as 'data' ({len(data)})")
-        try:
-            prices = np.asarray(raw, dtype=float)
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: 'prices' must be numbers") from None
-        if not np.all(np.isfinite(prices)) or np.any(prices < 0):
-            raise InputError(f"{path}: 'prices' must be finite and non-negative")
+        values = [_real(v) for v in raw]
+        if any(v is None or v < 0 for v in values):
+            raise InputError(f"{path}: 'prices' must be finite, non-negative numbers")
+        prices = np.asarray(values, dtype=float)
     return Trace(
         name=path.stem,
-        gap_seconds=float(gap),
-        available=np.asarray(data, dtype=np.int64),
+        gap_seconds=gap,
+        available=counts,
         prices=prices,
         source=str(path),
     )
+
+
+_COUNT_RULE = f"a count of instances (a whole number from 0 to {MAX_COUNT:,})"
+
+
+def _real(v: object) -> float | None:
+    """A finite JSON number as a float, else None (bools are ints to Python, not numbers to a
+    trace; JSON allows Infinity, NaN and integers too large for a float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _count(v: object) -> int | None:
+    """`v` as an instance count, or None when it is not one: a bool, a string, a fraction (1.7
+    instances would be silently truncated), NaN, infinite, negative or beyond MAX_COUNT."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if 0 <= v <= MAX_COUNT else None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and 0 <= v <= MAX_COUNT:
+        return int(v)
+    return None
+
+
+def _refuse_json(text: str, path: Path, fmt: str) -> None:
+    """A CSV parser forced onto a JSON file would only report a confusing first row."""
+    head = text.lstrip()[:1]
+    if head == "[":
+        raise InputError(f"{path}: {_JSON_ARRAY}")
+    if head == "{":
+        raise InputError(f"{path}: a JSON object, not a {fmt} CSV (read it with --format json)")
 
 
 def _rows(text: str) -> list[tuple[int, list[str]]]:
@@ -180,13 +239,16 @@ def _parse_events(text: str, path: Path, tick_seconds: float | None) -> Trace:
     times: list[float] = []
     deltas: list[int] = []
     alive: set[str] = set()
+    _refuse_json(text, path, "events")
     for lineno, row in _rows(text):
         if len(row) < 3:
             raise InputError(f"{path}:{lineno}: expected time_ms,event,node_id")
         try:
             t = float(row[0]) / 1000.0
         except ValueError:
-            raise InputError(f"{path}:{lineno}: time {row[0]!r} is not a number") from None
+            t = math.nan
+        if not math.isfinite(t):  # NaN or infinity would sort and sample as garbage
+            raise InputError(f"{path}:{lineno}: time {row[0]!r} is not a finite number")
         event, node = row[1].lower(), row[2]
         if event == "add":
             delta = 0 if node in alive else 1
@@ -208,29 +270,31 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _parse_counts(text: str, path: Path, tick_seconds: float | None) -> Trace:
+    _refuse_json(text, path, "counts")
     rows = _rows(text)
+    header: list[str] = []
     if rows and not _is_number(rows[0][1][0]) and not _DATE_TIME.match(rows[0][1][0]):
-        rows = rows[1:]  # a header line
+        header = rows[0][1]
+        rows = rows[1:]
     if not rows:
         raise InputError(f"{path}: no rows")
     times: list[float] = []
-    counts: list[float] = []
+    counts: list[int] = []
     dated = bool(_DATE_TIME.match(rows[0][1][0]))
     for lineno, row in rows:
         try:
-            if dated:
-                stamp = datetime.strptime(f"{row[0]} {row[1]}", "%Y-%m-%d %H:%M:%S")
-                times.append(stamp.replace(tzinfo=timezone.utc).timestamp())
-                counts.append(float(row[2]))
-            else:
-                times.append(float(row[0]))
-                counts.append(float(row[1]))
+            when, cell = _time_and_count(row, dated)
+            count = _count(float(cell))
         except (ValueError, IndexError):
             raise InputError(f"{path}:{lineno}: expected time,count, got {','.join(row)[:60]!r}") from None
+        if not math.isfinite(when):  # NaN or infinity would sort and sample as garbage
+            raise InputError(f"{path}:{lineno}: time {row[0]!r} is not a finite number")
+        if count is None:
+            raise InputError(f"{path}:{lineno}: count {cell!r} is not {_COUNT_RULE}")
+        times.append(when)
+        counts.append(count)
     t = np.asarray(times, dtype=float)
-    c = np.asarray(counts, dtype=float)
-    if np.any(c < 0):
-        raise InputError(f"{path}: counts must be non-negative")
+    c = np.asarray(counts, dtype=np.int64)
     notes = []
     backwards = int(np.sum(np.diff(t) < 0))
     if backwards:
@@ -240,15 +304,49 @@ def _parse_counts(text: str, path: Path, tick_seconds: float | None) -> Trace:
         notes.append(f"{backwards} out-of-order rows sorted by time")
     t = t - t[0]
     if not dated:
-        t = t * _time_unit_seconds(path, t)
-    trace = _step_trace(t, np.rint(c).astype(np.int64), path, tick_seconds)
+        unit = _header_unit(header[0]) if header else None
+        if unit is None:
+            unit = _time_unit_seconds(path, t)
+            if unit != 1.0:
+                notes.append(f"time column guessed to be in {_UNIT_NAMES[unit]} (no unit in a header)")
+        t = t * unit
+    trace = _step_trace(t, c, path, tick_seconds)
     trace.notes.extend(notes)
     return trace
 
 
+# Time-column headers that name their unit, in seconds per unit. `t` is Bamboo's column in
+# seconds. `m` is left out: minutes or metres is a guess, and guessing is what a header avoids.
+_UNIT_WORDS = {
+    **dict.fromkeys(("ms", "msec", "millis", "millisecond", "milliseconds"), 0.001),
+    **dict.fromkeys(("t", "s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+}
+_UNIT_NAMES = {0.001: "milliseconds", 1.0: "seconds", 60.0: "minutes", 3600.0: "hours"}
+
+
+def _time_and_count(row: list[str], dated: bool) -> tuple[float, str]:
+    """A count row's time (seconds since the epoch when dated, else in the file's unit) and its
+    count cell. Raises ValueError or IndexError on a malformed row."""
+    if dated:
+        stamp = datetime.strptime(f"{row[0]} {row[1]}", "%Y-%m-%d %H:%M:%S")
+        return stamp.replace(tzinfo=timezone.utc).timestamp(), row[2]
+    return float(row[0]), row[1]
+
+
+def _header_unit(cell: str) -> float | None:
+    """Seconds per unit of the time column when its header names the unit (`time_ms`, `t_ms`,
+    `ms`; `t`, `s`, `seconds`; `hours`, `h`; `time (min)`), else None (`time`, `timestamp`). The
+    last unit word wins, so `t_ms` is milliseconds."""
+    words = [w for w in re.split(r"[^a-z]+", cell.lower()) if w]
+    named = [_UNIT_WORDS[w] for w in words if w in _UNIT_WORDS]
+    return named[-1] if named else None
+
+
 def _time_unit_seconds(path: Path, t: np.ndarray) -> float:
-    """Seconds per unit of the time column: ms (Parcae `time_ms`), hours (Bamboo `_scaled` and
-    fractional-hour files) or seconds."""
+    """The guess for a file whose header names no unit: seconds per unit of the time column, ms
+    (Parcae `time_ms`), hours (Bamboo `_scaled` and fractional-hour files) or seconds."""
     name = path.name.lower()
     if "_scaled" in name:
         return 3600.0
@@ -277,6 +375,11 @@ def _step_trace(
     several changes at one time keep the last."""
     times_s = times_s - times_s[0]
     gap = float(tick_seconds) if tick_seconds else _natural_tick(times_s)
+    if times_s[-1] / gap >= MAX_TICKS:
+        raise InputError(
+            f"{path}: spans {times_s[-1] / 86400:.3g} days, over {MAX_TICKS:,} ticks of {gap:g} s "
+            "(is the time unit right? name it in a header, e.g. time_ms or hours)"
+        )
     n_ticks = max(1, int(np.floor(times_s[-1] / gap)) + 1)
     grid = np.arange(n_ticks) * gap
     idx = np.searchsorted(times_s, grid, side="right") - 1
