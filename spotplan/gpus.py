@@ -10,6 +10,7 @@ import re
 
 #: Canonical names, as used in the price table's `gpu_model` column (DESIGN.md §4.2).
 VOCABULARY: tuple[str, ...] = (
+    "B300",
     "B200",
     "H200",
     "H100",
@@ -26,6 +27,7 @@ VOCABULARY: tuple[str, ...] = (
     "P100",
     "P4",
     "K80",
+    "K520",
     "M60",
     "A40",
     "RTX-PRO-6000",
@@ -43,6 +45,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     # Cyclenerd's price data spells `rtx6000`. The older Quadro RTX 6000 is offered by none of the
     # three clouds, so its name ("Quadro RTX 6000") is deliberately left unmatched.
     (r"rtx.?pro.?6000|^(nvidia.)?rtx.?6000$", "RTX-PRO-6000"),
+    (r"b300", "B300"),
     (r"b200", "B200"),
     (r"h200", "H200"),
     (r"h100", "H100"),
@@ -59,6 +62,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"p100", "P100"),
     (r"tesla-p4\b|\bp4\b", "P4"),
     (r"k80", "K80"),
+    (r"k520", "K520"),  # AWS g2: "NVIDIA GRID K520"
     (r"m60", "M60"),
     (r"a40\b", "A40"),
     (r"mi300x", "MI300X"),
@@ -73,7 +77,8 @@ _CANON_LOWER = {name.lower(): name for name in VOCABULARY}
 
 
 def normalize_gpu_model(name: str | None) -> str:
-    """Map any provider's GPU name onto VOCABULARY; unknown names come back stripped, unchanged.
+    """Map any provider's GPU name onto VOCABULARY; unknown names come back trimmed, without a
+    leading "NVIDIA ", otherwise unchanged.
 
     >>> normalize_gpu_model("NVIDIA H100")
     'H100'
@@ -93,7 +98,13 @@ def normalize_gpu_model(name: str | None) -> str:
     for pattern, canon in _PATTERNS:
         if re.search(pattern, low):
             return canon
-    return raw
+    # AWS and ec2instances.info put the vendor first ("NVIDIA X") where the other clouds write "X",
+    # so a model the vocabulary does not know yet still gets one name across clouds. Other vendors'
+    # names ("Qualcomm AI 100 Accelerators", "Radeon Pro V520") carry no such prefix and stay as given.
+    return _NVIDIA_PREFIX.sub("", raw).strip() or raw
+
+
+_NVIDIA_PREFIX = re.compile(r"^nvidia[\s_-]+", re.IGNORECASE)
 
 
 # A size suffix ("-80GB") marks a variant of a family; the family is the name without it.

@@ -74,3 +74,17 @@ def test_older_quadro_card_is_not_taken_for_the_pro() -> None:
 )
 def test_existing_mappings_unchanged(name: str, canon: str) -> None:
     assert normalize_gpu_model(name) == canon
+
+
+@pytest.mark.parametrize(
+    ("name", "canon"),
+    [
+        ("NVIDIA B300", "B300"), ("NVIDIA GRID K520", "K520"),  # ec2instances.info's spellings
+        ("NVIDIA RTX A6000", "RTX A6000"),  # not in the vocabulary yet: the vendor prefix still goes
+        ("  Qualcomm AI 100 Accelerators ", "Qualcomm AI 100 Accelerators"),  # other vendors: trimmed only
+        ("Radeon Pro V520", "Radeon Pro V520"),
+    ],
+)
+def test_vendor_prefix_and_newer_models(name: str, canon: str) -> None:
+    assert normalize_gpu_model(name) == canon
+    assert gpu_matches(canon, normalize_gpu_model(name))

@@ -284,3 +284,23 @@ def test_cyclenerd_g4_is_the_rtx_pro_6000(shared_data: Path) -> None:
     spot = _one(g4, instance_type="g4-standard-12", region="asia-east1", market="spot")
     assert spot["price_per_hour"] == pytest.approx(0.585415)
     assert not any("carries no date" in n for n in res.notes)  # snapshot_time dates every row
+
+
+def test_spot_advisor_band_goes_on_observed_pools_without_one(shared_data: Path) -> None:
+    ec2 = import_file(shared_data / "ec2instances-info-gpu/aws_gpu_prices_by_region.csv", observed_at="2025-11-30").rows
+    tsv = import_file(shared_data / "ericpauley-aws-spot-price-history/prices/2022/05_gpu_subset.tsv").rows
+    res = import_file(shared_data / "aws-spot-advisor/2025-06-28/spot-advisor-data.json",
+                      reference=pd.concat([ec2, tsv], ignore_index=True), observed_at="2025-06-28")
+    banded = res.rows[~res.rows["source"].str.startswith("aws spot advisor")]
+    assert set(banded["source"]) == {"aws describe-spot-price-history; band: aws spot advisor as of 2025-06-28"}
+    # One row per observed pool without a band: a copy of its newest quote, with the feed's band.
+    newest = tsv.sort_values("observed_at").drop_duplicates(["region", "zone", "instance_type"], keep="last")
+    key = ["region", "zone", "instance_type", "observed_at", "price_per_hour"]
+    assert set(map(tuple, banded[key].to_numpy())) <= set(map(tuple, newest[key].to_numpy()))
+    assert banded.duplicated(["region", "zone", "instance_type"]).sum() == 0
+    r = _one(banded, zone="use1-az1", instance_type="g4dn.2xlarge")
+    assert (r["interruption_band"], r["price_per_hour"], r["observed_at"]) == (">20%", 0.2256, "2022-05-31T21:38:27Z")
+    # ec2instances.info's own band (pct_interrupt 5-10% for p5.48xlarge us-east-1) is kept, not the feed's.
+    assert _one(ec2, instance_type="p5.48xlarge", region="us-east-1", market="spot")["interruption_band"] == "5-10%"
+    assert banded[banded["source"].str.startswith("ec2instances")].empty
+    assert any("take the advisor's interruption band; their prices and times stay as observed" in n for n in res.notes)

@@ -109,3 +109,43 @@ def test_webhook_failure_is_exit_1(runner, stored: None) -> None:
 def test_bad_ratio_exit_2(runner) -> None:
     res = runner.invoke(app, ["prices", "alerts", "--ratio", "0"])
     assert res.exit_code == 2 and "--ratio" in res.output
+
+
+@pytest.mark.parametrize("ratio", ["nan", "inf", "-inf"])
+def test_ratio_that_is_not_a_finite_number_exit_2(runner, ratio: str) -> None:
+    res = runner.invoke(app, ["prices", "alerts", "--ratio", ratio, "-o", "json"])
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == [f"error: --ratio is {float(ratio)}, expected a positive number (e.g. 0.8)"]
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "ftp://example.com/x", "http://", "127.0.0.1:9/x"])
+def test_webhook_that_is_not_a_url_exit_2_one_line(runner, url: str) -> None:
+    res = runner.invoke(app, ["prices", "alerts", "--webhook", url])
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == [f"error: --webhook is {url!r}, expected an http:// or https:// URL"]
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a: object) -> None:
+        return
+
+
+def test_failed_webhook_still_prints_the_alerts_then_exit_1(runner, stored: None) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Refusing)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        res = runner.invoke(app, ["prices", "alerts", "--webhook", url, "-o", "json"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.exit_code == 1
+    assert [r["zone"] for r in _mine(res.stdout)] == [f"{REGION}a"]  # the data is not lost
+    assert res.stderr.splitlines()[-1] == f"error: webhook {url}: HTTP 400 Bad Request"

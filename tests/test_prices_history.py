@@ -81,3 +81,37 @@ def test_history_without_data_is_exit_2(runner) -> None:
     res = runner.invoke(app, ["prices", "history", "x9.huge", "--provider", "aws", "--region", "us-east-1"])
     assert res.exit_code == 2
     assert "no price history for x9.huge" in res.output and "spotplan prices pull" in res.output
+
+
+@pytest.fixture
+def small_history(runner, tmp_path: Path) -> None:
+    f = tmp_path / "table.csv"
+    f.write_text(
+        "provider,region,zone,instance_type,gpu_model,gpu_count,market,price_per_hour,observed_at\n"
+        "azure,eastus,,Standard_NC24ads_A100_v4,A100-80GB,1,on-demand,3.67,2026-07-01T00:00:00Z\n"
+        "azure,eastus,,Standard_NC24ads_A100_v4,A100-80GB,1,spot,1.10,2026-07-01T00:00:00Z\n"
+        "azure,eastus,,Standard_NC24ads_A100_v4,A100-80GB,1,spot,1.30,2026-07-15T00:00:00Z\n"
+    )
+    assert runner.invoke(app, ["prices", "import", str(f)]).exit_code == 0
+
+
+def test_history_matches_region_and_type_in_any_case(runner, small_history: None) -> None:
+    # As `prices show --region` does: sizes and regions typed in another case find the same pool.
+    args = ["--provider", "AZURE", "--region", "EastUS", "--days", "60", "--now", NOW.isoformat(), "-o", "json"]
+    res = runner.invoke(app, ["prices", "history", "standard_nc24ads_a100_v4", *args])
+    assert res.exit_code == 0, res.output
+    rows = {r["market"]: r for r in json.loads(res.stdout)["rows"]}
+    assert (rows["spot"]["latest_price"], rows["spot"]["changes"]) == (1.30, 1)
+    assert rows["on-demand"]["latest_price"] == 3.67
+
+
+def test_history_png_to_unwritable_path_is_exit_2_naming_it(runner, small_history: None, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the PNG's folder should be")
+    png = blocker / "chart.png"
+    res = runner.invoke(app, ["prices", "history", "Standard_NC24ads_A100_v4", "--provider", "azure",
+                              "--region", "eastus", "--days", "60", "--now", NOW.isoformat(), "--png", str(png)])
+    assert res.exit_code == 2, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {png}: cannot write: "), res.output
+    assert ".tmp-" not in res.output

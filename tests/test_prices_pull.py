@@ -311,3 +311,59 @@ def test_missing_sdk_extra_gives_install_hint(runner, monkeypatch) -> None:
     res = _pull(runner, "--provider", "aws", "--region", "us-east-1")
     assert res.exit_code == 2
     assert res.output.strip() == "error: boto3 is not installed (pip install 'spotplan[aws]')"
+
+
+# ------------------------------------------------------------------------- bad upstream data
+
+
+def test_pull_all_every_region_fills_store_for_three_clouds(runner, emu: PricingEmulator) -> None:
+    # The issue's Done criterion, without --region: every region each emulated cloud lists.
+    res = _pull(runner, "--provider", "all", "--days", "30")
+    assert res.exit_code == 0, res.output
+    assert {r["provider"]: r["new"] > 0 for r in json.loads(res.stdout)["rows"]} == {
+        "aws": True, "gcp": True, "azure": True}
+    df = read_store()
+    assert df is not None and set(df["provider"]) == {"aws", "gcp", "azure"}
+    assert (df["price_per_hour"] >= 0).all()
+    for provider in ("aws", "gcp", "azure"):
+        assert df.loc[df["provider"] == provider, "region"].nunique() >= 5, provider
+    # The pool the first emulator priced below zero (its GPU SKU came from g2-standard-12's total).
+    l4 = df[(df["region"] == "europe-north1") & (df["instance_type"] == "g2-standard-4") & (df["market"] == "spot")]
+    assert l4["price_per_hour"].tolist() == [pytest.approx(0.07724, abs=1e-6)]  # Cyclenerd's real $/h
+
+
+def test_pull_leaves_out_pools_with_bad_upstream_prices_and_keeps_the_rest(runner, emu: PricingEmulator) -> None:
+    # A catalog SKU below zero: every g2 spot price of us-east5 is built from it, so none is a price.
+    emu.data.set_gcp_sku_price("Nvidia L4 GPU", "Preemptible", "us-east5", -0.06)
+    # And an Azure retail meter priced below zero.
+    item = next(i for i in emu.data.azure_items if i["armSkuName"] == "Standard_NC24ads_A100_v4"
+                and i["armRegionName"] == "eastus" and i["skuName"].endswith(" Spot"))
+    item["retailPrice"] = item["unitPrice"] = -1.5
+    res = _pull(runner, "--provider", "all", "--region", "us-east-1", "--region", "us-east5", "--region", "eastus")
+    assert res.exit_code == 0, res.output
+    df = read_store()
+    assert df is not None and set(df["provider"]) == {"aws", "gcp", "azure"}
+    east5 = df[(df["region"] == "us-east5") & df["instance_type"].str.startswith("g2-")]
+    assert set(east5["market"]) == {"on-demand"}  # the spot pools are left out, on-demand kept
+    assert "note: gcp us-east5 g2-standard-4 spot left out: the catalog prices its SKU " \
+           "'Spot Preemptible Nvidia L4 GPU running in us-east5' at -0.06 $/h (bad upstream data)" in res.stderr
+    a100 = df[(df["instance_type"] == "Standard_NC24ads_A100_v4") & (df["region"] == "eastus")]
+    assert set(a100["market"]) == {"on-demand"}  # the whole spot pool goes, Resource Graph points too
+    assert "note: azure eastus Standard_NC24ads_A100_v4 spot left out: the cloud's data prices it at -1.5 $/h" \
+        in res.stderr
+    assert (df["price_per_hour"] >= 0).all()
+
+
+def test_bad_pulled_row_is_exit_1_naming_the_pool(runner, emu: PricingEmulator) -> None:
+    # A retail meter without a region: the cloud's data is wrong (exit 1, not a usage error), and the
+    # error names the pool, not a row of a frame the user never saw.
+    item = next(i for i in emu.data.azure_items if i["armSkuName"] == "Standard_NC24ads_A100_v4"
+                and not i["skuName"].endswith((" Spot", " Low Priority")) and i["type"] == "Consumption"
+                and not i["productName"].endswith("Windows"))
+    emu.data.azure_items.append({**item, "armRegionName": ""})
+    res = _pull(runner, "--provider", "azure")
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1] == (
+        "error: azure returned bad data for azure Standard_NC24ads_A100_v4 on-demand: region is '', "
+        "expected a non-empty region")
+    assert read_store() is None

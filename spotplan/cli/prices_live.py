@@ -316,16 +316,20 @@ def alerts(
     """
     with handle_errors(verbose):
         from spotplan.analysis import load_prices
-        from spotplan.pricing.alerts import find_alerts, post_webhook, slack_payload
+        from spotplan.pricing.alerts import check_ratio, check_webhook_url, find_alerts, post_webhook, slack_payload
         from spotplan.pricing.compare import filter_table, parse_provider
 
+        check_ratio(ratio)
+        if webhook is not None:
+            check_webhook_url(webhook)
         # The prices analyze and `prices show` use: the bundled snapshot plus the local store.
         table = filter_table(load_prices(None).table, provider=parse_provider(provider))
         hits = find_alerts(table, ratio)
-        if webhook:
-            post_webhook(webhook, slack_payload(hits, ratio))
-            sys.stderr.write(f"posted {len(hits)} alert(s) to the webhook\n")
         if hits.empty:
             sys.stderr.write(f"no spot pool above {ratio:g}× on-demand\n")
+        # The table first: when the webhook then fails (exit 1), the alerts are not lost with it.
         emit(_render(hits, rendering(output, out), title=f"spot pools above {ratio:g}× on-demand",
                      meta={"schema": "spotplan.alerts/1", "ratio": ratio}), out)
+        if webhook is not None:
+            post_webhook(webhook, slack_payload(hits, ratio))
+            sys.stderr.write(f"posted {len(hits)} alert(s) to the webhook\n")

@@ -4,6 +4,7 @@ same instance type in the same region. Finds such pools and sends them to a Slac
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import InputError
@@ -22,14 +23,30 @@ def find_alerts(table: pd.DataFrame, ratio: float = 0.8) -> pd.DataFrame:
     pools and their on-demand prices are `prices show`'s (`compare.side_by_side`), so both agree."""
     from spotplan.pricing.compare import side_by_side
 
-    if ratio <= 0:
-        raise InputError(f"--ratio is {ratio}, expected a positive number (e.g. 0.8)")
+    check_ratio(ratio)
     rows = side_by_side(table).rename(columns={"spot_per_hour": "spot_price", "on_demand_per_hour": "on_demand_price"})
     rows = rows[rows["spot_price"].notna() & (rows["on_demand_price"] > 0)]
     rows = rows.assign(spot_to_on_demand=rows["spot_price"].astype(float) / rows["on_demand_price"].astype(float))
     hits = rows[rows["spot_price"] > ratio * rows["on_demand_price"]]
     hits = hits.sort_values(["spot_to_on_demand", "provider", "region", "zone"], ascending=[False, True, True, True])
     return hits[list(ALERT_COLUMNS)].reset_index(drop=True)
+
+
+def check_ratio(ratio: float) -> None:
+    """A positive, finite ratio: NaN would match no pool and say so as if all were fine, and
+    infinity can be written in no JSON the alerts go out as."""
+    if not 0 < ratio < math.inf:
+        raise InputError(f"--ratio is {ratio}, expected a positive number (e.g. 0.8)")
+
+
+def check_webhook_url(url: str) -> None:
+    """An http(s) URL with a host, checked before any price is read: a typo is a usage error
+    (exit 2), not a failed POST (exit 1)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--webhook is {url!r}, expected an http:// or https:// URL")
 
 
 def slack_payload(alerts: pd.DataFrame, ratio: float) -> dict[str, Any]:

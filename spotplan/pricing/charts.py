@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spotplan.errors import InputError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -131,4 +133,8 @@ def write_png(
     except BaseException:
         plt.close(fig)
         raise
-    return save_png(fig, path)
+    try:
+        return save_png(fig, path)
+    except OSError as exc:
+        # Name the path the user asked for, not the temp file beside it that failed first.
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -154,8 +154,12 @@ def select_history(
     import pandas as pd
 
     now = as_utc(now)
+    # Names match in any case, as `prices show --region` does (AWS and GCP names are lower case,
+    # Azure sizes mixed, and Resource Graph lower-cases them).
     sel = table[
-        (table["provider"] == provider) & (table["region"] == region) & (table["instance_type"] == instance_type)
+        (table["provider"].astype(str).str.lower() == provider.strip().lower())
+        & (table["region"].astype(str).str.lower() == region.strip().lower())
+        & (table["instance_type"].astype(str).str.lower() == instance_type.strip().lower())
     ].copy()
     if sel.empty:
         return sel.assign(_t=pd.Series(dtype="datetime64[ns, UTC]"))

@@ -7,7 +7,8 @@ one GPU vocabulary, and auto-detection of which format a file is:
 - `spot-advisor`: the AWS Spot Instance Advisor JSON (or its flattened CSV). It holds bands and
   savings, not prices: spot = on-demand × (1 − savings), with on-demand from a reference table. Such
   derived prices never stand in for observed ones: a pool that already has an observed spot price
-  gets no derived row, and neither does one whose "savings" are negative (spot above on-demand).
+  gets no derived row (its newest observation takes the feed's band instead, when it has none of
+  its own), and neither does one whose "savings" are negative (spot above on-demand).
 - `skypilot`: a SkyPilot catalog `vms.csv` (AWS, GCP or Azure).
 - `azure-retail`: Azure Retail Prices API JSON pages.
 - `gcp-pricing`: Cyclenerd's google-cloud-pricing-cost-calculator GCP CSVs (a weekly history).
@@ -159,6 +160,34 @@ class _Ctx:
     def bad(self, where: str, reason: str) -> InputError:
         return InputError(f"{self.path}: {where}: {reason}")
 
+    def json(self, text: str) -> Any:
+        """The file's JSON; InputError naming the file and line when it is not JSON (a forced
+        --format of a JSON format on a CSV, say)."""
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{self.path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+
+    def expect(self, value: Any, kind: type, where: str) -> Any:
+        """`value` when it is a `kind` (dict or list); else InputError naming where it sits, so a
+        hand-edited or truncated file is a one-line input error, not a Python exception."""
+        if not isinstance(value, kind):
+            raise self.bad(where, f"is {_json_kind(value)}, expected {'an object' if kind is dict else 'a list'}")
+        return value
+
+
+def _page_label(doc: Any, n: int) -> str:
+    """Where a page sits: the n-th of a list of saved pages, or the one document."""
+    return f"page {n}" if isinstance(doc, list) else "the document"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+
 
 def _read_text(path: Path) -> str:
     raw = path.read_bytes()
@@ -238,15 +267,22 @@ def _aws_spot_history(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     if text.lstrip()[:1] in ("{", "["):
-        doc = json.loads(text)
+        doc = ctx.json(text)
         pages = doc if isinstance(doc, list) else [doc]
         items: list[Any] = []
-        for page in pages:
-            items.extend(page.get("SpotPriceHistory", []) if "SpotPriceHistory" in page else [page])
+        for p, page in enumerate(pages, start=1):
+            label = _page_label(doc, p)
+            page = ctx.expect(page, dict, label)
+            if "SpotPriceHistory" in page:
+                items.extend(ctx.expect(page["SpotPriceHistory"], list, f"{label}: SpotPriceHistory"))
+            else:
+                items.append(page)
         for n, it in enumerate(items, start=1):
             where = f"SpotPriceHistory item {n}"
             if not isinstance(it, dict) or "InstanceType" not in it or "AvailabilityZone" not in it:
                 raise ctx.bad(where, "expected InstanceType, AvailabilityZone, SpotPrice, Timestamp")
+            if not isinstance(it["InstanceType"], str):
+                raise ctx.bad(where, f"InstanceType is {_json_kind(it['InstanceType'])}, expected a name")
             if it.get("ProductDescription", "Linux/UNIX") not in _LINUX:
                 continue
             az = str(it["AvailabilityZone"])
@@ -300,8 +336,8 @@ def _iso_z_of(text: str) -> str:
 def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     source = "ec2instances.info"
-    if text.lstrip()[:1] == "[":
-        for n, inst in enumerate(json.loads(text), start=1):
+    if text.lstrip()[:1] in ("[", "{"):
+        for n, inst in enumerate(ctx.expect(ctx.json(text), list, "the document"), start=1):
             where = f"item {n}"
             if not isinstance(inst, dict) or "instance_type" not in inst:
                 raise ctx.bad(where, "expected an object with instance_type")
@@ -312,9 +348,10 @@ def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
             shape = {"gpu_model": model, "gpu_count": count,
                      "vcpus": _num(inst.get("vCPU"), ctx, where, "vCPU", required=False),
                      "memory_gib": _num(inst.get("memory"), ctx, where, "memory", required=False)}
-            for region, by_os in (inst.get("pricing") or {}).items():
-                linux = by_os.get("linux") or {}
+            for region, by_os in ctx.expect(inst.get("pricing") or {}, dict, f"{where} ({itype}): pricing").items():
                 w = f"{where} ({itype}, {region})"
+                linux = ctx.expect(ctx.expect(by_os, dict, f"{w}: pricing.{region}").get("linux") or {}, dict,
+                                   f"{w}: pricing.{region}.linux")
                 rows += _ec2i_rows(itype, region, shape, linux.get("ondemand"), linux.get("spot_avg"),
                                    linux.get("pct_interrupt"), ctx, w, source)
     else:
@@ -360,13 +397,13 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     from spotplan.pricing.sources.aws import advisor_bands
 
     entries: list[tuple[str, str, str, float, str]] = []  # region, type, band, savings, where
-    if text.lstrip()[:1] == "{":
-        feed = json.loads(text)
+    if text.lstrip()[:1] in ("{", "["):
+        feed = _checked_advisor_feed(ctx.json(text), ctx)
         bands = advisor_bands(feed)
-        for region, by_os in feed.get("spot_advisor", {}).items():
+        for region, by_os in feed["spot_advisor"].items():
             for itype, v in (by_os.get("Linux") or {}).items():
                 where = f"spot_advisor.{region}.Linux.{itype}"
-                s = _num(v.get("s") if isinstance(v, dict) else None, ctx, where, "s (savings %)")
+                s = _num(v.get("s"), ctx, where, "s (savings %)")
                 entries.append((region, itype, bands.get(region, {}).get(itype, ""), float(s or 0), where))
     else:
         for n, r in _csv_rows(text):
@@ -380,12 +417,14 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     od = _reference_on_demand(reference)
     observed = _observed_spot_pools(reference)
     rows: list[dict[str, Any]] = []
+    banded: list[dict[str, Any]] = []
     for region, itype, band, savings, _where in entries:
         model, count = _aws_shape(itype)
         if not model:
             continue
         if (region, itype) in observed:
             ctx.skip("aws", _OBSERVED)
+            banded += _with_advisor_band(observed[(region, itype)], band, ctx)
             continue
         ref = od.get((region, itype))
         if ref is None:
@@ -409,7 +448,60 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     }
     for reason, n in ctx.skipped.get("aws", {}).items():
         ctx.notes.append(f"{n} GPU pools skipped: {explain[reason]}")
-    return rows
+    if banded:
+        ctx.notes.append(f"{len(banded)} observed spot pools (each zone counts) take the advisor's interruption "
+                         "band; their prices and times stay as observed (source names the band's feed)")
+    return rows + banded
+
+
+#: Appended to `source` of an observation whose band an advisor feed filled in, with the feed's date.
+ADVISOR_BAND_TAG = "; band: aws spot advisor as of "
+
+
+def _with_advisor_band(pools: list[dict[str, Any]], band: str, ctx: _Ctx) -> list[dict[str, Any]]:
+    """The advisor's band for pools that already have observed spot prices: a copy of each pool's
+    newest observation (same pool, same observed_at, same price) carrying the band, which the store
+    takes in place of the stored one (its dedup keeps the newer copy so a feed can fill in a band
+    later). No price is invented and no observation time moves, so histories, means and "as of"
+    stay true; `source` says where the band came from and as of when.
+
+    A band that came with the observation itself (ec2instances.info's `pct_interrupt`, Azure's
+    eviction rate) is kept, and so is one from a newer feed than this one."""
+    from spotplan.pricing.table import COLUMNS, normalize_band
+
+    band = normalize_band(band)
+    if not band:
+        return []
+    out = []
+    for rec in pools:
+        source = str(rec.get("source") or "")
+        own, tagged, as_of = source.partition(ADVISOR_BAND_TAG)
+        had = str(rec.get("interruption_band") or "")
+        if had and not tagged:
+            continue  # the observation's own band
+        if (tagged and as_of > ctx.stamp) or (had == band and as_of == ctx.stamp):
+            continue  # a newer feed's band, or this feed's already
+        out.append({**{c: rec.get(c) for c in COLUMNS}, "interruption_band": band,
+                    "source": f"{own}{ADVISOR_BAND_TAG}{ctx.stamp}"})
+    return out
+
+
+def _checked_advisor_feed(feed: Any, ctx: _Ctx) -> dict[str, Any]:
+    """The advisor feed with the shape `advisor_bands` walks: ranges of {index, label} and
+    spot_advisor → region → OS → type → {s, r}; InputError naming the first part that is not."""
+    ctx.expect(feed, dict, "the document")
+    for n, r in enumerate(ctx.expect(feed.get("ranges", []), list, "ranges")):
+        ctx.expect(r, dict, f"ranges[{n}]")
+        if not isinstance(r.get("index"), int) or "label" not in r:
+            raise ctx.bad(f"ranges[{n}]", "expected an integer index and a label")
+    for region, by_os in ctx.expect(feed.get("spot_advisor", {}), dict, "spot_advisor").items():
+        ctx.expect(by_os, dict, f"spot_advisor.{region}")
+        for itype, v in ctx.expect(by_os.get("Linux") or {}, dict, f"spot_advisor.{region}.Linux").items():
+            where = f"spot_advisor.{region}.Linux.{itype}"
+            ctx.expect(v, dict, where)
+            if not isinstance(v.get("r", -1), int):
+                raise ctx.bad(where, f"r (the range index) is {v['r']!r}, expected an integer")
+    return {**feed, "spot_advisor": feed.get("spot_advisor", {})}
 
 
 _NO_ON_DEMAND = "no on-demand price"
@@ -425,17 +517,23 @@ def _advisor_reference(reference: pd.DataFrame | None) -> pd.DataFrame:
     return load_prices(None).table  # the bundled snapshot plus the local store
 
 
-def _observed_spot_pools(reference: pd.DataFrame) -> set[tuple[str, str]]:
-    """(region, instance type) of AWS spot pools with an observed price, in any zone at any time.
+def _observed_spot_pools(reference: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(region, instance type) of AWS spot pools with an observed price, in any zone at any time →
+    the newest observation of each of its pools (one per zone), which is where a band goes.
 
     Any time, not only later ones: the advisor's savings are rounded percentages of a list price, so
     even an older real quote of the pool says more than they do, and a region-wide derived row would
     otherwise compete with zonal quotes as a pool of its own. Earlier derived rows do not count, so a
     newer feed refreshes them.
     """
+    from spotplan.pricing.table import latest_rows
+
     spot = reference[(reference["provider"] == "aws") & (reference["market"] == "spot")]
     real = ~spot["source"].fillna("").astype(str).str.startswith(("aws spot advisor",))
-    return set(zip(spot.loc[real, "region"].astype(str), spot.loc[real, "instance_type"].astype(str)))
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rec in latest_rows(spot[real]).to_dict("records"):
+        out.setdefault((str(rec["region"]), str(rec["instance_type"])), []).append({str(k): v for k, v in rec.items()})
+    return out
 
 
 def _reference_on_demand(reference: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
@@ -494,11 +592,14 @@ def _skypilot(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
 def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     from spotplan.pricing.sources.azure import parse_retail_item
 
-    doc = json.loads(text)
+    doc = ctx.json(text)
     pages = doc if isinstance(doc, list) else [doc]
     items: list[Any] = []
-    for page in pages:
-        items.extend(page.get("Items", []) if isinstance(page, dict) and "Items" in page else [page])
+    for p, page in enumerate(pages, start=1):
+        if isinstance(page, dict) and "Items" in page:
+            items.extend(ctx.expect(page["Items"], list, f"{_page_label(doc, p)}: Items"))
+        else:
+            items.append(page)
     rows = []
     for n, it in enumerate(items, start=1):
         where = f"item {n}"

@@ -37,6 +37,19 @@ BANDS = ("<5%", "5-10%", "10-15%", "15-20%", ">20%")
 POOL_KEY: tuple[str, ...] = ("provider", "region", "zone", "instance_type", "market")
 
 
+class RowError(InputError):
+    """A row that breaks the table's rules. Carries the row's position in the frame given to
+    `normalize` and the field, so a caller whose rows are not lines of a file (a live pull) can name
+    the pool instead of a row number."""
+
+    def __init__(self, message: str, *, position: int, field: str, value: object, expected: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.field = field
+        self.value = value
+        self.expected = expected
+
+
 def empty_table() -> pd.DataFrame:
     import pandas as pd
 
@@ -124,8 +137,10 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
         if bool(bad.any()):
             pos = int(bad.to_numpy().nonzero()[0][0])
             raw = df.iloc[pos].get(field, "") if field in df.columns else ""
-            raise InputError(
-                f"{origin}: row {pos + 2}: {field} is {pd.Series([raw]).tolist()[0]!r}, expected {expected}"
+            value = pd.Series([raw]).tolist()[0]
+            raise RowError(
+                f"{origin}: row {pos + 2}: {field} is {value!r}, expected {expected}",
+                position=pos, field=field, value=value, expected=expected,
             )
     out = out.reset_index(drop=True)
     return out[list(COLUMNS)]
@@ -157,8 +172,14 @@ def read_price_file(path: Path) -> pd.DataFrame:
     except InputError:
         raise
     except Exception as exc:  # pandas raises many types; the user needs the file and the reason
-        raise InputError(f"{path}: cannot read price table: {exc}") from None
+        raise InputError(f"{path}: cannot read price table: {one_line(exc)}") from None
     return normalize(raw, origin=str(path))
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line: pandas' parser messages end in blank lines, and §3 wants
+    one line on stderr."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def read_price_paths(paths: Iterable[Path]) -> pd.DataFrame:

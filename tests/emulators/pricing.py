@@ -144,7 +144,10 @@ class PricingData:
         }
 
     # GCP list prices of the vCPU/RAM components (us-central1, 2025); the GPU SKU absorbs the rest so
-    # that the smallest machine type of each family totals exactly Cyclenerd's real $/h.
+    # that the smallest machine type of each family (fewest GPUs, then fewest vCPUs) totals exactly
+    # Cyclenerd's real $/h. Catalog list prices are never negative (providers.md B11): the GPU share
+    # must stay positive, which a bigger shape's vCPUs and RAM at us-central1 rates can exceed
+    # (g2-standard-12 spot in europe-north1: $0.109/h in total, $0.175/h of vCPUs and RAM).
     GCP_CORE = {"OnDemand": 0.031611, "Preemptible": 0.0094833}
     GCP_RAM = {"OnDemand": 0.004237, "Preemptible": 0.0012711}
     GCP_ACCEL = {"a100": "nvidia-tesla-a100", "a100-80gb": "nvidia-a100-80gb", "h100-80gb": "nvidia-h100-80gb",
@@ -157,11 +160,14 @@ class PricingData:
         with open(path, newline="") as fh:
             # Fractional-GPU shapes have no per-GPU SKU arithmetic that fits; leave them out.
             rows = [r for r in csv.DictReader(fh) if float(r["gpu_count"]).is_integer()]
+        def size(r: dict[str, str]) -> tuple[float, float]:
+            return float(r["gpu_count"]), float(r["vcpus"])
+
         smallest: dict[tuple[str, str, str], dict[str, str]] = {}
         for r in rows:
             fam = r["machine_type"].split("-")[0]
             key = (fam, r["gpu_name"], r["region"])
-            if key not in smallest or float(r["gpu_count"]) < float(smallest[key]["gpu_count"]):
+            if key not in smallest or size(r) < size(smallest[key]):
                 smallest[key] = r
         families_regions: set[tuple[str, str]] = set()
         for (fam, gpu, region), r in sorted(smallest.items()):
@@ -171,6 +177,7 @@ class PricingData:
                     continue
                 rest = float(r["vcpus"]) * self.GCP_CORE[usage] + float(r["ram_gib"]) * self.GCP_RAM[usage]
                 per_gpu = (float(r[col]) - rest) / float(r["gpu_count"])
+                assert per_gpu > 0, (fam, gpu, region, usage, per_gpu)  # see GCP_CORE above
                 self.gcp_skus.append(self._sku(self.GCP_GPU_DESC[gpu], "GPU", usage, region, per_gpu, "h"))
         for fam, region in sorted(families_regions):
             for usage in ("OnDemand", "Preemptible"):
@@ -197,6 +204,18 @@ class PricingData:
         for zone in list(self.gcp_machine_types)[:3]:
             self.gcp_machine_types[zone].append({"kind": "compute#machineType", "name": "n2-standard-4",
                                                  "guestCpus": 4, "memoryMb": 16384, "zone": zone})
+
+    def set_gcp_sku_price(self, desc: str, usage: str, region: str, price: float) -> None:
+        """Bad upstream data on demand: reprice the SKU `desc` (e.g. "Nvidia L4 GPU") of one region."""
+        with self.lock:
+            for i, sku in enumerate(self.gcp_skus):
+                same = (sku["category"]["usageType"] == usage and sku["serviceRegions"] == [region]
+                        and sku["description"].endswith(f"{desc} running in {region}"))
+                if same:
+                    self.gcp_skus[i] = self._sku(desc, sku["category"]["resourceGroup"], usage, region, price,
+                                                 sku["pricingInfo"][0]["pricingExpression"]["usageUnit"])
+                    return
+        raise KeyError((desc, usage, region))
 
     def _sku(self, desc: str, group: str, usage: str, region: str, price: float, unit: str) -> dict[str, Any]:
         prefix = {"OnDemand": "", "Preemptible": "Spot Preemptible "}.get(usage, "")

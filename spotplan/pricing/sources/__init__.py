@@ -12,7 +12,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 
@@ -109,9 +112,64 @@ def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_pro
             continue  # regions were given, none of them this provider's
         newest = store.newest_observations(provider, "spot")  # one read of the store per provider
         sub = dataclasses.replace(req, regions=regions, resume_from=newest.get)
-        frames.append(modules[provider].pull(sub, progress))
+        frame = drop_bad_prices(modules[provider].pull(sub, progress), req.notes)
+        check_pulled(frame, provider)
+        frames.append(frame)
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_table()
+
+
+def pool_label(row: Any) -> str:
+    """How a pull names a pool to the user: `gcp us-east5 g2-standard-4 spot` (zone when it has one)."""
+    parts = [row.get("provider"), row.get("region"), row.get("zone"), row.get("instance_type"), row.get("market")]
+    return " ".join(str(p) for p in parts if isinstance(p, str) and p)
+
+
+#: How many skipped pools a pull names one by one before it only counts the rest.
+_NAMED_POOLS = 10
+
+
+def drop_bad_prices(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Leave out every pool the cloud priced negative or not at all (NaN, infinite) in this pull,
+    with a note naming each. That is bad upstream data (e.g. catalog SKUs that sum below zero), not
+    the user's input: one bad pool must not cost the pull every other pool and provider. The whole
+    pool goes, not just the bad quote: its neighbours in the same answer are no more trustworthy."""
+    import pandas as pd
+
+    from spotplan.pricing.table import POOL_KEY
+
+    if rows.empty:
+        return rows
+    price = pd.to_numeric(rows["price_per_hour"], errors="coerce")
+    bad = ~(price.abs() < float("inf")) | (price < 0)  # NaN fails the first test
+    if not bool(bad.any()):
+        return rows
+    keys = pd.MultiIndex.from_frame(rows[list(POOL_KEY)].fillna("").astype(str))
+    first_bad = rows[bad].drop_duplicates(list(POOL_KEY))
+    for n, (_, row) in enumerate(first_bad.iterrows()):
+        if n == _NAMED_POOLS:
+            notes.append(f"... and {len(first_bad) - n} more pools left out for the same reason")
+            break
+        notes.append(f"{pool_label(row)} left out: the cloud's data prices it at {row['price_per_hour']} $/h, "
+                     "negative or not a number (bad upstream data)")
+    dropped = keys.isin(keys[bad.to_numpy()])
+    return rows[~dropped].reset_index(drop=True)
+
+
+def check_pulled(rows: pd.DataFrame, provider: str) -> None:
+    """Validate pulled rows as the store will; a bad one is the cloud's data, not the user's: exit 1
+    (CloudError) naming the pool, not a row number of a frame the user never saw."""
+    from spotplan.errors import CloudError
+    from spotplan.pricing.table import RowError, normalize
+
+    if rows.empty:
+        return
+    try:
+        normalize(rows, origin=f"{provider} pull")
+    except RowError as exc:
+        row = rows.iloc[exc.position]
+        raise CloudError(f"{provider} returned bad data for {pool_label(row)}: {exc.field} is {exc.value!r}, "
+                         f"expected {exc.expected}") from None
 
 
 _REGION_PATTERNS = {

@@ -47,6 +47,8 @@ GPU_FAMILIES: dict[str, tuple[str, dict[str, float]]] = {
     "p5e": ("H200", {"48xlarge": 8}),
     "p5en": ("H200", {"48xlarge": 8}),
     "p6-b200": ("B200", {"48xlarge": 8}),
+    "p6-b300": ("B300", {"48xlarge": 8}),
+    "g2": ("K520", {"2xlarge": 1, "8xlarge": 4}),
     "g3": ("M60", {"4xlarge": 1, "8xlarge": 2, "16xlarge": 4}),
     "g3s": ("M60", {"xlarge": 1}),
     "g4dn": ("T4", {**_XL, "12xlarge": 4, "metal": 8}),
@@ -313,9 +315,9 @@ def _advisor_bands() -> dict[str, dict[str, str]]:
 
 def advisor_bands(feed: dict[str, Any], os_name: str = "Linux") -> dict[str, dict[str, str]]:
     """Map the advisor's range indexes onto band labels (use the labels: `ranges[].max` disagrees)."""
-    labels = {int(r["index"]): str(r["label"]) for r in feed.get("ranges", [])}
+    labels = {int(r["index"]): str(r["label"]) for r in feed.get("ranges") or []}
     out: dict[str, dict[str, str]] = {}
-    for region, by_os in feed.get("spot_advisor", {}).items():
-        for itype, v in by_os.get(os_name, {}).items():
+    for region, by_os in (feed.get("spot_advisor") or {}).items():
+        for itype, v in (by_os.get(os_name) or {}).items():
             out.setdefault(region, {})[itype] = labels.get(int(v.get("r", -1)), "")
     return out

@@ -10,6 +10,7 @@ GOOGLE_CLOUD_PROJECT, or the ADC project.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from spotplan.errors import CloudError, CredentialsError, require_extra
-from spotplan.gpus import gpu_matches
+from spotplan.gpus import gpu_matches, normalize_gpu_model
 from spotplan.pricing.sources import Progress, PullRequest, no_progress, with_retries
 from spotplan.times import iso_z
 
@@ -56,15 +57,19 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     for (region, name), mt in sorted(machine_types.items()):
         if req.regions and region not in req.regions:
             continue
+        model = family_gpu(name) or normalize_gpu_model(mt["accelerator"])
+        if not gpu_matches(req.gpu, model):
+            continue
         for market, usage in (("on-demand", "OnDemand"), ("spot", "Preemptible")):
-            price = index.machine_price(name, mt, region, usage)
-            if price is None:
+            parts = index.components(name, mt, region, usage)
+            if parts is None:
                 continue
-            from spotplan.gpus import normalize_gpu_model
-
-            model = family_gpu(name) or normalize_gpu_model(mt["accelerator"])
-            if not gpu_matches(req.gpu, model):
+            bad = bad_sku(parts)
+            if bad is not None:
+                req.notes.append(f"gcp {region} {name} {market} left out: the catalog prices its SKU "
+                                 f"{bad['description']!r} at {bad['price']} $/h (bad upstream data)")
                 continue
+            price = machine_price(parts, mt)
             rows.append({
                 "provider": "gcp", "region": region, "zone": "", "instance_type": name,
                 "gpu_model": model, "gpu_count": mt["gpus"], "vcpus": mt["vcpus"],
@@ -211,7 +216,7 @@ def _list_machine_types(creds: Any, project: str, progress: Progress) -> dict[tu
 
 
 class SkuIndex:
-    """Finds the vCPU, RAM and GPU SKU prices of a machine type in a region."""
+    """Finds the vCPU, RAM and GPU SKUs of a machine type in a region."""
 
     def __init__(self, skus: list[dict[str, Any]]) -> None:
         self._by_region: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -223,22 +228,33 @@ class SkuIndex:
             for region in s["regions"]:
                 self._by_region.setdefault((region, s["usage"]), []).append(s)
 
-    def machine_price(self, name: str, mt: dict[str, Any], region: str, usage: str) -> float | None:
+    def components(self, name: str, mt: dict[str, Any], region: str, usage: str) -> dict[str, dict[str, Any]] | None:
+        """The vCPU ("core"), RAM and GPU SKUs a machine type is priced from; None when one is missing."""
         skus = self._by_region.get((region, usage), [])
         family = name.split("-")[0].upper()
-        core = ram = gpu = None
+        found: dict[str, dict[str, Any]] = {}
         want_gpu = _tokens(mt["accelerator"])
         for s in skus:
             desc = _PREFIX.sub("", s["description"]).split(" running in ")[0].strip()
             if re.fullmatch(rf"{family} Instance Core", desc, re.I):
-                core = s["price"]
+                found["core"] = s
             elif re.fullmatch(rf"{family} Instance Ram", desc, re.I):
-                ram = s["price"] * (1024.0 if s["unit"].lower().startswith("tiby") else 1.0)
+                found["ram"] = s
             elif s["group"] == "GPU" and _tokens(desc) == want_gpu:
-                gpu = s["price"]
-        if core is None or ram is None or gpu is None:
-            return None
-        return float(mt["vcpus"] * core + mt["memory_gib"] * ram + mt["gpus"] * gpu)
+                found["gpu"] = s
+        return found if len(found) == 3 else None
+
+
+def machine_price(parts: dict[str, dict[str, Any]], mt: dict[str, Any]) -> float:
+    """vCPUs × core SKU + GiB × RAM SKU + GPUs × GPU SKU (RAM SKUs come per GiB or per TiB hour)."""
+    ram = parts["ram"]["price"] * (1024.0 if parts["ram"]["unit"].lower().startswith("tiby") else 1.0)
+    return float(mt["vcpus"] * parts["core"]["price"] + mt["memory_gib"] * ram + mt["gpus"] * parts["gpu"]["price"])
+
+
+def bad_sku(parts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A SKU priced negative or not finite: bad catalog data that makes every sum with it wrong,
+    even the sums that stay positive."""
+    return next((s for s in parts.values() if not 0 <= s["price"] < math.inf), None)
 
 
 def _tokens(name: str) -> frozenset[str]:
