@@ -9,10 +9,15 @@ Layout under the store URI (local path, `s3://`, `gs://`, `az://` ... with the m
 Object stores have no atomic rename, so a checkpoint is never "moved into place". Instead every
 payload file is written first, and only then the manifest (step, created_at, sha256 and size of every
 file). A single PUT is atomic on object stores and the local manifest goes through an atomic
-`os.replace`, so a manifest is either absent or complete. A folder without a manifest is a partial
-write and is ignored; `latest()` also re-checks every checksum, so even a manifest whose files were
-later damaged or half-deleted is skipped in favour of the previous good checkpoint. Retention deletes
-the manifest of an old checkpoint before its files for the same reason.
+`os.replace`, so a manifest is either absent or complete. `save` checks the folder's listing before
+and after committing, so it raises rather than commit a manifest whose files are not all there. A
+folder without a manifest is a partial write and is ignored; `latest()` also re-checks every
+checksum, so even a manifest whose files were later damaged or half-deleted is skipped in favour of
+the previous good checkpoint. Within one store object a checkpoint is re-hashed only when its
+manifest or one of its files' size or modification time (as listed) changed since it was verified.
+Retention deletes the manifest of an old checkpoint before its files for the same reason, and treats
+a folder without a manifest as another writer's save in progress until nothing in it has changed
+for `ABANDONED_AFTER` seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,13 +39,21 @@ from pathlib import Path
 from typing import Any
 
 from spotplan.errors import InputError, MissingExtraError, SpotplanError
-from spotplan.times import parse_iso, utcnow
+from spotplan.times import as_utc, parse_iso, utcnow
 
 MANIFEST = "MANIFEST.json"
 DEFAULT_FILE = "checkpoint.bin"
 SCHEMA = "spotplan.checkpoint/1"
 _CHUNK = 4 * 1024 * 1024
 _FOLDER_RE = re.compile(r"^step-(\d{12})-(\d{8}T\d{12}Z)-([0-9a-f]{8})$")
+# A folder without a manifest is someone's save in progress until nothing in it has changed for this
+# long; only then does retention sweep it as a dead writer's leftover. An hour is far longer than any
+# pause between two writes of one save, and leftovers cost only disk space meanwhile.
+ABANDONED_AFTER = 3600.0
+# The listing fields (by filesystem) that change when a file is rewritten: local, S3, GCS, Azure.
+_MODIFIED_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
+_VERSION_KEYS = ("ETag", "etag", "generation", "version_id")
+_EXTRAS = {"s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure", "abfss": "azure"}
 
 Payload = bytes | Mapping[str, "bytes | str | os.PathLike[str]"]
 
@@ -108,14 +122,12 @@ class CheckpointStore:
         try:
             self.fs, root = fsspec.core.url_to_fs(self.uri, **_default_options(self.uri, storage_options))
         except ImportError as exc:
-            scheme = self.uri.split("://", 1)[0]
-            extra = {"s3": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure"}.get(scheme, "all")
-            raise MissingExtraError(
-                f"no filesystem for {scheme}:// ({exc})", hint=f"pip install 'spotplan[{extra}]'"
-            ) from None
+            raise _missing_extra(self.uri.split("://", 1)[0], exc) from None
         self.root = root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
-        self._verified: set[tuple[str, str]] = set()
+        # folder -> ((manifest digest, listing fingerprint of its files), whether they matched) when
+        # last hashed: what `latest()` need not hash again while neither changes
+        self._checked: dict[str, tuple[tuple[str, tuple[Any, ...]], bool]] = {}
 
     # -- writing ------------------------------------------------------------------------------
     def save(
@@ -171,11 +183,31 @@ class CheckpointStore:
             "files": files,
             "metadata": metadata,
         }
+        # Another process may have removed the folder while we wrote (a local writer then re-creates
+        # it for its next file): never commit a manifest for files that are not there.
+        self._check_written(folder, files, committed=False)
         self._write_manifest(folder, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        listing = self._check_written(folder, files, committed=True)
         info = CheckpointInfo(step, created_at, self._uri_of(folder), files, metadata)
-        self._verified.add((folder, _digest(manifest)))
+        self._checked[folder] = ((_digest(manifest), _fingerprint(listing, files) or ()), True)
         self._retain(folder)
         return info
+
+    def _check_written(self, folder: str, files: Mapping[str, Mapping[str, Any]], committed: bool) -> dict[str, Any]:
+        """The folder's listing, when it holds every file at its written size (and, once committed,
+        the manifest). Otherwise the folder is dropped (it is ours) and CheckpointError raised."""
+        listing = self._listing(folder)
+        lost = _mismatched(listing, files) + ([MANIFEST] if committed and MANIFEST not in listing else [])
+        if not lost:
+            return listing
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.fs.rm_file(f"{folder}/{MANIFEST}")  # uncommit first, as retention does
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.fs.rm(folder, recursive=True)
+        raise CheckpointError(
+            f"checkpoint {self._uri_of(folder)} lost {', '.join(sorted(lost))} while it was being saved "
+            "(removed by another process?); nothing was committed"
+        )
 
     def _write_file(self, path: str, chunks: Iterable[bytes]) -> dict[str, Any]:
         digest = hashlib.sha256()
@@ -218,7 +250,8 @@ class CheckpointStore:
     def _retain(self, committed: str) -> None:
         """Drop all but the `keep` highest steps (0: keep all) and the folders of dead writers. The
         checkpoint just committed is never dropped, even when it has a lower step than the others (a
-        run restarted from an older checkpoint): `save` has just handed it to the caller."""
+        run restarted from an older checkpoint): `save` has just handed it to the caller. A folder
+        without a manifest is dropped only once abandoned: it may be another writer's save."""
         folders = self._folders()
         committed_name = committed.rsplit("/", 1)[-1]
         # One listing for all manifests, not a HEAD per folder.
@@ -232,14 +265,28 @@ class CheckpointStore:
         doomed: builtins.list[str] = []
         if self.keep:
             doomed += with_manifest[: max(0, len(with_manifest) - (self.keep - 1))]
-        # Folders without a manifest that sort before the one just committed are leftovers of
-        # writers that died; anything after it may belong to a writer still at work.
-        doomed += [f for f in folders if name[f] not in manifested and name[f] < committed_name]
+        now = time.time()
+        doomed += [f for f in folders if name[f] not in manifested and self._abandoned(f, now)]
         for folder in doomed:
+            self._checked.pop(folder, None)
             with contextlib.suppress(FileNotFoundError, OSError):
                 self.fs.rm_file(f"{folder}/{MANIFEST}")  # uncommit first: never a half-deleted "committed" one
             with contextlib.suppress(FileNotFoundError, OSError):
                 self.fs.rm(folder, recursive=True)
+
+    def _abandoned(self, folder: str, now: float) -> bool:
+        """Whether a folder without a manifest is a dead writer's: nothing in it changed for
+        ABANDONED_AFTER seconds. The name's time (the writer's clock at the start of the save) rules
+        out recent folders without a listing; an old name alone is not enough, since `copy_to` names
+        a copy after its original's creation time."""
+        if now - _folder_time(folder).timestamp() <= ABANDONED_AFTER:
+            return False
+        entries = list(self._listing(folder).values())
+        if not entries:  # an empty local folder: the writer has made it but written nothing yet
+            with contextlib.suppress(FileNotFoundError, OSError):
+                entries = [self.fs.info(folder)]
+        stamps = [t for t in map(_modified, entries) if t is not None]
+        return bool(stamps) and now - max(stamps) > ABANDONED_AFTER
 
     # -- reading ------------------------------------------------------------------------------
     def list(self) -> builtins.list[CheckpointInfo]:
@@ -269,11 +316,27 @@ class CheckpointStore:
                 continue
             if not verify:
                 return info
-            key = (folder, _digest(manifest))
-            if key in self._verified or self._verify_folder(folder, info):
-                self._verified.add(key)
+            if self._verified_now(folder, info, manifest):
                 return info
         return None
+
+    def _verified_now(self, folder: str, info: CheckpointInfo, manifest: Mapping[str, Any]) -> bool:
+        """Whether the folder's files match the manifest. The files are hashed again unless this
+        store hashed the very same manifest and files (same size and modification time in the
+        listing) before, so a file rewritten since is caught, and a damaged checkpoint is not
+        re-read on every call while it stays as it is; a missing file fails without reading."""
+        fingerprint = _fingerprint(self._listing(folder), info.files)
+        if fingerprint is None:
+            self._checked.pop(folder, None)
+            return False
+        key = (_digest(manifest), fingerprint)
+        known = self._checked.get(folder)
+        if known is not None and known[0] == key:
+            return known[1]
+        # The listing was taken before hashing: a change made meanwhile shows as a new key next time.
+        ok = self._verify_folder(folder, info)
+        self._checked[folder] = (key, ok)
+        return ok
 
     def verify(self, info: CheckpointInfo) -> bool:
         """Re-read every file of `info` and compare sizes and sha256 with its manifest."""
@@ -327,6 +390,18 @@ class CheckpointStore:
         names = sorted(n for n in (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries) if _FOLDER_RE.match(n))
         return [f"{self.root}/{n}" for n in names]
 
+    def _listing(self, folder: str) -> dict[str, Any]:
+        """Every file under `folder` as the store lists it (name relative to the folder -> details),
+        in one call; empty when the folder is gone."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(folder)  # remote listings are cached: a check must see now
+        try:
+            found = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return {}
+        prefix = folder.rstrip("/") + "/"
+        return {str(path)[len(prefix) :]: entry for path, entry in found.items() if str(path).startswith(prefix)}
+
     def _read(self, folder: str) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         try:
             manifest = json.loads(self.fs.cat_file(f"{folder}/{MANIFEST}"))
@@ -378,6 +453,30 @@ class CheckpointStore:
         return f"CheckpointStore({self.uri!r}, keep={self.keep})"
 
 
+def check_uri(uri: str) -> None:
+    """Raise when `uri` could not be opened as a store: InputError for a protocol fsspec does not
+    know, MissingExtraError (with the pip command) when its package is missing. It only looks the
+    filesystem class up: building one may reach the network (credential lookups)."""
+    import fsspec
+    import fsspec.core
+
+    *chained, last = str(uri).split("::")
+    for protocol in [*chained, fsspec.core.split_protocol(last)[0] or "file"]:
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as exc:
+            raise _missing_extra(protocol, exc) from None
+        except ValueError:
+            raise InputError(f"unknown storage protocol {protocol}:// in {uri!r}",
+                             hint="use a local path, s3://, gs:// or az://") from None
+
+
+def _missing_extra(scheme: str, exc: ImportError) -> MissingExtraError:
+    extra = _EXTRAS.get(scheme)
+    hint = f"pip install 'spotplan[{extra}]'" if extra else "install the package fsspec names"
+    return MissingExtraError(f"no filesystem for {scheme}:// ({exc})", hint=hint)
+
+
 def is_local_uri(uri: str) -> bool:
     """Whether `uri` names this machine's filesystem (a path or `file://`), as fsspec reads it,
     without building the filesystem (that would need the remote store's extra)."""
@@ -394,6 +493,35 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 def _digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _mismatched(listing: Mapping[str, Any], files: Mapping[str, Mapping[str, Any]]) -> builtins.list[str]:
+    """Files of a manifest that the listing lacks or shows at another size."""
+    return [n for n, e in files.items() if n not in listing or listing[n].get("size") != e["size"]]
+
+
+def _fingerprint(listing: Mapping[str, Any], files: Mapping[str, Mapping[str, Any]]) -> tuple[Any, ...] | None:
+    """What the listing says about each file of a manifest (size, modification time, ETag or
+    generation where the store has them): it changes when a file is rewritten. None when a file
+    is missing or has the wrong size, which no hashing can repair."""
+    if _mismatched(listing, files):
+        return None
+    keys = ("size", *_MODIFIED_KEYS, *_VERSION_KEYS)
+    return tuple((n, tuple(str(listing[n].get(k)) for k in keys)) for n in sorted(files))
+
+
+def _modified(entry: Mapping[str, Any]) -> float | None:
+    """The POSIX time a listing entry was last modified, whatever the store calls it."""
+    for key in _MODIFIED_KEYS:
+        value = entry.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return as_utc(value).timestamp()
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return parse_iso(value).timestamp()
+    return None
 
 
 def _bytes_source(body: bytes) -> Callable[[], Iterator[bytes]]:
@@ -462,7 +590,9 @@ class PreemptionGuard:
         return self._event.wait(timeout)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.trigger(signal.Signals(signum).name)
+        from spotplan.watch.actions import signal_name
+
+        self.trigger(signal_name(signum))
 
     def __enter__(self) -> PreemptionGuard:
         src: Any = None
@@ -484,16 +614,19 @@ class PreemptionGuard:
         self._previous.clear()
 
     def _poll(self, src: Any) -> None:
+        from spotplan.watch.sources import next_poll_delay  # the watcher's fixed-rate schedule
+
         while not self._stop_polling.is_set() and not self.should_stop:
+            started = time.monotonic()
             try:
                 notice = src.poll(self.interval)
             except Exception:  # metadata hiccups must not kill training; try again next interval
-                self._stop_polling.wait(self.interval)
+                self._stop_polling.wait(max(0.0, next_poll_delay(started, self.interval)))
                 continue
             if notice is not None and notice.actionable:
                 self.notice = notice
                 self.trigger(f"{notice.source}:{notice.kind}")
             elif not src.long_poll:
-                self._stop_polling.wait(self.interval)
+                self._stop_polling.wait(max(0.0, next_poll_delay(started, self.interval)))
 
 

@@ -140,11 +140,19 @@ def test_retention_never_drops_the_checkpoint_it_just_saved(tmp_path: Path) -> N
     assert [i.step for i in store.list()] == [5, 11]  # keep 2: the one just saved and the highest other
 
 
+def _age(path: Path, seconds: float) -> None:
+    """Make a folder and everything in it look untouched for `seconds`."""
+    then = time.time() - seconds
+    for item in [*path.rglob("*"), path]:
+        os.utime(item, (then, then))
+
+
 def test_retention_keeps_the_last_n_and_sweeps_dead_writers(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path), keep=2)
     leftover = tmp_path / "step-000000000000-20000101T000000000000Z-00000000"
     leftover.mkdir()
     (leftover / "checkpoint.bin").write_bytes(b"junk")
+    _age(leftover, 2 * 3600)  # a writer that died two hours ago
     for step in range(1, 6):
         store.save(step, b"x" * step)
     assert [i.step for i in store.list()] == [4, 5]
@@ -153,6 +161,102 @@ def test_retention_keeps_the_last_n_and_sweeps_dead_writers(tmp_path: Path) -> N
     for step in range(6, 9):
         keep_all.save(step, b"y")
     assert [i.step for i in keep_all.list()] == [4, 5, 6, 7, 8]
+
+
+def test_latest_rehashes_a_checkpoint_changed_since_this_store_verified_it(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), keep=0)
+    good = store.save(1, {"a.bin": b"A" * 1000})
+    newest = store.save(2, {"a.bin": b"B" * 1000})
+    assert store.latest() == newest  # verified (and remembered) by this very store
+    time.sleep(0.02)  # file times tick coarsely on some filesystems: damage it a moment later
+    Path(newest.uri, "a.bin").write_bytes(b"C" * 1000)  # same size, other bytes
+    assert store.latest() == good, "a rewritten file must be hashed again, not trusted"
+    Path(good.uri, "a.bin").unlink()  # half-deleted: skipped without reading anything
+    assert store.latest() is None
+    Path(good.uri, "a.bin").write_bytes(b"A" * 1000)  # repaired: verified again
+    assert store.latest() == good
+
+
+def test_retention_leaves_another_writers_save_in_progress(tmp_path: Path) -> None:
+    root = tmp_path / "ck"
+    store = CheckpointStore(str(root), keep=1)
+    store.save(1, b"one")
+    # Another writer's save of step 4, started a moment ago and not committed yet: its name sorts
+    # before what we are about to commit, and it must survive our retention.
+    other = root / f"step-000000000004-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}Z-0badcafe"
+    other.mkdir()
+    (other / "model.bin").write_bytes(b"half written")
+    # A copy of an old checkpoint in progress (named after its original's time, files fresh).
+    copying = root / "step-000000000003-20000101T000000000000Z-c0c0c0c0"
+    copying.mkdir()
+    (copying / "model.bin").write_bytes(b"being copied")
+    # A writer that died long ago.
+    dead = root / "step-000000000002-20000101T000000000000Z-deadbeef"
+    dead.mkdir()
+    (dead / "model.bin").write_bytes(b"junk")
+    _age(dead, 2 * 3600)
+    store.save(9, b"nine")
+    assert other.is_dir() and (other / "model.bin").read_bytes() == b"half written"
+    assert copying.is_dir()
+    assert not dead.exists()
+    assert [i.step for i in store.list()] == [9]
+
+
+def _save_in_thread(store: CheckpointStore, step: int, data: dict) -> tuple:  # type: ignore[type-arg]
+    import threading
+
+    outcome: dict = {}  # type: ignore[type-arg]
+
+    def run() -> None:
+        try:
+            outcome["info"] = store.save(step, data)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for_second_file(root: Path, step: int) -> Path:
+    """The folder of the save of `step` once its first file is complete (the second one exists)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for folder in root.glob(f"step-{step:012d}-*"):
+            if (folder / "b.bin").exists():
+                return folder
+        time.sleep(0.001)
+    raise AssertionError("the save never reached its second file")
+
+
+BIG = {"a.bin": b"a" * (8 << 20), "b.bin": os.urandom(1 << 20) * 64, "c.bin": b"c" * (64 << 20)}
+
+
+@pytest.mark.timeout(60)
+def test_two_writers_a_slow_save_survives_the_other_writers_retention(tmp_path: Path) -> None:
+    root = tmp_path / "ck"
+    slow = CheckpointStore(str(root), keep=2)
+    thread, outcome = _save_in_thread(slow, 5, BIG)
+    _wait_for_second_file(root, 5)
+    fast = CheckpointStore(str(root), keep=1).save(6, b"small and quick")  # its retention runs now
+    thread.join(30)
+    assert "error" not in outcome, outcome
+    assert slow.verify(outcome["info"]), "the slow writer's checkpoint lost files to the other's retention"
+    assert CheckpointStore(str(root)).verify(fast)
+
+
+@pytest.mark.timeout(60)
+def test_a_save_whose_folder_vanishes_raises_instead_of_committing(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "ck"
+    store = CheckpointStore(str(root), keep=0)
+    thread, outcome = _save_in_thread(store, 5, BIG)
+    shutil.rmtree(_wait_for_second_file(root, 5))  # removed under the writer (another tool, a person)
+    thread.join(30)
+    assert isinstance(outcome.get("error"), CheckpointError), outcome
+    assert "a.bin" in str(outcome["error"]) and "nothing was committed" in str(outcome["error"])
+    assert CheckpointStore(str(root)).list() == [] and list(root.glob("*/" + MANIFEST)) == []
 
 
 # -- S3 through s3fs, against moto ----------------------------------------------------------------

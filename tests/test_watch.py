@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,8 @@ def test_azure_preempt_signal_checkpoint_ack_webhook(tmp_path: Path, webhook: We
 
 def test_no_fresh_checkpoint_in_time_exits_3_without_acknowledging(tmp_path: Path, webhook) -> None:
     ckpt, log = tmp_path / "ckpt", tmp_path / "watch.jsonl"
-    CheckpointStore(str(ckpt)).save(1, b"old")  # stale: older than the notice, must not count
+    # Stale: saved well before the notice (and more than an interval before the watcher can see it).
+    CheckpointStore(str(ckpt)).save(1, b"old", created_at=datetime.now(timezone.utc) - timedelta(minutes=1))
     sleeper = subprocess.Popen(["sleep", "30"])  # gets the signal but never checkpoints
     try:
         with AzureScheduledEventsEmulator(not_before_seconds=1.5) as emu:

@@ -283,3 +283,17 @@ def test_auto_detection_finds_the_live_service(monkeypatch, sockdir: Path, live:
         assert src.name == live and src.endpoint == emu.endpoint
     with pytest.raises(MetadataError, match="no metadata service answered"):
         detect_source()
+
+
+def test_eci_socket_env_takes_a_bare_path(monkeypatch, sockdir: Path) -> None:
+    path = str(sockdir / "eci.sock")
+    monkeypatch.setenv("SPOTPLAN_ECI_SOCKET", path)  # no unix: prefix, as the variable's name invites
+    # Should the socket not be recognised, auto-detection must still stay on this machine.
+    for var in ("SPOTPLAN_AWS_IMDS_ENDPOINT", "SPOTPLAN_GCP_METADATA_ENDPOINT", "SPOTPLAN_AZURE_IMDS_ENDPOINT"):
+        monkeypatch.setenv(var, _closed_port())
+    with EciGuestAgentEmulator(path) as emu:
+        src = make_source("eci")
+        assert src.endpoint == f"unix:{path}" and src.poll() is None
+        emu.schedule_notice(0)
+        assert src.poll().kind == "terminate"
+        assert detect_source().name == "eci"

@@ -104,7 +104,7 @@ def watch(
     """
     with handle_errors(verbose):
         from spotplan.watch.actions import signal_number
-        from spotplan.watch.agent import Agent, WatchConfig
+        from spotplan.watch.agent import Agent, EventLog, WatchConfig
         from spotplan.watch.sources import MetadataError
 
         if pid is not None and process:
@@ -135,6 +135,9 @@ def watch(
                     f"spotplan watch: warning: move {fallback_move} resumes from {storage}, which is neither "
                     "--checkpoint-uri nor --upload-to: the fallback may resume from an older checkpoint\n"
                 )
+        for flag, uri in (("--checkpoint-uri", checkpoint_uri), ("--upload-to", upload_to)):
+            if uri:
+                _check_store(flag, uri)
         config = WatchConfig(
             source=source.value,
             endpoint=endpoint,
@@ -156,7 +159,11 @@ def watch(
             fallback_move=fallback_move,
             journal=journal,
         )
-        agent = Agent(config)
+        try:
+            event_log = EventLog(log, config.verbose)
+        except OSError as exc:
+            raise InputError(f"--log: cannot write {log}: {exc.strerror or exc}") from None
+        agent = Agent(config, log=event_log)
         try:
             result = agent.run()
         except MetadataError as exc:
@@ -167,6 +174,18 @@ def watch(
             agent.log.close()
         typer.echo(json.dumps(result.to_dict()))
     raise typer.Exit(result.exit_code)
+
+
+def _check_store(flag: str, uri: str) -> None:
+    """Fail at start, not at the notice, when a store's protocol is unknown or its extra is missing:
+    at the notice there is no time left to install anything."""
+    from spotplan.checkpoint import check_uri
+    from spotplan.errors import SpotplanError
+
+    try:
+        check_uri(uri)
+    except SpotplanError as exc:
+        raise type(exc)(f"{flag}: {exc.message}", hint=exc.hint) from None
 
 
 def _fallback_storage(move_id: str, journal: Path | None) -> str:

@@ -19,14 +19,30 @@ from spotplan.errors import InputError
 
 
 def signal_number(name: str | int) -> int:
-    """`TERM`, `SIGTERM`, `15` -> 15; InputError for anything else."""
+    """`TERM`, `SIGTERM`, `15` -> 15; InputError for anything that is not a signal of this OS.
+
+    0 is refused too: kill(pid, 0) only checks that the process exists, so "--signal 0" would
+    deliver nothing while the log said a signal was sent.
+    """
     text = str(name).strip().upper()
     if text.isdigit():
-        return int(text)
+        number = int(text)
+        if number > 0 and number in signal.valid_signals():
+            return number
+        raise InputError(f"unknown signal {name!r} (not a signal number of this system; e.g. SIGTERM, USR1, 10)")
     try:
         return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
     except KeyError:
         raise InputError(f"unknown signal {name!r}") from None
+
+
+def signal_name(sig: int) -> str:
+    """`SIGUSR1` for 10; the number itself for a real-time signal, which has no name of its own
+    (both `docker kill --signal` and the log take it that way)."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
 
 
 def find_processes(name: str) -> list[int]:
@@ -60,12 +76,12 @@ def send_signal(sig: int, pid: int | None = None, process: str | None = None) ->
             sent.append(target)
         except OSError as exc:
             failed[str(target)] = exc.strerror or str(exc)
-    return {"signal": signal.Signals(sig).name, "pids": sent, "failed": failed, "target": process or pid}
+    return {"signal": signal_name(sig), "pids": sent, "failed": failed, "target": process or pid}
 
 
 @dataclass
 class Child:
-    """An action started and not awaited. Its output goes to an unnamed temporary file, not a pipe:
+    """An action run as a child process. Its output goes to an unnamed temporary file, not a pipe:
     nobody reads a pipe while the checkpoint is awaited, and a command that printed more than the
     pipe holds would block on its own output instead of saving."""
 
@@ -83,16 +99,27 @@ class Child:
         return code, tail or None
 
 
+# How long `docker kill`/`docker stop` may take beyond the stop timeout before the command starts
+# anyway: the CLI and the daemon answer in well under a second, so only a hung daemon reaches it.
+DOCKER_GRACE = 10.0
+
+
 def start_docker(container: str, sig: int | None, stop_timeout: int | None) -> tuple[list[str], Child]:
-    """`docker kill -s SIG` (or `docker stop -t N` when a stop timeout is given), started, not awaited."""
+    """`docker kill -s SIG` (or `docker stop -t N` when a stop timeout is given), started; the agent
+    awaits it (`Child.finish`, at most `docker_wait(stop_timeout)` s) before running the command."""
     if stop_timeout is not None:
         argv = ["docker", "stop", "-t", str(stop_timeout)]  # -t: --time/--timeout differ by version
         if sig is not None:
-            argv += ["--signal", signal.Signals(sig).name]
+            argv += ["--signal", signal_name(sig)]
     else:
-        argv = ["docker", "kill", "--signal", signal.Signals(sig or signal.SIGTERM).name]
+        argv = ["docker", "kill", "--signal", signal_name(sig if sig is not None else signal.SIGTERM)]
     argv.append(container)
     return argv, _spawn(argv)
+
+
+def docker_wait(stop_timeout: int | None) -> float:
+    """The longest the docker action may take: its stop timeout plus the daemon's own round trip."""
+    return (stop_timeout or 0) + DOCKER_GRACE
 
 
 def start_command(command: str, env: Mapping[str, str]) -> Child:

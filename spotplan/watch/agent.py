@@ -1,6 +1,10 @@
-"""The watch loop: poll a source, and on a reclaim notice run the actions in order (signal, docker,
-command), wait for a fresh checkpoint within the time left, upload it, acknowledge the event, alert,
-and return the exit code. Every state change is one JSON line in the log.
+"""The watch loop: poll a source at a fixed rate, and on a reclaim notice run the actions in order
+(signal, docker, command: each takes effect before the next starts), wait for a checkpoint fresher
+than the notice within the time left, upload it, acknowledge the event, alert, and return the exit
+code. Every state change is one JSON line in the log.
+
+`--source auto` keeps probing every interval until a metadata service answers (with `--once`, no
+answer is the verdict: exit 1).
 
 With `fallback_move`, a notice handled with a fresh checkpoint then runs the move's fallback to
 on-demand through the executor (`spotplan.executor.fallback_move`, which journals it).
@@ -21,13 +25,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from spotplan.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME
 from spotplan.times import utcnow
 from spotplan.watch import actions
-from spotplan.watch.sources import MetadataError, Notice, Source, make_source
+from spotplan.watch.sources import MetadataError, Notice, Source, make_source, next_poll_delay
 
 EXIT_NO_CHECKPOINT = EXIT_PARTIAL
 # Not one of DESIGN.md's codes: the work is safe, only the on-demand replacement is missing.
@@ -58,7 +63,8 @@ class WatchConfig:
 
 
 class EventLog:
-    """JSON lines, one per state change, to `--log` (appended, flushed at once) and stderr in verbose."""
+    """JSON lines, one per state change, to `--log` (appended, flushed at once) and stderr in verbose.
+    Opening raises OSError when the path cannot be written (the CLI reports it as a usage error)."""
 
     def __init__(self, path: Path | None, verbose: bool) -> None:
         self.verbose = verbose
@@ -125,7 +131,7 @@ class Agent:
         previous = self._install_stop_handlers()
         try:
             if self.source is None:
-                self.source = make_source(cfg.source, cfg.endpoint)
+                self.source = self._find_source()
             self.log("started", source=self.source.name, endpoint=self.source.endpoint, interval=cfg.interval,
                      pid=os.getpid(), host=socket.gethostname(), fallback_move=cfg.fallback_move)
             return self._loop(self.source)
@@ -137,23 +143,54 @@ class Agent:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def _find_source(self) -> Source:
+        """The configured source. `auto` probes every interval until a service answers, logging the
+        failure once like any metadata error: at boot the metadata service may not be up yet, and a
+        node agent that exits then is not watching when the notice comes. With `--once` the first
+        failure is the verdict (exit 1)."""
+        cfg = self.config
+        error: str | None = None
+        while True:
+            started = time.monotonic()
+            self._interruptible = True  # nothing is being handled yet: SIGTERM may stop it
+            try:
+                source = make_source(cfg.source, cfg.endpoint)
+            except MetadataError as exc:
+                self._interruptible = False
+                if cfg.once or cfg.source != "auto":
+                    raise
+                error = self._metadata_error(exc, error)
+                self._sleep(next_poll_delay(started, cfg.interval))
+                continue
+            self._interruptible = False
+            if error is not None:
+                self.log("metadata_ok", source=source.name)
+            return source
+
+    def _metadata_error(self, exc: MetadataError, previous: str | None) -> str:
+        """Log a metadata error once per distinct message (a state change, not a heartbeat)."""
+        if str(exc) != previous:
+            self.log("metadata_error", error=str(exc))
+        return str(exc)
+
     def _loop(self, source: Source) -> WatchResult:
         cfg = self.config
         error: str | None = None
         seen_rebalance = False
+        quiet_since: datetime | None = None  # see _fresh_after
+        follows_quiet = False  # the previous poll answered "no notice" (no error in between)
         while True:
-            started = time.monotonic()
+            started, started_at = time.monotonic(), utcnow()
             self._interruptible = True
             try:
                 notice = source.poll(0 if cfg.once else cfg.interval)
             except MetadataError as exc:
                 self._interruptible = False
-                if str(exc) != error:
-                    self.log("metadata_error", error=str(exc))
-                    error = str(exc)
+                error = self._metadata_error(exc, error)
                 if cfg.once:
                     raise
-                self._sleep(cfg.interval)
+                follows_quiet = False
+                self._sleep(next_poll_delay(started, cfg.interval))
                 continue
             self._interruptible = False
             if error is not None:
@@ -166,12 +203,36 @@ class Agent:
                 if not cfg.act_on_rebalance:
                     notice = None
             if notice is not None:
-                return self.handle(notice)
+                return self.handle(notice, self._fresh_after(source, notice, quiet_since, follows_quiet))
             if cfg.once:
                 self.log("no_notice", source=source.name)
                 return WatchResult(EXIT_OK)
+            quiet_since = self._quiet_from(source, started_at)
+            follows_quiet = True
             if not source.long_poll:
-                self._sleep(cfg.interval - (time.monotonic() - started))
+                self._sleep(next_poll_delay(started, cfg.interval))
+
+    def _quiet_from(self, source: Source, started_at: datetime) -> datetime:
+        """The moment a poll that saw no notice vouches for: a short poll read the service's state
+        after it started; a long-poll answers at its end, after waiting for a change all along."""
+        if source.long_poll:
+            return max(started_at, utcnow() - timedelta(seconds=self.config.interval))
+        return started_at
+
+    def _fresh_after(self, source: Source, notice: Notice, quiet_since: datetime | None,
+                     follows_quiet: bool) -> datetime:
+        """Since when a checkpoint counts as fresh (`newer_than`). The notice appeared after the last
+        poll that saw none, so a checkpoint saved after that poll started counts, including one the
+        trainer saved on its own between the notice and our poll (e.g. with its PreemptionGuard).
+        With no such poll: detection minus one interval. A long-poll answers the moment the notice
+        appears, so after a quiet long-poll the bound is detection minus one interval too (the
+        start of that long-poll could be half a minute earlier)."""
+        fallback = notice.detected_at - timedelta(seconds=self.config.interval)
+        if quiet_since is None:
+            return fallback
+        if source.long_poll and follows_quiet:
+            return max(quiet_since, fallback)
+        return quiet_since
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -193,8 +254,12 @@ class Agent:
         return {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
 
     # -- a notice -----------------------------------------------------------------------------
-    def handle(self, notice: Notice) -> WatchResult:
+    def handle(self, notice: Notice, fresh_after: datetime | None = None) -> WatchResult:
+        """Act on `notice`; a checkpoint created after `fresh_after` (default: detection minus one
+        interval) is fresh."""
         cfg = self.config
+        if fresh_after is None:
+            fresh_after = notice.detected_at - timedelta(seconds=cfg.interval)
         if cfg.checkpoint_timeout is not None:
             budget = cfg.checkpoint_timeout
         else:
@@ -202,9 +267,7 @@ class Agent:
         budget_end = time.monotonic() + budget
         details = notice.to_dict()
         self.log("notice", **details, seconds_left=round(max(0.0, budget_end - time.monotonic()), 3))
-        sys.stderr.write(
-            f"spotplan watch: {notice.source} {notice.kind} notice, deadline {details['deadline'] or '?'}\n"
-        )
+        sys.stderr.write(f"spotplan watch: {notice.source} {notice.kind} notice, deadline {details['deadline']}\n")
         env = {
             "SPOTPLAN_NOTICE_SOURCE": notice.source,
             "SPOTPLAN_NOTICE_KIND": notice.kind,
@@ -212,16 +275,11 @@ class Agent:
         }
         children: list[tuple[str, actions.Child]] = []
         if cfg.pid is not None or cfg.process:
-            sig = cfg.signal or signal.SIGTERM
+            sig = cfg.signal if cfg.signal is not None else signal.SIGTERM
             outcome = actions.send_signal(sig, pid=cfg.pid, process=cfg.process)
             self.log("signal_sent" if outcome["pids"] else "signal_failed", **outcome)
         if cfg.docker:
-            try:
-                argv, child = actions.start_docker(cfg.docker, cfg.signal, cfg.docker_stop_timeout)
-                children.append(("docker", child))
-                self.log("docker_started", argv=argv)
-            except RuntimeError as exc:
-                self.log("docker_failed", error=str(exc))
+            self._docker(cfg.docker)
         if cfg.command:
             try:
                 children.append(("command", actions.start_command(cfg.command, env)))
@@ -231,7 +289,7 @@ class Agent:
 
         result = WatchResult(EXIT_OK, notice=notice)
         if cfg.checkpoint_uri:
-            self._checkpoint(notice, budget_end, result)
+            self._checkpoint(notice, fresh_after, budget_end, result)
         self._reap(children, budget_end)
         if cfg.fallback_move:
             self._fallback(cfg.fallback_move, result)
@@ -240,16 +298,35 @@ class Agent:
         self.log("exit", code=result.exit_code)
         return result
 
-    def _checkpoint(self, notice: Notice, budget_end: float, result: WatchResult) -> None:
-        from spotplan.checkpoint import CheckpointError, CheckpointStore, is_local_uri
+    def _docker(self, container: str) -> None:
+        """`docker kill`/`docker stop`, awaited before the command starts: the command may sync what
+        the container saves, so the container must have had its signal (or stopped) first. The wait
+        is bounded by the stop timeout plus a grace, so a hung daemon cannot hold the command back."""
+        cfg = self.config
+        try:
+            argv, child = actions.start_docker(container, cfg.signal, cfg.docker_stop_timeout)
+        except RuntimeError as exc:
+            self.log("docker_failed", error=str(exc))
+            return
+        self.log("docker_started", argv=argv)
+        self._finish("docker", child, actions.docker_wait(cfg.docker_stop_timeout))
+
+    def _checkpoint(self, notice: Notice, fresh_after: datetime, budget_end: float, result: WatchResult) -> None:
+        from spotplan.checkpoint import CheckpointStore, is_local_uri
 
         cfg = self.config
         assert cfg.checkpoint_uri is not None
-        store = CheckpointStore(cfg.checkpoint_uri, keep=0)
-        self.log("checkpoint_wait", uri=cfg.checkpoint_uri, newer_than=notice.to_dict()["detected_at"])
-        info = actions.wait_for_checkpoint(store, notice.detected_at, budget_end)
+        try:
+            store = CheckpointStore(cfg.checkpoint_uri, keep=0)
+        except Exception as exc:  # checked at start; if it still breaks, the verdict must go out
+            self.log("checkpoint_failed", uri=cfg.checkpoint_uri, error=str(exc))
+            result.exit_code = EXIT_RUNTIME
+            return
+        newer_than = fresh_after.isoformat().replace("+00:00", "Z")
+        self.log("checkpoint_wait", uri=cfg.checkpoint_uri, newer_than=newer_than)
+        info = actions.wait_for_checkpoint(store, fresh_after, budget_end)
         if info is None:
-            self.log("checkpoint_missing", uri=cfg.checkpoint_uri)
+            self.log("checkpoint_missing", uri=cfg.checkpoint_uri, newer_than=newer_than)
             result.exit_code = EXIT_NO_CHECKPOINT
             return
         result.checkpoint = info
@@ -262,10 +339,11 @@ class Agent:
                 remote = CheckpointStore(cfg.upload_to, keep=0)
                 result.uploaded = store.copy_to(info, remote)
                 self.log("uploaded", uri=result.uploaded.uri, step=info.step)
-            except (CheckpointError, OSError, ValueError) as exc:
+            except Exception as exc:  # a missing extra, credentials, the network: all "the upload failed"
                 self.log("upload_failed", error=str(exc))
                 result.exit_code = EXIT_RUNTIME
-                return
+        # Acknowledged even after a failed upload: the save and the upload are over, so approving
+        # cuts nothing short, and holding the event back would only idle the VM until NotBefore.
         assert self.source is not None
         try:
             if self.source.acknowledge(notice):
@@ -324,11 +402,14 @@ class Agent:
 
     def _reap(self, children: list[tuple[str, actions.Child]], budget_end: float) -> None:
         for what, child in children:
-            try:
-                code, tail = child.finish(timeout=max(0.1, budget_end - time.monotonic()))
-                self.log(f"{what}_done", returncode=code, output=tail)
-            except Exception:  # still running at the deadline: leave it, the node is going anyway
-                self.log(f"{what}_running", pid=child.proc.pid)
+            self._finish(what, child, max(0.1, budget_end - time.monotonic()))
+
+    def _finish(self, what: str, child: actions.Child, timeout: float) -> None:
+        try:
+            code, tail = child.finish(timeout=timeout)
+            self.log(f"{what}_done", returncode=code, output=tail)
+        except Exception:  # still running when its time is up: leave it, the node is going anyway
+            self.log(f"{what}_running", pid=child.proc.pid)
 
     def _alert(self, notice: Notice, result: WatchResult) -> None:
         cfg = self.config
@@ -340,7 +421,7 @@ class Agent:
         )
         text = (
             f"[spotplan] {notice.source} {notice.kind} notice on {socket.gethostname()} "
-            f"(deadline {notice.to_dict()['deadline'] or 'unknown'}): {outcome}"
+            f"(deadline {notice.to_dict()['deadline']}): {outcome}"
             + (f"; on-demand fallback of {result.fallback['move_id']} {result.fallback['status']}"
                if result.fallback else "")
             + f"; exit {result.exit_code}"

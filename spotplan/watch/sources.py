@@ -29,6 +29,8 @@ from spotplan.times import utcnow
 from spotplan.watch.http import HttpError, Response, request, unix_path
 
 # Grace after a notice when the service gives no deadline (DESIGN.md §5: AWS 120 s, GCP/Azure 30 s).
+# It becomes the notice's deadline, so the verdict, the log, the command's SPOTPLAN_NOTICE_DEADLINE
+# and the alert all name the moment the agent plans for, not "unknown".
 GRACE_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0, "eci": 30.0, "url": 30.0}
 
 ENDPOINT_ENV = {
@@ -76,11 +78,16 @@ class Notice:
     event_id: str | None = None
     acked: bool = field(default=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.detected_at + timedelta(seconds=GRACE_SECONDS.get(self.source, 30.0))
+
     @property
     def actionable(self) -> bool:
         return self.kind != "rebalance"
 
     def effective_deadline(self) -> datetime:
+        """The service's deadline, else the documented default (set at construction)."""
         if self.deadline is not None:
             return self.deadline
         return self.detected_at + timedelta(seconds=GRACE_SECONDS.get(self.source, 30.0))
@@ -137,8 +144,27 @@ def endpoint_from_env(name: str) -> str | None:
         if value:
             if var == "GCE_METADATA_HOST" and "://" not in value:
                 value = f"http://{value}"
+            if var == "SPOTPLAN_ECI_SOCKET" and value.startswith("/"):
+                value = f"unix:{value}"  # the variable names a socket: a bare path is what people write
             return value
     return None
+
+
+# Share of the interval by which a poll is due early on top of the round trip: the time the agent
+# needs to act on what it read (log, signal), so a notice is acted on, not only read, within it.
+ACT_MARGIN = 0.01
+
+
+def next_poll_delay(started: float, interval: float, now: float | None = None) -> float:
+    """Seconds to wait before the next poll of a polled source, given when the last one `started`
+    (monotonic). Polls run at a fixed rate: the next is due one interval after the last one started,
+    brought forward by the last poll's round trip and ACT_MARGIN (by at most half an interval, so a
+    slow service is not hammered). A notice that appears just after the service answered is thus
+    read and acted on within one interval, not one interval plus the round trip of the poll that
+    carries it (DESIGN.md §8: noticed within 1 s)."""
+    now = time.monotonic() if now is None else now
+    lead = max(0.0, now - started) + interval * ACT_MARGIN
+    return started + interval - min(lead, interval / 2) - now
 
 
 def _unexpected(resp: Response, what: str) -> MetadataError:

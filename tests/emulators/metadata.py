@@ -5,7 +5,9 @@ Docker Engine API (unix socket) that delivers `docker kill`/`docker stop` to loc
 
 Every server binds 127.0.0.1 on a free port (or a unix socket in a temp dir), runs in a daemon
 thread and is stopped by `stop()` / the context manager. The notice appears when the test says so:
-`schedule_notice(after=seconds)`, so tests never sleep for real grace periods.
+`schedule_notice(after=seconds)`, so tests never sleep for real grace periods. `start(port=N)` binds a
+given port (a service that comes up late), and `reply_delay` makes every answer that much slower to
+come back (a slow or far metadata service).
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class Emulator:
         self.requests: list[Request] = []
         self.notice_at: float | None = None  # monotonic moment the notice appears
         self.notice_wall: datetime | None = None  # the same moment on the wall clock
+        self.reply_delay = 0.0  # seconds between reading the state and answering
         self._faults: list[int] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -135,13 +138,13 @@ class Emulator:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> Emulator:
+    def start(self, port: int = 0) -> Emulator:
         if self.unix_socket:
             if os.path.exists(self.unix_socket):
                 os.unlink(self.unix_socket)
             self._server = _UnixServer(self.unix_socket, _Handler)
         else:
-            self._server = _TcpServer(("127.0.0.1", 0), _Handler)
+            self._server = _TcpServer(("127.0.0.1", port), _Handler)
         self._server.emulator = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -214,7 +217,10 @@ class Emulator:
         if self._faults:
             status = self._faults.pop(0)
             return Reply(status, HTML_ERROR.format(code=status, text="Injected Fault"))
-        return self.handle(req)
+        reply = self.handle(req)
+        if self.reply_delay:
+            time.sleep(self.reply_delay)  # after handle(): the state is read, the answer is late
+        return reply
 
     def handle(self, req: Request) -> Reply:
         raise NotImplementedError
@@ -452,11 +458,13 @@ class EciGuestAgentEmulator(Emulator):
 
 
 class NoticeUrlEmulator(Emulator):
-    """A generic notice URL (`/notice`): 404 until the notice, then `{"action", "time"}`."""
+    """A generic notice URL (`/notice`): 404 until the notice, then `{"action", "time"}` (or `body`,
+    e.g. a bare `true` that names no time)."""
 
-    def __init__(self, notice_lead: float = 30.0) -> None:
+    def __init__(self, notice_lead: float = 30.0, body: str | None = None) -> None:
         super().__init__()
         self.notice_lead = notice_lead
+        self.body = body
 
     @property
     def url(self) -> str:
@@ -467,6 +475,8 @@ class NoticeUrlEmulator(Emulator):
             return Reply(404, "not found")
         if not self.notice_active:
             return Reply(404, "no notice")
+        if self.body is not None:
+            return Reply(200, self.body)
         assert self.notice_wall is not None
         when = rfc3339(self.notice_wall + timedelta(seconds=self.notice_lead))
         return Reply(200, json.dumps({"action": "terminate", "time": when}), content_type="application/json")
