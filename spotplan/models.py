@@ -269,7 +269,9 @@ class MoveTarget(_PlanPart):
     max_price: float = Field(gt=0, strict=True)
 
 
-class MoveExpected(_PlanPart):
+class MoveExpected(BaseModel):
+    # Informational (what analyze expected); extra figures here change nothing migrate does.
+    model_config = ConfigDict(extra="allow")
     savings: float
     cost: float
 
