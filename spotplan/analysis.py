@@ -75,12 +75,10 @@ def make_plan(result: AnalysisResult, workloads: Sequence[Workload], prices: Pri
 
 
 def known_on_demand_price(provider: str, region: str, instance_type: str) -> float | None:
-    """The newest on-demand price of one pool in the default price data (the bundled snapshot plus
-    the local store), or None: what migrate checks a plan's max_price against when the plan does
-    not carry the on-demand price analyze saw."""
-    from spotplan.pricing.table import latest_rows
+    """The on-demand price of one pool in the default price data (the bundled snapshot plus the
+    local store), read as analyze reads it for a plan's cap (`planner.on_demand_index`), or None:
+    what migrate checks a plan's max_price against when the plan does not carry it."""
+    from spotplan.times import utcnow
 
-    table = load_prices(None).table
-    rows = latest_rows(table[(table["provider"] == provider) & (table["region"] == region)
-                             & (table["instance_type"] == instance_type) & (table["market"] == "on-demand")])
-    return None if rows.empty else float(rows["price_per_hour"].min())
+    index = on_demand_index(load_prices(None).table, 30 * 24.0, utcnow())
+    return index.get((provider, region, instance_type))

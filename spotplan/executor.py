@@ -582,8 +582,10 @@ class MoveRun:
             actions.append(("rollback_start_source", lambda: self.source.start(self._source_ids(), False)))
         created_key = "fallback_ids" if kind == "fallback" else "target_ids"
         created = set(self.state.get(created_key) or [])
-        # An interrupted launch may have created instances that never reached the journal.
-        near = [*self._source_ids(), *(self.state.get("target_ids") or []), *(self.state.get("fallback_ids") or [])]
+        # An interrupted launch may have created instances that never reached the journal. The
+        # target's preflight may have named where it places them (`placement`, opaque here).
+        near = [*self._source_ids(), *(self.state.get("target_ids") or []), *(self.state.get("fallback_ids") or []),
+                *([self.state["placement"]] if self.state.get("placement") else [])]
         try:
             created |= set(self.target.list_created(self.move.id, near))
         except SpotplanError as exc:
@@ -721,7 +723,34 @@ def _journaled_move(journal: Journal, move_id: str) -> tuple[dict[str, Any], Mov
     prior = journal.get_move(move_id)
     if prior is None:
         raise InputError(f"no move {move_id!r} in the journal", hint="spotplan migrations list")
-    return prior, Move.model_validate(prior["move"])
+    return prior, _journaled(move_id, prior["move"])
+
+
+def _journaled(move_id: str, raw: dict[str, Any]) -> Move:
+    """A move as the journal recorded it. Plans are read strictly, but a journal written by an
+    earlier version may hold keys the plan model no longer takes: those are dropped, so a move in
+    flight can always be resumed or rolled back."""
+    import copy
+
+    from pydantic import ValidationError
+
+    data = copy.deepcopy(raw)
+    for _ in range(100):
+        try:
+            return Move.model_validate(data)
+        except ValidationError as exc:
+            extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+            if not extra:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise InputError(f"the journal's record of move {move_id} cannot be read: {where}: "
+                                 f"{first['msg']}") from None
+            for loc in extra:
+                parent: Any = data
+                for key in loc[:-1]:
+                    parent = parent[key]
+                parent.pop(loc[-1], None)
+    raise InputError(f"the journal's record of move {move_id} cannot be read")
 
 
 def resume_move(

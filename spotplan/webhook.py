@@ -4,13 +4,24 @@ answers and dropped connections are retried with backoff (tenacity), anything el
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from spotplan.errors import CloudError
+from spotplan.errors import CloudError, InputError
+
+
+def check_webhook_url(url: str) -> None:
+    """An http(s) URL with a host, checked before anything else runs: a typo is a usage error
+    (exit 2), not a failed POST (exit 1) found when the alert is due."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--webhook is {url!r}, expected an http:// or https:// URL")
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -22,7 +33,8 @@ def _retryable(exc: BaseException) -> bool:
 def post_json(url: str, payload: Mapping[str, Any], timeout: float = 15.0, attempts: int = 3,
               backoff: float = 0.5) -> int:
     """POST `payload` as JSON to `url`; the answer's HTTP status. CloudError naming the URL when the
-    last attempt fails. `attempts` × `timeout` (plus backoff) bounds the time it can take."""
+    last attempt fails, or when the URL cannot be used at all. `timeout` bounds each socket
+    operation of an attempt (urllib's meaning), not the attempt as a whole."""
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     body = json.dumps(payload).encode()
@@ -41,3 +53,5 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = 15.0, attem
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise CloudError(f"webhook {url}: {reason}") from exc
+    except (ValueError, http.client.HTTPException) as exc:  # not a usable URL; a garbled answer
+        raise CloudError(f"webhook {url}: {exc}") from exc

@@ -72,3 +72,19 @@ def test_preflight_unknown_type_and_quota(emu: GcpComputeEmulator) -> None:
     emu.instance_quota = 2
     with pytest.raises(CloudError, match="quota INSTANCES in us-central1 has 1 left, 2 needed"):
         GcpProvider("us-central1").preflight(spec(src), False)
+
+
+def test_a_fresh_process_finds_created_instances_through_the_preflight_placement(
+        emu: GcpComputeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A move from another cloud (an AWS source id) to a zone preflight chose: after a crash the
+    journal has no target ids yet, only preflight's `placement`, which is where to look."""
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p9")
+    aws_spec = spec("i-0123456789abcdef0", region="europe-west4", zone=None, source_provider="aws", count=1)
+    _, data = GcpProvider("europe-west4").preflight(aws_spec, dry_run=False)
+    assert data["placement"] == "projects/p9/zones/europe-west4-a"
+    placed = spec("i-0123456789abcdef0", region="europe-west4", zone=data["target_zone"], source_provider="aws",
+                  count=1)
+    _, ids = GcpProvider("europe-west4").launch(placed, dry_run=False)
+    fresh = GcpProvider("europe-west4")
+    assert fresh.list_created("m1", near=["i-0123456789abcdef0"]) == {}
+    assert fresh.list_created("m1", near=["i-0123456789abcdef0", data["placement"]]) == {ids[0]: "running"}

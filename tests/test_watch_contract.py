@@ -289,6 +289,29 @@ def test_a_long_poll_does_not_make_an_old_checkpoint_fresh(tmp_path: Path, runne
     assert json.loads(result.stdout)["checkpoint"] is None
 
 
+def test_an_outage_before_the_notice_vouches_for_nothing(tmp_path: Path, runner) -> None:
+    """A quiet poll, then the service fails for a while (the notice may have come during it), then
+    the notice: a routine save made during the outage predates what anything vouches for, so it
+    must not count as the fresh checkpoint (exit 3), or the node would go with work unsaved."""
+    ckpt = tmp_path / "ckpt"
+    with NoticeUrlEmulator() as emu:
+
+        def outage_save_then_notice() -> None:
+            _after_a_poll(emu, 1, 0.02)
+            emu.fail_next(500, count=4)
+            _after_a_poll(emu, 2, 0.0)  # the outage has begun
+            CheckpointStore(str(ckpt)).save(1, b"routine, before the notice")
+            _after_a_poll(emu, 5, 0.0)  # the failures are answered
+            emu.schedule_notice(0)
+
+        thread = _in_thread(outage_save_then_notice)
+        result = runner.invoke(app, ["watch", "--source", "url", "--endpoint", emu.url, "--interval", "100ms",
+                                     "--checkpoint-uri", str(ckpt), "--checkpoint-timeout", "0.5"])
+        thread.join(5)
+    assert result.exit_code == 3, result.output
+    assert json.loads(result.stdout)["checkpoint"] is None
+
+
 # -- 7. default deadlines -------------------------------------------------------------------------
 def test_a_notice_without_a_service_deadline_carries_the_default_one(tmp_path: Path, runner) -> None:
     log, seen = tmp_path / "w.jsonl", tmp_path / "env"

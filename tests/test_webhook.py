@@ -51,3 +51,22 @@ def test_nothing_listening_is_a_cloud_error() -> None:
     s.close()
     with pytest.raises(CloudError, match=rf"^webhook http://127\.0\.0\.1:{port}/x: .*refused"):
         post_json(f"http://127.0.0.1:{port}/x", {"text": "x"}, attempts=2, backoff=0)
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "ftp://h/x", "http://"])
+def test_an_unusable_url_is_a_usage_error_up_front(url: str) -> None:
+    from spotplan.errors import InputError
+    from spotplan.webhook import check_webhook_url
+
+    with pytest.raises(InputError, match="expected an http:// or https:// URL"):
+        check_webhook_url(url)
+    with pytest.raises(CloudError, match=f"^webhook {url}: "):  # and if it gets that far, still a CloudError
+        post_json(url, {"text": "x"}, attempts=1, backoff=0)
+
+
+def test_watch_checks_the_webhook_at_start(runner) -> None:  # type: ignore[no-untyped-def]
+    from spotplan.cli.main import app
+
+    result = runner.invoke(app, ["watch", "--source", "url", "--endpoint", "http://127.0.0.1:9/x", "--once",
+                                 "--webhook", "hooks.slack.com/x"])
+    assert result.exit_code == 2 and "--webhook is 'hooks.slack.com/x'" in result.stderr

@@ -120,8 +120,8 @@ def backtest(
             spot_price=spot_price,
             on_demand_price=on_demand_price,
         )
-        # a repeated --policy is one policy (kept where it first appears), not a second row
-        names = list(dict.fromkeys(p.value for p in policy)) if policy else list(POLICY_NAMES)
+        # a repeated --policy is one policy: run_backtest keeps it where it first appears
+        names = [p.value for p in policy] if policy else list(POLICY_NAMES)
         result = run_backtest(traces, job, names, starts=starts, seed=seed, progress=progress)
         if defaults_note:
             result.notes.append(defaults_note)

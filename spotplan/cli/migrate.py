@@ -36,10 +36,11 @@ FormatOpt = Annotated[
 
 
 def _json(output: Format | None, out: Path | None) -> bool:
-    """An explicit -o wins; else the --out file's suffix, as for every other command."""
-    if output is not None:
-        return output == Format.json
-    return out is not None and out.suffix.lower() == ".json"
+    """An explicit -o wins; else the --out file's suffix, by the rule every command follows."""
+    from spotplan.cli.common import OutputFormat, rendering
+
+    chosen = rendering(OutputFormat(output.value) if output is not None else None, out).format
+    return chosen == OutputFormat.json
 
 
 def _log(move_id: str, step: str) -> None:

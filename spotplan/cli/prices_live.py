@@ -316,8 +316,9 @@ def alerts(
     """
     with handle_errors(verbose):
         from spotplan.analysis import load_prices
-        from spotplan.pricing.alerts import check_ratio, check_webhook_url, find_alerts, post_webhook, slack_payload
+        from spotplan.pricing.alerts import check_ratio, find_alerts, post_webhook, slack_payload
         from spotplan.pricing.compare import filter_table, parse_provider
+        from spotplan.webhook import check_webhook_url
 
         check_ratio(ratio)
         if webhook is not None:

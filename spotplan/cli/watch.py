@@ -125,6 +125,10 @@ def watch(
                 raise InputError(f"--endpoint: {problem}")
         if journal is not None and not fallback_move:
             raise InputError("--journal needs --fallback-move")
+        if webhook:
+            from spotplan.webhook import check_webhook_url
+
+            check_webhook_url(webhook)
         if fallback_move:
             storage = _fallback_storage(fallback_move, journal)
             if not checkpoint_uri:

@@ -39,16 +39,6 @@ def check_ratio(ratio: float) -> None:
         raise InputError(f"--ratio is {ratio}, expected a positive number (e.g. 0.8)")
 
 
-def check_webhook_url(url: str) -> None:
-    """An http(s) URL with a host, checked before any price is read: a typo is a usage error
-    (exit 2), not a failed POST (exit 1)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--webhook is {url!r}, expected an http:// or https:// URL")
-
-
 def slack_payload(alerts: pd.DataFrame, ratio: float) -> dict[str, Any]:
     """One message: a headline and one line per pool (Slack caps a message; keep the first 40)."""
     n = len(alerts)

@@ -153,14 +153,13 @@ def select_history(
     when the window opens). Adds a parsed `_t` column; sorted by time."""
     import pandas as pd
 
+    from spotplan.pricing.compare import filter_table
+
     now = as_utc(now)
     # Names match in any case, as `prices show --region` does (AWS and GCP names are lower case,
     # Azure sizes mixed, and Resource Graph lower-cases them).
-    sel = table[
-        (table["provider"].astype(str).str.lower() == provider.strip().lower())
-        & (table["region"].astype(str).str.lower() == region.strip().lower())
-        & (table["instance_type"].astype(str).str.lower() == instance_type.strip().lower())
-    ].copy()
+    sel = filter_table(table, provider=provider, region=region)
+    sel = sel[sel["instance_type"].astype(str).str.lower() == instance_type.strip().lower()].copy()
     if sel.empty:
         return sel.assign(_t=pd.Series(dtype="datetime64[ns, UTC]"))
     sel["zone"] = sel["zone"].fillna("")

@@ -220,8 +220,7 @@ class AwsProvider:
         from botocore.exceptions import ClientError
 
         image = spec.image or ""
-        elsewhere = (f" (the launch block came with the {spec.source_provider} workload)"
-                     if spec.source_provider not in ("", NAME) else "")
+        elsewhere = spec.launch_block_note(NAME)
         if image.startswith("resolve:ssm:"):
             calls: list[Call] = []  # EC2 resolves the parameter in the region at launch
         elif not image.startswith("ami-"):

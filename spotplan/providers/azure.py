@@ -198,7 +198,7 @@ class AzureProvider:
     # ---- Provider protocol ------------------------------------------------------------------
 
     def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
-        if spec.source_provider not in ("", NAME):
+        if spec.from_elsewhere(NAME):
             raise InputError(
                 f"move {spec.move_id}: an Azure target is created in the source VM's subscription and resource "
                 f"group, with its admin user and SSH keys, so it needs an Azure source (this one is on "

@@ -183,6 +183,17 @@ class LaunchSpec:
     # group, zone) from the source ids.
     source_provider: str = ""
 
+    def from_elsewhere(self, target: str) -> bool:
+        """Whether the source is on another cloud than `target` (so its ids say nothing about where
+        the target goes, and its launch block names another cloud's image)."""
+        return self.source_provider not in ("", target)
+
+    def launch_block_note(self, target: str) -> str:
+        """For errors about the launch block: where it came from, when that was another cloud."""
+        if not self.from_elsewhere(target):
+            return ""
+        return f" (the launch block came with the {self.source_provider} workload)"
+
     @property
     def token(self) -> str:
         return idempotency_token(self.move_id, self.step)

@@ -57,6 +57,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 _ID = re.compile(r"^projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$")
+_PLACEMENT = re.compile(r"^projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)$")
 _STATE = {
     "RUNNING": "running",
     "PROVISIONING": "pending",
@@ -201,7 +202,7 @@ class GcpProvider:
     def _project(self, spec: LaunchSpec) -> str:
         if not spec.source_ids:
             raise InputError(f"move {spec.move_id}: source.instance_ids is empty")
-        if spec.source_provider in ("", NAME):
+        if not spec.from_elsewhere(NAME):
             return parse_id(spec.source_ids[0])[0]
         # From another cloud there is no source project: the one gcloud and the client libraries use.
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
@@ -213,7 +214,7 @@ class GcpProvider:
     def _zone(self, spec: LaunchSpec) -> str:
         if spec.zone:
             return spec.zone
-        if spec.source_provider in ("", NAME) and spec.source_ids:
+        if not spec.from_elsewhere(NAME) and spec.source_ids:
             zone = parse_id(spec.source_ids[0])[1]
             if zone.startswith(f"{spec.region}-"):
                 return zone
@@ -230,8 +231,7 @@ class GcpProvider:
         if not spec.image:
             raise InputError(f"move {spec.move_id}: launch.image (a GCP image) is required to start the target")
         if not any(mark in spec.image for mark in ("images/", "://")):
-            elsewhere = (f" (the launch block came with the {spec.source_provider} workload)"
-                         if spec.source_provider not in ("", NAME) else "")
+            elsewhere = spec.launch_block_note(NAME)
             raise InputError(f"move {spec.move_id}: launch.image {spec.image!r} is not a GCP image "
                              f"(projects/P/global/images/NAME or .../images/family/F){elsewhere}")
         project = self._project(spec)
@@ -266,7 +266,9 @@ class GcpProvider:
                 if quota.limit - quota.usage < need:
                     raise CloudError(f"move {spec.move_id}: quota {quota.metric} in {spec.region} has "
                                      f"{quota.limit - quota.usage:g} left, {need} needed")
-        return calls, {"project": project, "target_zone": zone}
+        # `placement` comes back to list_created after a crash: where to look for instances a launch
+        # created but never journaled, when the target is not in the source's zone.
+        return calls, {"project": project, "target_zone": zone, "placement": f"projects/{project}/zones/{zone}"}
 
     def _read(self, call: Call, calls: list[Call]) -> Any:
         calls.append(call)
@@ -411,14 +413,21 @@ class GcpProvider:
         return calls, out
 
     def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:
+        """Instances labelled with the move, in every (project, zone) this run touched or `near`
+        names (instance ids, or `projects/P/zones/Z` placements)."""
         out: dict[str, str] = {}
         for iid in near:
             if _ID.match(iid):
                 self.seen.add(parse_id(iid)[:2])
+            elif placement := _PLACEMENT.match(iid):
+                self.seen.add((placement["project"], placement["zone"]))
+        # Only the exact move label: the plain cleaned id an earlier version used can be another
+        # move's label (`Train.A` and `train-a`), and what is found here is released.
+        label = move_label(move_id)
         for project, zone in sorted(self.seen):
             call = self._call("instances", "list", {"project": project, "zone": zone,
-                                                    "filter": f'labels.{MOVE_TAG} = "{move_label(move_id)}"'})
+                                                    "filter": f'labels.{MOVE_TAG} = "{label}"'})
             for inst in self._send(call):
-                if inst.labels.get(MOVE_TAG) == move_label(move_id):
+                if inst.labels.get(MOVE_TAG) == label:
                     out[f"projects/{project}/zones/{zone}/instances/{inst.name}"] = _STATE.get(inst.status, "pending")
         return out

@@ -189,7 +189,8 @@ class Agent:
                 error = self._metadata_error(exc, error)
                 if cfg.once:
                     raise
-                follows_quiet = False
+                # Nothing vouches for the time before an outage: the notice may have come during it.
+                quiet_since, follows_quiet = None, False
                 self._sleep(next_poll_delay(started, cfg.interval))
                 continue
             self._interruptible = False
@@ -221,17 +222,17 @@ class Agent:
 
     def _fresh_after(self, source: Source, notice: Notice, quiet_since: datetime | None,
                      follows_quiet: bool) -> datetime:
-        """Since when a checkpoint counts as fresh (`newer_than`). The notice appeared after the last
-        poll that saw none, so a checkpoint saved after that poll started counts, including one the
-        trainer saved on its own between the notice and our poll (e.g. with its PreemptionGuard).
-        With no such poll: detection minus one interval. A long-poll answers the moment the notice
-        appears, so after a quiet long-poll the bound is detection minus one interval too (the
-        start of that long-poll could be half a minute earlier)."""
-        fallback = notice.detected_at - timedelta(seconds=self.config.interval)
-        if quiet_since is None:
-            return fallback
-        if source.long_poll and follows_quiet:
-            return max(quiet_since, fallback)
+        """Since when a checkpoint counts as fresh (`newer_than`). When the poll just before this one
+        saw no notice, the notice appeared after that poll started, so a checkpoint saved since then
+        counts, including one the trainer saved on its own between the notice and our poll (e.g.
+        with its PreemptionGuard). A long-poll answers the moment the notice appears, so after a
+        quiet long-poll the bound is detection minus one interval (the start of that long-poll
+        could be half a minute earlier). With no quiet poll just before (the first poll, or one
+        after an outage) nothing vouches for an earlier moment: detection itself."""
+        if quiet_since is None or not follows_quiet:
+            return notice.detected_at
+        if source.long_poll:
+            return max(quiet_since, notice.detected_at - timedelta(seconds=self.config.interval))
         return quiet_since
 
     def _sleep(self, seconds: float) -> None:
@@ -255,11 +256,11 @@ class Agent:
 
     # -- a notice -----------------------------------------------------------------------------
     def handle(self, notice: Notice, fresh_after: datetime | None = None) -> WatchResult:
-        """Act on `notice`; a checkpoint created after `fresh_after` (default: detection minus one
-        interval) is fresh."""
+        """Act on `notice`; a checkpoint created after `fresh_after` (default: the notice's
+        detection) is fresh."""
         cfg = self.config
         if fresh_after is None:
-            fresh_after = notice.detected_at - timedelta(seconds=cfg.interval)
+            fresh_after = notice.detected_at
         if cfg.checkpoint_timeout is not None:
             budget = cfg.checkpoint_timeout
         else:
@@ -279,7 +280,7 @@ class Agent:
             outcome = actions.send_signal(sig, pid=cfg.pid, process=cfg.process)
             self.log("signal_sent" if outcome["pids"] else "signal_failed", **outcome)
         if cfg.docker:
-            self._docker(cfg.docker)
+            self._docker(cfg.docker, budget_end)
         if cfg.command:
             try:
                 children.append(("command", actions.start_command(cfg.command, env)))
@@ -298,10 +299,11 @@ class Agent:
         self.log("exit", code=result.exit_code)
         return result
 
-    def _docker(self, container: str) -> None:
+    def _docker(self, container: str, budget_end: float) -> None:
         """`docker kill`/`docker stop`, awaited before the command starts: the command may sync what
         the container saves, so the container must have had its signal (or stopped) first. The wait
-        is bounded by the stop timeout plus a grace, so a hung daemon cannot hold the command back."""
+        is bounded by the stop timeout plus a grace, so a hung daemon cannot hold the command back,
+        and by the notice's deadline."""
         cfg = self.config
         try:
             argv, child = actions.start_docker(container, cfg.signal, cfg.docker_stop_timeout)
@@ -309,7 +311,9 @@ class Agent:
             self.log("docker_failed", error=str(exc))
             return
         self.log("docker_started", argv=argv)
-        self._finish("docker", child, actions.docker_wait(cfg.docker_stop_timeout))
+        # The command must still run before the node goes.
+        left = max(0.1, budget_end - time.monotonic())
+        self._finish("docker", child, min(actions.docker_wait(cfg.docker_stop_timeout), left))
 
     def _checkpoint(self, notice: Notice, fresh_after: datetime, budget_end: float, result: WatchResult) -> None:
         from spotplan.checkpoint import CheckpointStore, is_local_uri
