@@ -95,13 +95,9 @@ def test_webhook_gets_slack_message(runner, stored: None, hook: str) -> None:
 
 
 def test_webhook_failure_is_exit_1(runner, stored: None) -> None:
-    import socket
+    from tests.emulators._http import closed_url
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    res = runner.invoke(app, ["prices", "alerts", "--webhook", f"http://127.0.0.1:{port}/x"],
+    res = runner.invoke(app, ["prices", "alerts", "--webhook", closed_url("/x")],
                         env={"SPOTPLAN_RETRY_ATTEMPTS": "1"})
     assert res.exit_code == 1 and "webhook" in res.output and "Traceback" not in res.output
 

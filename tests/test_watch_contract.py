@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from spotplan.cli.main import app
 from spotplan.errors import InputError
 from spotplan.watch.actions import signal_number
 from spotplan.watch.agent import Agent, WatchConfig
+from tests.emulators._http import closed_url
 from tests.emulators.metadata import (
     AwsImdsEmulator,
     AzureScheduledEventsEmulator,
@@ -40,17 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(40)
 
 
-def _closed_endpoint() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
-
-
 # A source that is safe to name in usage-error tests: should the check under test be missing, the
 # agent fails on this closed local port (exit 1) instead of probing real metadata addresses.
-SAFE = ["--source", "url", "--endpoint", _closed_endpoint() + "/notice", "--once"]
+SAFE = ["--source", "url", "--endpoint", closed_url() + "/notice", "--once"]
 
 
 def _iso(text: str) -> datetime:
@@ -189,7 +181,7 @@ def test_docker_takes_effect_before_the_command_runs(tmp_path: Path, sockdir: Pa
 # -- 4. auto-detection waits for a service that is not up yet -------------------------------------
 def test_auto_keeps_probing_until_a_metadata_service_answers(tmp_path: Path, runner) -> None:
     log = tmp_path / "w.jsonl"
-    endpoint = _closed_endpoint()
+    endpoint = closed_url()
     imds = AwsImdsEmulator()
 
     def come_up_late() -> None:
@@ -214,7 +206,7 @@ def test_auto_keeps_probing_until_a_metadata_service_answers(tmp_path: Path, run
 
 
 def test_auto_with_once_still_exits_1_when_nothing_answers(runner) -> None:
-    result = runner.invoke(app, ["watch", "--source", "auto", "--endpoint", _closed_endpoint(), "--once"])
+    result = runner.invoke(app, ["watch", "--source", "auto", "--endpoint", closed_url(), "--once"])
     assert result.exit_code == 1 and "no metadata service answered" in result.stderr
 
 

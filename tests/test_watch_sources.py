@@ -3,7 +3,6 @@ them correctly: tokens, long-polls, rate limits, failures, acknowledgement and a
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from spotplan.watch.sources import (
     make_source,
     parse_time,
 )
+from tests.emulators._http import closed_url
 from tests.emulators.metadata import (
     AwsImdsEmulator,
     AzureScheduledEventsEmulator,
@@ -31,14 +31,6 @@ from tests.emulators.metadata import (
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def _closed_port() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 # -- AWS IMDSv2 ------------------------------------------------------------------------------------
@@ -107,7 +99,7 @@ def test_aws_errors_raise_and_the_next_poll_recovers() -> None:
             src.poll()
         assert src.poll() is None
     with pytest.raises(MetadataError):
-        AwsImds(_closed_port()).poll()
+        AwsImds(closed_url()).poll()
 
 
 # -- GCP metadata ---------------------------------------------------------------------------------
@@ -231,7 +223,7 @@ def test_url_source() -> None:
 
 
 def test_unreachable_endpoint_error_names_the_url_once() -> None:
-    base = _closed_port()
+    base = closed_url()
     with pytest.raises(MetadataError) as url_err:
         UrlSource(f"{base}/x").poll()
     assert str(url_err.value).startswith(f"GET {base}/x: ") and "/x/x" not in str(url_err.value)
@@ -273,7 +265,7 @@ def test_auto_detection_finds_the_live_service(monkeypatch, sockdir: Path, live:
         monkeypatch.setenv(
             {"aws": "SPOTPLAN_AWS_IMDS_ENDPOINT", "gcp": "SPOTPLAN_GCP_METADATA_ENDPOINT",
              "azure": "SPOTPLAN_AZURE_IMDS_ENDPOINT", "eci": "SPOTPLAN_ECI_SOCKET"}[name],
-            f"unix:{sockdir}/none.sock" if name == "eci" else _closed_port(),
+            f"unix:{sockdir}/none.sock" if name == "eci" else closed_url(),
         )
     env = {"aws": "SPOTPLAN_AWS_IMDS_ENDPOINT", "gcp": "SPOTPLAN_GCP_METADATA_ENDPOINT",
            "azure": "SPOTPLAN_AZURE_IMDS_ENDPOINT", "eci": "SPOTPLAN_ECI_SOCKET"}[live]
@@ -290,7 +282,7 @@ def test_eci_socket_env_takes_a_bare_path(monkeypatch, sockdir: Path) -> None:
     monkeypatch.setenv("SPOTPLAN_ECI_SOCKET", path)  # no unix: prefix, as the variable's name invites
     # Should the socket not be recognised, auto-detection must still stay on this machine.
     for var in ("SPOTPLAN_AWS_IMDS_ENDPOINT", "SPOTPLAN_GCP_METADATA_ENDPOINT", "SPOTPLAN_AZURE_IMDS_ENDPOINT"):
-        monkeypatch.setenv(var, _closed_port())
+        monkeypatch.setenv(var, closed_url())
     with EciGuestAgentEmulator(path) as emu:
         src = make_source("eci")
         assert src.endpoint == f"unix:{path}" and src.poll() is None

@@ -3,13 +3,14 @@ against a local Slack-style receiver: retried on 429/5xx and dropped connections
 
 from __future__ import annotations
 
-import socket
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from spotplan.errors import CloudError
 from spotplan.webhook import post_json
+from tests.emulators._http import closed_url
 from tests.emulators.metadata import WebhookReceiver
 
 
@@ -45,12 +46,9 @@ def test_a_rejected_payload_is_not_retried(hook: WebhookReceiver) -> None:
 
 
 def test_nothing_listening_is_a_cloud_error() -> None:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    with pytest.raises(CloudError, match=rf"^webhook http://127\.0\.0\.1:{port}/x: .*refused"):
-        post_json(f"http://127.0.0.1:{port}/x", {"text": "x"}, attempts=2, backoff=0)
+    url = closed_url("/x")
+    with pytest.raises(CloudError, match=rf"^webhook {re.escape(url)}: .*refused"):
+        post_json(url, {"text": "x"}, attempts=2, backoff=0)
 
 
 @pytest.mark.parametrize("url", ["not-a-url", "ftp://h/x", "http://"])

@@ -3,11 +3,22 @@ a free 127.0.0.1 port, a quiet request handler with body/reply helpers, and one-
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def closed_url(path: str = "") -> str:
+    """An http://127.0.0.1 address nothing listens on (a port just bound and released): a
+    connection there is refused at once, and never leaves the machine."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}{path}"
 
 
 class QuietHandler(BaseHTTPRequestHandler):
