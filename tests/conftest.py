@@ -54,3 +54,53 @@ def sockdir():  # type: ignore[no-untyped-def]
 
     with tempfile.TemporaryDirectory(prefix="spw", dir="/tmp") as d:
         yield Path(d)
+
+
+# -- the local clouds the migrate tests run against --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gcp():  # type: ignore[no-untyped-def]
+    """The GCP Compute emulator, one per test module."""
+    from tests.emulators.gcp_compute import GcpComputeEmulator
+
+    emu = GcpComputeEmulator()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def gcp_env(gcp, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """spotplan pointed at the `gcp` emulator, anonymously, with its injected faults cleared."""
+    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    gcp.faults.clear()
+    return gcp
+
+
+@pytest.fixture(scope="module")
+def clouds():  # type: ignore[no-untyped-def]
+    """moto (behind the fault proxy), the GCP Compute emulator and the Azure ARM emulator at once."""
+    from tests.emulators.azure_arm import AzureArmEmulator
+    from tests.emulators.gcp_compute import GcpComputeEmulator
+    from tests.test_migrate_aws import Cloud
+
+    aws, gcp, az = Cloud(), GcpComputeEmulator(), AzureArmEmulator(token="three-clouds-token")
+    yield aws, gcp, az
+    aws.close()
+    gcp.stop()
+    az.stop()
+
+
+@pytest.fixture
+def clouds_env(clouds, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """spotplan pointed at all three `clouds`."""
+    aws, gcp, az = clouds
+    for k, v in aws.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("SPOTPLAN_AZURE_ARM_ENDPOINT", az.url)
+    monkeypatch.setenv("SPOTPLAN_AZURE_TOKEN", az.token)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", az.ca_file)
+    return clouds

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spotplan.cli.main import app
-from tests.emulators.azure_arm import AzureArmEmulator
 from tests.emulators.gcp_compute import GcpComputeEmulator
-from tests.test_migrate_aws import Cloud
 from tests.test_migrate_support import assert_move_invariants, journal_of, make_move, trainer_script, write_plan
 
 pytestmark = pytest.mark.timeout(90)
@@ -24,27 +21,12 @@ GCP_IMAGE = "projects/acme/global/images/train-v1"
 GCP_TYPE = "a2-highgpu-1g"
 
 
-@pytest.fixture(scope="module")
-def clouds() -> Iterator[tuple[Cloud, GcpComputeEmulator, AzureArmEmulator]]:
-    aws, gcp, az = Cloud(), GcpComputeEmulator(), AzureArmEmulator(token="across-token")
-    yield aws, gcp, az
-    aws.close()
-    gcp.stop()
-    az.stop()
-
-
 @pytest.fixture(autouse=True)
-def _env(clouds: tuple[Cloud, GcpComputeEmulator, AzureArmEmulator], monkeypatch: pytest.MonkeyPatch) -> None:
-    aws, gcp, az = clouds
-    for k, v in aws.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+def _env(clouds_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three clouds, and a GCP project for targets whose source is on another cloud."""
+    _, gcp, _ = clouds_env
     monkeypatch.delenv("CLOUDSDK_CORE_PROJECT", raising=False)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "acme")
-    monkeypatch.setenv("SPOTPLAN_AZURE_ARM_ENDPOINT", az.url)
-    monkeypatch.setenv("SPOTPLAN_AZURE_TOKEN", az.token)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", az.ca_file)
     gcp.not_offered.clear()
 
 

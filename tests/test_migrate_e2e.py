@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +13,10 @@ import pytest
 import yaml
 
 from spotplan.cli.main import app
-from tests.emulators.azure_arm import AzureArmEmulator
-from tests.emulators.gcp_compute import GcpComputeEmulator
-from tests.test_migrate_aws import BUCKET, Cloud
+from tests.test_migrate_aws import BUCKET
 from tests.test_migrate_support import make_move, trainer_script, write_plan
 
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def clouds() -> Iterator[tuple[Cloud, GcpComputeEmulator, AzureArmEmulator]]:
-    aws, gcp, az = Cloud(), GcpComputeEmulator(), AzureArmEmulator(token="e2e-token")
-    yield aws, gcp, az
-    aws.close()
-    gcp.stop()
-    az.stop()
-
-
-@pytest.fixture(autouse=True)
-def _env(clouds: tuple[Cloud, GcpComputeEmulator, AzureArmEmulator], monkeypatch: pytest.MonkeyPatch) -> None:
-    aws, gcp, az = clouds
-    for k, v in aws.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
-    monkeypatch.setenv("SPOTPLAN_AZURE_ARM_ENDPOINT", az.url)
-    monkeypatch.setenv("SPOTPLAN_AZURE_TOKEN", az.token)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", az.ca_file)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("clouds_env")]
 
 
 def _workload(wid: str, provider: str, region: str, itype: str, ids: list[str], storage: str, image: str,

@@ -111,22 +111,6 @@ def test_dry_run_bid_above_on_demand_is_an_input_error(unreachable_aws: None, ru
     assert "above the on-demand price" in result.stderr
 
 
-@pytest.mark.parametrize("trigger,missing", [
-    ({"via": "docker", "command": "kill -USR1 1"}, "needs a container"),
-    ({"via": "ssh", "command": "pkill -USR1 -f train.py"}, "needs a host"),
-    ({"via": "command"}, "checkpoint_trigger.command is required"),
-])
-def test_incomplete_trigger_fails_preflight_before_any_capacity(unreachable_aws: None, runner: Any, tmp_path: Path,
-                                                                 trigger: dict[str, Any], missing: str) -> None:
-    move = _aws_move("m1", "i-0aaaaaaaaaaaaaaa1")
-    move["launch"]["checkpoint_trigger"] = trigger
-    result = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "p.json", [move])), "--yes"])
-    assert result.exit_code == 2, result.output
-    assert missing in result.stderr
-    # Refused on the plan alone: not even the credential check was sent.
-    assert "sts.get_caller_identity" not in result.stdout and "ec2.run_instances" not in result.stdout
-
-
 def test_failed_preflight_says_nothing_was_changed(unreachable_aws: None, runner: Any, tmp_path: Path) -> None:
     from spotplan.journal import Journal
 
@@ -162,7 +146,14 @@ def test_all_moves_failed_on_input_is_an_input_error(unreachable_aws: None, runn
     assert result.exit_code == 2, result.output
 
 
+def _trigger(trigger: dict[str, Any]) -> Any:
+    return lambda m: m["launch"].update(checkpoint_trigger=trigger)
+
+
 @pytest.mark.parametrize("edit,message", [
+    (_trigger({"via": "docker", "command": "kill -USR1 1"}), "needs a container"),
+    (_trigger({"via": "ssh", "command": "pkill -USR1 -f train.py"}), "needs a host"),
+    (_trigger({"via": "command"}), "checkpoint_trigger.command is required"),
     (lambda m: m.update(on_demand_price=None, target={**m["target"], "max_price": 999.0}),
      "target.max_price 999.0 is above the on-demand price 1.006"),  # the bundled snapshot's g5.xlarge
     (lambda m: m.update(on_demand_price=None, target={**m["target"], "instance_type": "g5.nonesuch"}),
@@ -172,13 +163,14 @@ def test_all_moves_failed_on_input_is_an_input_error(unreachable_aws: None, runn
     (lambda m: m["checkpoint"].update(storage="/mnt/local/ckpt"), "is not durable storage"),
     (lambda m: m["checkpoint"].update(enabled=False), "a move needs checkpoint.enabled"),
 ])
-def test_preflight_refuses_before_any_call(unreachable_aws: None, runner: Any, tmp_path: Path, edit: Any,
-                                           message: str) -> None:
+def test_preflight_refuses_on_the_plan_alone_before_any_call(unreachable_aws: None, runner: Any, tmp_path: Path,
+                                                             edit: Any, message: str) -> None:
     move = _aws_move("m1", "i-0aaaaaaaaaaaaaaa1")
     edit(move)
     result = runner.invoke(app, ["migrate", str(write_plan(tmp_path / "p.json", [move])), "--yes"])
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+    # Refused on the plan alone: not even the credential check was sent.
     assert "sts.get_caller_identity" not in result.stdout and "ec2.run_instances" not in result.stdout
 
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +23,9 @@ from tests.test_migrate_support import (
     write_plan,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("gcp_env")]
 
 PROJECT, REGION, ZONE, MTYPE = "proj-1", "us-central1", "us-central1-a", "a2-highgpu-1g"
-
-
-@pytest.fixture(scope="module")
-def gcp() -> Iterator[GcpComputeEmulator]:
-    emu = GcpComputeEmulator()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture(autouse=True)
-def _gcp_env(gcp: GcpComputeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    gcp.faults.clear()
 
 
 def new_move(gcp: GcpComputeEmulator, tmp_path: Path, trigger_cmd: str | None = None,

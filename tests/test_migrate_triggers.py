@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +47,9 @@ sys.exit(subprocess.call(args[2:]))
 """
 
 
-@pytest.fixture(scope="module")
-def gcp() -> Iterator[GcpComputeEmulator]:
-    emu = GcpComputeEmulator()
-    yield emu
-    emu.stop()
-
-
 @pytest.fixture(autouse=True)
-def _env(gcp: GcpComputeEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SPOTPLAN_GCP_COMPUTE_ENDPOINT", gcp.url)
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+def _env(gcp_env: GcpComputeEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The GCP emulator, and stand-in `ssh` and `docker` first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("ssh", FAKE_SSH), ("docker", FAKE_DOCKER)):
