@@ -80,5 +80,5 @@ def known_on_demand_price(provider: str, region: str, instance_type: str) -> flo
     what migrate checks a plan's max_price against when the plan does not carry it."""
     from spotplan.times import utcnow
 
-    index = on_demand_index(load_prices(None).table, 30 * 24.0, utcnow())
+    index = on_demand_index(load_prices(None).table, AnalyzeOptions().window_hours, utcnow())
     return index.get((provider, region, instance_type))

@@ -728,29 +728,28 @@ def _journaled_move(journal: Journal, move_id: str) -> tuple[dict[str, Any], Mov
 
 def _journaled(move_id: str, raw: dict[str, Any]) -> Move:
     """A move as the journal recorded it. Plans are read strictly, but a journal written by an
-    earlier version may hold keys the plan model no longer takes: those are dropped, so a move in
-    flight can always be resumed or rolled back."""
+    earlier version may hold keys the plan model no longer takes: those are dropped (pydantic names
+    them all in one error), so a move in flight can always be resumed or rolled back."""
     import copy
 
     from pydantic import ValidationError
 
     data = copy.deepcopy(raw)
-    for _ in range(100):
-        try:
-            return Move.model_validate(data)
-        except ValidationError as exc:
-            extra = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
-            if not extra:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise InputError(f"the journal's record of move {move_id} cannot be read: {where}: "
-                                 f"{first['msg']}") from None
-            for loc in extra:
+    try:
+        return Move.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden":
                 parent: Any = data
-                for key in loc[:-1]:
+                for key in err["loc"][:-1]:
                     parent = parent[key]
-                parent.pop(loc[-1], None)
-    raise InputError(f"the journal's record of move {move_id} cannot be read")
+                parent.pop(err["loc"][-1], None)
+    try:
+        return Move.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"the journal's record of move {move_id} cannot be read: {where}: {first['msg']}") from None
 
 
 def resume_move(

@@ -122,13 +122,12 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             "one of " + ", ".join(BANDS) + " or empty",
         ),
         (
-            out["price_per_hour"].isna() | (out["price_per_hour"] < 0) | (out["price_per_hour"] == float("inf")),
+            not_an_amount(out["price_per_hour"]),
             "price_per_hour",
             "a non-negative number (USD per instance-hour)",
         ),
         *(
-            ((raw_numbers[col] != "") & (out[col].isna() | (out[col] < 0) | (out[col] == float("inf"))), col,
-             "a non-negative number or empty")
+            ((raw_numbers[col] != "") & not_an_amount(out[col]), col, "a non-negative number or empty")
             for col in ("gpu_count", "vcpus", "memory_gib")
         ),
         (_unreadable_times(out["observed_at"]), "observed_at", "an ISO-8601 date or time, or empty"),
@@ -144,6 +143,11 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             )
     out = out.reset_index(drop=True)
     return out[list(COLUMNS)]
+
+
+def not_an_amount(values: pd.Series) -> pd.Series:
+    """Where a number cannot be a price or a count: NaN, negative or infinite."""
+    return ~((values >= 0) & (values < float("inf")))
 
 
 def _unreadable_times(values: pd.Series) -> pd.Series:

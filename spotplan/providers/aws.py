@@ -213,47 +213,50 @@ class AwsProvider:
             calls += self._check_spot_quota(spec, *quota)
         return calls, {"account": who.get("Account")}
 
+    def _read_unless(self, call: Call, absent: Callable[[str], bool]) -> Any:
+        """A read whose ClientError, when `absent(code)` holds, means "not there" (None, and the code
+        in the call's outcome) rather than a failure."""
+        from botocore.exceptions import ClientError
+
+        with translated(call, _translate):
+            try:
+                result = getattr(self._client(call.service), call.method)(**call.params)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "error")
+                if not absent(code):
+                    raise
+                call.outcome = f"not found ({code})"
+                return None
+        call.outcome = "ok"
+        return result
+
     def _check_placement(self, spec: LaunchSpec) -> list[Call]:
         """The AMI and subnet must exist in the target region. Both are regional, so a plan that
         moves a workload to another region, or from another cloud, can name ones EC2 there does not
         have; run_instances would refuse them only after the move had begun."""
-        from botocore.exceptions import ClientError
-
         image = spec.image or ""
         elsewhere = spec.launch_block_note(NAME)
-        if image.startswith("resolve:ssm:"):
-            calls: list[Call] = []  # EC2 resolves the parameter in the region at launch
-        elif not image.startswith("ami-"):
+        calls: list[Call] = []
+        if not image.startswith(("ami-", "resolve:ssm:")):
             raise InputError(f"move {spec.move_id}: launch.image {image!r} is not an AMI id (ami-...){elsewhere}: "
                              f"set it to an AMI of {self.region} in the plan")
-        else:
+        if image.startswith("ami-"):  # a resolve:ssm: parameter is resolved in the region at launch
             call = self._call("ec2", "describe_images", {"ImageIds": [image]}, note="the AMI is in the target region")
-            with translated(call, _translate):
-                try:
-                    found = self._client("ec2").describe_images(**call.params).get("Images")
-                except ClientError as exc:
-                    if not exc.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
-                        raise
-                    found = []
-            call.outcome = "ok" if found else "not found"
-            if not found:
+            calls.append(call)
+            found = self._read_unless(call, lambda code: code.startswith("InvalidAMIID"))
+            if not (found or {}).get("Images"):
+                call.outcome = "not found"
                 raise InputError(f"move {spec.move_id}: AMI {image} is not in {self.region}{elsewhere}: AMIs are "
                                  f"regional; copy it there (aws ec2 copy-image) and set launch.image in the plan")
-            calls = [call]
         subnet = spec.network.get("subnet")
         if subnet:
             call = self._call("ec2", "describe_subnets", {"SubnetIds": [subnet]},
                               note="the subnet is in the target region")
-            with translated(call, _translate):
-                try:
-                    subnets = self._client("ec2").describe_subnets(**call.params).get("Subnets") or []
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code", "") != "InvalidSubnetID.NotFound":
-                        raise
-                    subnets = []
-            call.outcome = "ok" if subnets else "not found"
             calls.append(call)
+            found = self._read_unless(call, lambda code: code == "InvalidSubnetID.NotFound")
+            subnets = (found or {}).get("Subnets") or []
             if not subnets:
+                call.outcome = "not found"
                 raise InputError(f"move {spec.move_id}: launch.network.subnet {subnet} is not in {self.region}"
                                  f"{elsewhere}: set a subnet of the target region in the plan")
             zone = subnets[0].get("AvailabilityZone")
@@ -264,20 +267,17 @@ class AwsProvider:
 
     def _check_spot_quota(self, spec: LaunchSpec, code: str, name: str) -> list[Call]:
         """The account's Spot vCPU quota must at least fit this move (new accounts often have 0)."""
-        from botocore.exceptions import ClientError
-
         types = self._call("ec2", "describe_instance_types", {"InstanceTypes": [spec.instance_type]})
         info = self._read(types).get("InstanceTypes") or [{}]
         need = spec.count * int(info[0].get("VCpuInfo", {}).get("DefaultVCpus", 0))
         call = self._call("service-quotas", "get_service_quota", {"ServiceCode": "ec2", "QuotaCode": code},
                           note=name)
-        with translated(call, _translate):
-            try:
-                value = self._client("service-quotas").get_service_quota(**call.params)["Quota"]["Value"]
-            except ClientError as exc:
-                # Not every partition/account (or emulator) reports it: go on, and say so.
-                call.outcome = f"not reported ({exc.response.get('Error', {}).get('Code', 'error')})"
-                return [types, call]
+        # Not every partition/account (or emulator) reports it: go on, and say so.
+        found = self._read_unless(call, lambda _code: True)
+        if found is None:
+            call.outcome = call.outcome.replace("not found", "not reported")
+            return [types, call]
+        value = found["Quota"]["Value"]
         call.outcome = f"ok ({value:g} vCPUs)"
         if need > value:
             raise CloudError(f"move {spec.move_id}: Spot vCPU quota '{name}' is {value:g}, {need} needed "

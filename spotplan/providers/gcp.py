@@ -211,21 +211,23 @@ class GcpProvider:
                              "project to create the GCP target in: set GOOGLE_CLOUD_PROJECT")
         return project
 
-    def _zone(self, spec: LaunchSpec) -> str:
+    def _known_zone(self, spec: LaunchSpec) -> str | None:
+        """The plan's target zone, else the source's when it is in the target region; None when
+        preflight must choose one."""
         if spec.zone:
             return spec.zone
         if not spec.from_elsewhere(NAME) and spec.source_ids:
             zone = parse_id(spec.source_ids[0])[1]
             if zone.startswith(f"{spec.region}-"):
                 return zone
-        raise InputError(f"move {spec.move_id}: no zone for the GCP target in {spec.region}: set target.zone "
-                         "in the plan")
+        return None
 
-    def _known_zone(self, spec: LaunchSpec) -> str | None:
-        try:
-            return self._zone(spec)
-        except InputError:
-            return None
+    def _zone(self, spec: LaunchSpec) -> str:
+        zone = self._known_zone(spec)
+        if zone is None:
+            raise InputError(f"move {spec.move_id}: no zone for the GCP target in {spec.region}: set target.zone "
+                             "in the plan")
+        return zone
 
     def preflight(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], dict[str, Any]]:
         if not spec.image:

@@ -79,15 +79,17 @@ class Notice:
     acked: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.deadline is None:
-            self.deadline = self.detected_at + timedelta(seconds=GRACE_SECONDS.get(self.source, 30.0))
+        # A rebalance recommendation is no reclaim: it gets no made-up deadline.
+        if self.deadline is None and self.actionable:
+            self.deadline = self.effective_deadline()
 
     @property
     def actionable(self) -> bool:
         return self.kind != "rebalance"
 
     def effective_deadline(self) -> datetime:
-        """The service's deadline, else the documented default (set at construction)."""
+        """The service's deadline, else the documented default (what a reclaim notice carries from
+        construction on; a rebalance handled with act_on_rebalance gets it here)."""
         if self.deadline is not None:
             return self.deadline
         return self.detected_at + timedelta(seconds=GRACE_SECONDS.get(self.source, 30.0))

@@ -136,12 +136,11 @@ def drop_bad_prices(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     pool goes, not just the bad quote: its neighbours in the same answer are no more trustworthy."""
     import pandas as pd
 
-    from spotplan.pricing.table import POOL_KEY
+    from spotplan.pricing.table import POOL_KEY, not_an_amount
 
     if rows.empty:
         return rows
-    price = pd.to_numeric(rows["price_per_hour"], errors="coerce")
-    bad = ~(price.abs() < float("inf")) | (price < 0)  # NaN fails the first test
+    bad = not_an_amount(pd.to_numeric(rows["price_per_hour"], errors="coerce"))
     if not bool(bad.any()):
         return rows
     keys = pd.MultiIndex.from_frame(rows[list(POOL_KEY)].fillna("").astype(str))
