@@ -2,10 +2,11 @@
 about dry runs, the journal and rollback.
 
 A move is: preflight -> acquire (spot capacity on the target, held by its boot script) -> trigger a
-checkpoint on the source -> verify a checkpoint newer than the trigger in durable storage -> stop the
-source -> resume on the target (tag it with the checkpoint URI the boot script waits for) -> health
-check -> record. Capacity comes first, so a move that cannot get spot changes nothing, and the source
-is never stopped before a fresh checkpoint is verified.
+checkpoint on the source -> verify a checkpoint newer than the trigger in durable storage -> check the
+target still runs -> stop the source (and wait until it has stopped) -> resume on the target (tag it
+with the checkpoint URI the boot script waits for) -> health check -> record. Capacity comes first,
+so a move that cannot get spot changes nothing; the source is never stopped before a fresh
+checkpoint is verified, nor once the spot capacity it would move to is gone.
 
 Every step is journaled before and after its provider calls. `--resume` skips finished steps and
 re-runs the interrupted one, which is safe because each step is idempotent: launches carry a token
@@ -36,6 +37,7 @@ from spotplan.errors import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     CloudError,
+    CredentialsError,
     InputError,
     SpotplanError,
 )
@@ -57,17 +59,20 @@ STEPS = (
     "acquire",
     "trigger_checkpoint",
     "verify_checkpoint",
+    "check_target",
     "stop_source",
     "resume_target",
     "health_check",
     "record",
 )
+# The spot copy is released before the on-demand copy resumes, so two copies never train against
+# one checkpoint store; the on-demand capacity is held first, and a checkpoint is known to exist.
 FALLBACK_STEPS = (
     "fallback_verify",
     "fallback_acquire",
+    "fallback_release_spot",
     "fallback_resume",
     "fallback_health",
-    "fallback_release_spot",
     "fallback_record",
 )
 # Once this step has started the source may be down: failures after it restart the source.
@@ -303,6 +308,9 @@ class MoveRun:
                     f"check target.max_price {m.target.max_price} against (spotplan never bids above on-demand): "
                     "add on_demand_price to the move, as analyze --plan-out does, or pull prices first"
                 )
+        if round(m.target.max_price, 6) <= 0:
+            raise InputError(f"move {m.id}: target.max_price {m.target.max_price} rounds to $0/h: no spot offer "
+                             "would be accepted")
         if cap is not None and m.target.max_price > cap + 1e-9:
             raise InputError(
                 f"move {m.id}: target.max_price {m.target.max_price} is above the on-demand price "
@@ -371,7 +379,9 @@ class MoveRun:
             note="manifest and checksums, via spotplan.checkpoint",
         )
         if self.dry:
-            call.outcome = "dry-run"
+            # A read: the dry run checks that the store can be listed, as the real run will need.
+            found = _store_read(storage, lambda: len(_store(storage).list()))
+            call.outcome = f"dry-run (store readable, {found} checkpoint{'s' * (found != 1)} now)"
             return [call], {}
         info = wait_for_checkpoint(
             storage,
@@ -393,30 +403,47 @@ class MoveRun:
             "checkpoint_verified": True,
         }
 
+    def step_check_target(self) -> tuple[list[Call], dict[str, Any]]:
+        """The spot capacity is still there: a target reclaimed while the checkpoint was taken would
+        otherwise cost the source a stop and restart for nothing."""
+        calls, states = self.target.states(self._target_ids(), self.dry)
+        lost = {i: s for i, s in states.items() if s not in ("running", "pending")}
+        if lost:
+            raise CloudError(f"move {self.move.id}: the spot target was lost before the source was stopped "
+                             f"({', '.join(f'{i}: {s}' for i, s in lost.items())}); the source was left running")
+        return calls, {}
+
     def step_stop_source(self) -> tuple[list[Call], dict[str, Any]]:
         if not self.dry and not self.state.get("checkpoint_verified"):
             # The one rule that protects the user's work; enforced here, not only by step order.
             raise CloudError(f"move {self.move.id}: refusing to stop the source without a verified checkpoint")
-        return self.source.stop(self._source_ids(), self.dry), {"source_stopped": True}
+        calls = self.source.stop(self._source_ids(), self.dry)
+        # EC2 answers while the instance is still stopping: wait, so the target never resumes beside a
+        # source that is still running, and a rollback can start it again.
+        calls += self._wait_states(self.source, self._source_ids(), ("stopped", "terminated"),
+                                   time.monotonic() + self.opts.health_timeout, "source not stopped")
+        return distinct(calls), {"source_stopped": True}
 
     def step_resume_target(self) -> tuple[list[Call], dict[str, Any]]:
         uri = self.state.get("checkpoint_uri") or "<verified checkpoint uri>"
         return self.target.signal_resume(self._target_ids(), uri, self.dry), {"resumed_from": uri}
 
-    def _wait_running(self, ids: list[str], deadline: float) -> list[Call]:
-        """Poll the targets until all run; the calls of the last poll (a placeholder in a dry run)."""
-        if self.dry:
-            call = Call(self.target.name, "health", "wait_running", {"ids": ids}, (), "polls the state")
-            call.outcome = "dry-run"
-            return [call]
-        calls, states = self.target.states(ids)
-        while any(s != "running" for s in states.values()):
-            bad = {i: s for i, s in states.items() if s in ("terminated", "missing", "stopped")}
-            if bad or time.monotonic() > deadline:
-                raise CloudError(f"move {self.move.id}: target not running: {bad or states}")
+    def _wait_states(self, provider: Provider, ids: list[str], wanted: tuple[str, ...], deadline: float,
+                     failure: str, bad: tuple[str, ...] = ()) -> list[Call]:
+        """Poll `ids` until every one is in a `wanted` state; the calls of the last poll (built, not
+        sent, in a dry run). A `bad` state, or the deadline, fails with `failure`."""
+        calls, states = provider.states(ids, self.dry)
+        while not self.dry and any(s not in wanted for s in states.values()):
+            off = {i: s for i, s in states.items() if s in bad}
+            if off or time.monotonic() > deadline:
+                raise CloudError(f"move {self.move.id}: {failure}: {off or states}")
             time.sleep(self.opts.poll_interval)
-            calls, states = self.target.states(ids)
+            calls, states = provider.states(ids)
         return calls
+
+    def _wait_running(self, ids: list[str], deadline: float) -> list[Call]:
+        return self._wait_states(self.target, ids, ("running",), deadline, "target not running",
+                                 bad=("terminated", "missing", "stopped"))
 
     def _health(self, key: str) -> tuple[list[Call], dict[str, Any]]:
         deadline = time.monotonic() + self.opts.health_timeout
@@ -468,8 +495,22 @@ class MoveRun:
         return calls, {"fallback_ids": ids}
 
     def step_fallback_resume(self) -> tuple[list[Call], dict[str, Any]]:
-        uri = self.state.get("checkpoint_uri") or "<latest checkpoint uri>"
-        return self.target.signal_resume(self._target_ids("fallback_ids"), uri, self.dry), {"resumed_from": uri}
+        """Resume from the newest verified checkpoint, read again now that the spot copy is gone (it
+        may have saved one on its way down)."""
+        storage = self.move.checkpoint.storage or ""
+        read = _local_call("checkpoint_latest", {"uri": storage}, note="the newest verified checkpoint")
+        data: dict[str, Any] = {}
+        if self.dry:
+            read.outcome = "dry-run"
+        else:
+            info = wait_for_checkpoint(storage, None, 0, 0)
+            read.outcome = "ok"
+            if info is not None:
+                read.ids = [info.uri]
+                data = {"checkpoint_uri": info.uri, "checkpoint_step": info.step}
+        uri = data.get("checkpoint_uri") or self.state.get("checkpoint_uri") or "<latest checkpoint uri>"
+        calls = self.target.signal_resume(self._target_ids("fallback_ids"), uri, self.dry)
+        return [read, *calls], {**data, "resumed_from": uri}
 
     def step_fallback_health(self) -> tuple[list[Call], dict[str, Any]]:
         return self._health("fallback_ids")
@@ -620,15 +661,36 @@ class MoveRun:
         return calls + (self.target.release(live, False) if live else [])
 
 
-def wait_for_checkpoint(storage: str, newer_than: datetime | None, timeout: float, interval: float) -> Any:
-    """Poll the checkpoint store until a verified checkpoint newer than `newer_than` appears."""
+def _store(storage: str) -> Any:
     from spotplan.checkpoint import CheckpointStore
 
     # s3:// follows AWS_ENDPOINT_URL[_S3] through botocore, like the SDK calls.
-    store = CheckpointStore(storage)
+    return CheckpointStore(storage)
+
+
+def _store_read(storage: str, read: Callable[[], Any]) -> Any:
+    """A read of the checkpoint store; a denial (PermissionError, or an HTTP 401/403 from a cloud
+    store's client) is a permission problem, exit 4, like the provider calls'."""
+    try:
+        return read()
+    except SpotplanError:
+        raise
+    except Exception as exc:
+        status = next((v for a in ("status", "status_code", "code") if isinstance(v := getattr(exc, a, None), int)),
+                      None)
+        if isinstance(exc, PermissionError) or status in (401, 403):
+            raise CredentialsError(f"checkpoint storage {storage}: access denied ({exc})",
+                                   hint="grant the read permissions of: spotplan permissions") from exc
+        raise
+
+
+def wait_for_checkpoint(storage: str, newer_than: datetime | None, timeout: float, interval: float) -> Any:
+    """Poll the checkpoint store until a verified checkpoint newer than `newer_than` appears."""
+    store = _store(storage)
     deadline = time.monotonic() + timeout
     while True:
-        info = store.latest(newer_than=newer_than)  # lists afresh: the store drops fsspec's listing cache
+        # lists afresh: the store drops fsspec's listing cache
+        info = _store_read(storage, lambda: store.latest(newer_than=newer_than))
         if info is not None or time.monotonic() >= deadline:
             return info
         time.sleep(interval)
@@ -655,6 +717,14 @@ def migrate_moves(
         if prior is not None:
             if prior["status"] == "done":
                 reports.append(MoveReport(move.id, move.workload, prior["kind"], "already-done"))
+                continue
+            if prior["kind"] == "fallback" and prior["status"] == "rolled-back":
+                # Only a migrated move has a fallback: its source is stopped and its workload runs
+                # on the target. Running the move again would stop nothing and buy a second copy.
+                reports.append(MoveReport(move.id, move.workload, "fallback", "already-done",
+                                          error=f"migrated; its fallback to on-demand was rolled back ("
+                                                f"{prior['error']}): retry it with spotplan migrate --fallback "
+                                                f"{move.id}"))
                 continue
             refusal = None
             if prior["status"] not in FINAL_STATUSES:
@@ -762,6 +832,10 @@ def resume_move(
     prior, move = _journaled_move(journal, move_id)
     if prior["status"] == "done":
         return MoveReport(move.id, move.workload, prior["kind"], "already-done")
+    if prior["status"] == "rolled-back" and prior["kind"] == "fallback":
+        raise InputError(f"the fallback of move {move_id} was rolled back ({prior['error']}); the move stays "
+                         "migrated: there is nothing to resume", hint="retry it with: spotplan migrate --fallback "
+                         + move_id)
     if prior["status"] == "rolled-back":
         raise InputError(f"move {move_id} was rolled back ({prior['error']}): there is nothing to resume",
                          hint="run it again from its plan: spotplan migrate PLAN.json --only " + move_id)

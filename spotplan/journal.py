@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from spotplan.errors import InputError
+from spotplan.errors import InputError, SpotplanError
 from spotplan.times import utcnow_iso
 
 _SCHEMA = """
@@ -57,11 +57,16 @@ class Journal:
             path = journal_path()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            # Never replaced or repaired here: it may be the only record of a move in flight.
+            raise SpotplanError(f"the migrate journal {self.path} cannot be read ({exc})",
+                                hint="restore it from a backup, or move it aside to start a new journal") from None
 
     def close(self) -> None:
         self._db.close()

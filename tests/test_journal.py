@@ -99,3 +99,43 @@ def test_migrations_list_and_show_cli(runner, tmp_path: Path) -> None:  # type: 
     assert "begin_create_or_update -> /vm/x" in shown.stdout
     missing = runner.invoke(app, ["migrations", "show", "zzz"])
     assert missing.exit_code == 2 and missing.stderr.startswith("error: no move 'zzz'")
+
+
+def test_migrations_render_as_csv_and_markdown(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import io
+
+    from spotplan.cli.main import app
+
+    j = Journal()
+    j.begin_move("m5", "wl-5", "aws", "migrate", {"id": "m5"}, None)
+    j.step_start("m5", "acquire")
+    j.step_done("m5", "acquire", [{"call": "ec2.run_instances", "ids": ["i-1", "i-2"]}], {"target_ids": ["i-1", "i-2"]})
+    j.step_start("m5", "trigger_checkpoint")
+    j.step_failed("m5", "trigger_checkpoint", [], "trigger | exited 1")
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["migrations", "list", "-o", "csv"]).stdout)))
+    assert [(r["move_id"], r["status"], r["target_ids"]) for r in rows] == [("m5", "running", "i-1 i-2")]
+    out = tmp_path / "moves.md"
+    assert runner.invoke(app, ["migrations", "list", "--out", str(out)]).exit_code == 0
+    assert out.read_text().startswith("# Migrations") and "| m5 | wl-5 | aws |" in out.read_text()
+    events = list(csv.DictReader(io.StringIO(runner.invoke(app, ["migrations", "show", "m5", "-o", "csv"]).stdout)))
+    assert [(e["step"], e["phase"]) for e in events] == [
+        ("begin", "info"), ("acquire", "start"), ("acquire", "done"), ("trigger_checkpoint", "start"),
+        ("trigger_checkpoint", "failed")]
+    assert events[2]["calls"] == "ec2.run_instances" and events[2]["ids"] == "i-1 i-2"
+    assert events[4]["error"] == "trigger | exited 1"
+    md = runner.invoke(app, ["migrations", "show", "m5", "-o", "markdown"]).stdout
+    assert md.startswith("# Move m5") and "trigger \\| exited 1" in md
+
+
+def test_a_corrupt_journal_is_named(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from spotplan.cli.main import app
+    from spotplan.paths import journal_path
+
+    journal_path().parent.mkdir(parents=True, exist_ok=True)
+    journal_path().write_bytes(b"garbage, not a database" * 100)
+    for args in (["migrations", "list"], ["migrations", "show", "x"], ["migrate", "--resume", "x", "--yes"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and str(journal_path()) in result.stderr, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert journal_path().read_bytes().startswith(b"garbage")  # never replaced

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from spotplan.cli.main import app
+from tests.emulators._http import LocalServer, QuietHandler
 from tests.test_migrate_support import (
     FaultProxy,
     assert_move_invariants,
@@ -167,7 +168,9 @@ def test_dry_run_prints_exact_calls_and_mutates_nothing(cloud: Cloud, runner: An
     js = runner.invoke(app, ["migrate", str(plan), "--dry-run", "-o", "json"])
     doc = json.loads(js.stdout)
     acquire = next(s for s in doc["moves"][0]["steps"] if s["step"] == "acquire")
-    params = acquire["calls"][0]["params"]
+    lookup, create = acquire["calls"]
+    assert lookup["call"] == "ec2.describe_instances" and lookup["outcome"] == "ok"  # reads are sent
+    params = create["params"]
     assert params["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "1"
     assert params["ClientToken"] and "RESUME_FROM_CHECKPOINT" in params["UserData"]
 
@@ -187,6 +190,10 @@ def test_migrate_moves_on_demand_to_spot(cloud: Cloud, runner: Any, tmp_path: Pa
         cloud.ec2.describe_instance_attribute(InstanceId=target_id, Attribute="userData")["UserData"]["Value"]
     ).decode()
     assert "python train.py --resume-from-latest" in user_data and "RESUME_FROM_CHECKPOINT" in user_data
+    # The root volume carries the move's tags too (a sweep by tag sees everything created).
+    volumes = cloud.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [target_id]}])
+    assert volumes["Volumes"] and all({"Key": "spotplan-move", "Value": move_id} in v.get("Tags", [])
+                                      for v in volumes["Volumes"])
     # The checkpoint really is in S3 and newer than the trigger.
     keys = [o["Key"] for o in cloud.s3.list_objects_v2(Bucket=BUCKET, Prefix=move_id)["Contents"]]
     assert any(k.endswith("MANIFEST.json") for k in keys)
@@ -517,3 +524,96 @@ def test_spot_quota_too_small_refuses_before_anything_is_created(cloud: Cloud, r
         in result.stderr
     assert_invariants(cloud, move_id, src, expect_done=False)
     assert cloud.tagged(move_id) == {}
+
+
+# ---- what a lost target, a failed fallback or a denied store must not do --------------------------
+
+
+def test_a_failed_fallback_leaves_the_move_migrated(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """A fallback that fails (no on-demand capacity) is rolled back, but the move stays migrated:
+    running the plan again must neither buy a second copy nor sweep away the live spot target."""
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    spot_id = journal_of(move_id)["state"]["target_ids"][0]
+    cloud.proxy.fail_next("RunInstances", "InsufficientInstanceCapacity")
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 1 and "InsufficientInstanceCapacity" in fb.stderr
+    again = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert again.exit_code == 0, again.output
+    assert "already-done" in again.stdout and f"--fallback {move_id}" in again.stdout
+    assert set(cloud.live_tagged(move_id)) == {spot_id} and cloud.state(src[0]) == "stopped"
+    resumed = runner.invoke(app, ["migrate", "--resume", move_id, "--yes"])
+    assert resumed.exit_code == 2 and f"--fallback {move_id}" in resumed.stderr
+    retried = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert retried.exit_code == 0, retried.output
+    (od_id, _), = cloud.live_tagged(move_id).items()
+    assert od_id != spot_id
+
+
+LOSE_TARGET = """
+import os, boto3
+from spotplan.checkpoint import CheckpointStore
+boto3.client("ec2", region_name="us-east-1").terminate_instances(InstanceIds=os.environ["SPOTPLAN_TARGET_IDS"].split())
+CheckpointStore(os.environ["SPOTPLAN_CHECKPOINT_STORAGE"]).save(1, {"model.bin": b"w"})
+"""
+
+
+def test_a_target_lost_during_the_checkpoint_leaves_the_source_alone(cloud: Cloud, runner: Any,
+                                                                     tmp_path: Path) -> None:
+    script = tmp_path / "lose_target.py"
+    script.write_text(LOSE_TARGET)
+    move_id = f"m-{uuid.uuid4().hex[:8]}"
+    storage = f"s3://{BUCKET}/{move_id}"
+    src = cloud.source(None)
+    move = make_move(move_id, "aws", REGION, ZONE, ITYPE, src, storage, cloud.image,
+                     {"via": "command", "command": f"{sys.executable} {script}"})
+    plan = write_plan(tmp_path / "p.json", [move])
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert result.exit_code == 1 and "lost before the source was stopped" in result.stderr, result.output
+    j = journal_of(move_id)
+    assert j["status"] == "rolled-back"
+    assert not any(e["step"] in ("stop_source", "rollback_start_source") for e in j["events"])
+    assert cloud.state(src[0]) == "running"
+    assert_invariants(cloud, move_id, src, expect_done=False)
+
+
+def test_the_source_is_stopped_before_the_target_resumes(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """The stop step waits for `stopped` (EC2 answers StopInstances while still stopping) and
+    shows the read it polled with."""
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    steps = {s["step"]: s for s in json.loads(result.stdout)["moves"][0]["steps"]}
+    assert [c["call"] for c in steps["stop_source"]["calls"]] == ["ec2.stop_instances", "ec2.describe_instances"]
+    assert [c["call"] for c in steps["check_target"]["calls"]] == ["ec2.describe_instances"]
+    assert cloud.state(src[0]) == "stopped"
+
+
+class _Deny(QuietHandler):
+    """An S3 endpoint that refuses everything with 403 AccessDenied."""
+
+    def _deny(self) -> None:
+        self.read_body()
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>")
+        self.reply(403, body if self.command != "HEAD" else b"", "application/xml")
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _deny
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_denied_checkpoint_store_exits_4(cloud: Cloud, runner: Any, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, dry_run: bool) -> None:
+    deny = LocalServer(_Deny)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", deny.url)
+        move_id, _, src, plan = new_move(cloud, tmp_path)
+        args = ["--dry-run"] if dry_run else ["--yes", "--checkpoint-timeout", "5"]
+        result = runner.invoke(app, ["migrate", str(plan), *args])
+    finally:
+        deny.stop()
+    assert result.exit_code == 4, result.output
+    assert "access denied" in result.stderr and "Traceback" not in result.stderr
+    assert cloud.state(src[0]) == "running"
+    if not dry_run:
+        assert_invariants(cloud, move_id, src, expect_done=False)

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 SUB, RG, REGION, SIZE = "00000000-0000-0000-0000-000000000001", "ml-rg", "eastus", "Standard_NC24ads_A100_v4"
 IMAGE = "microsoft-dsvm:ubuntu-hpc:2204:latest"
+SUBNET = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/ml-vnet/subnets/default"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def new_move(azure: AzureArmEmulator, tmp_path: Path, **kw: Any) -> tuple[str, s
     src = azure.add_vm(SUB, RG, f"train-{move_id}", SIZE)
     storage = str(tmp_path / "ckpt" / move_id)
     trigger = {"via": "command", "command": trainer_script(tmp_path)}
+    kw.setdefault("network", {"subnet": SUBNET})
     move = make_move(move_id, "azure", REGION, None, SIZE, [src], storage, IMAGE, trigger,  # type: ignore[arg-type]
                      max_price=1.2, on_demand_price=3.67, **kw)
     return move_id, src, write_plan(tmp_path / f"{move_id}.json", [move])
@@ -159,3 +161,14 @@ def test_dry_run_with_rejected_credentials_exits_4(azure: AzureArmEmulator, runn
     assert unauthenticated.exit_code == 4, unauthenticated.output
     assert "wrong-token" not in unauthenticated.output
     assert azure.tagged("spotplan-move", move_id) == {}
+
+
+def test_a_target_without_a_subnet_is_refused_before_anything_is_created(azure: AzureArmEmulator, runner: Any,
+                                                                          tmp_path: Path) -> None:
+    """ARM creates a VM only with a network interface in a subnet; the emulator would accept one
+    without, so the check is spotplan's own, and comes first."""
+    move_id, src, plan = new_move(azure, tmp_path, network={})
+    result = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert result.exit_code == 2 and "launch.network.subnet is required" in result.stderr, result.output
+    assert azure.tagged("spotplan-move", move_id) == {}
+    assert azure.get(src)["_power"] == "running"  # type: ignore[index]

@@ -19,14 +19,19 @@ from tests.test_migrate_support import make_move, trainer_script, write_plan
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("clouds_env")]
 
 
+AZ_SUBNET = ("/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/ml/providers/Microsoft.Network/"
+             "virtualNetworks/ml-vnet/subnets/default")
+
+
 def _workload(wid: str, provider: str, region: str, itype: str, ids: list[str], storage: str, image: str,
-              trigger: dict[str, Any]) -> dict[str, Any]:
+              trigger: dict[str, Any], **launch: Any) -> dict[str, Any]:
     return {
         "id": wid, "kind": "training", "provider": provider, "region": region, "instance_type": itype,
         "remaining_hours": 48, "handles_preemption": True, "instance_ids": ids,
         "checkpoint": {"enabled": True, "interval_minutes": 30, "save_seconds": 60, "restore_seconds": 120,
                        "storage": storage, **({} if storage.startswith("s3://") else {"durable": True})},
-        "launch": {"image": image, "resume_command": "python train.py --resume", "checkpoint_trigger": trigger},
+        "launch": {"image": image, "resume_command": "python train.py --resume", "checkpoint_trigger": trigger,
+                   **launch},
     }
 
 
@@ -44,7 +49,7 @@ def test_analyze_then_migrate_on_three_clouds(clouds: Any, runner: Any, tmp_path
         _workload(f"gcp-{tag}", "gcp", "us-central1", "a2-highgpu-1g", [gcp_src], str(tmp_path / "gcp-ckpt"),
                   "projects/acme/global/images/train-v1", trainer),
         _workload(f"az-{tag}", "azure", "eastus", "Standard_NC24ads_A100_v4", [az_src], str(tmp_path / "az-ckpt"),
-                  "microsoft-dsvm:ubuntu-hpc:2204:latest", trainer),
+                  "microsoft-dsvm:ubuntu-hpc:2204:latest", trainer, network={"subnet": AZ_SUBNET}),
     ]}
     inv = tmp_path / "fleet.yaml"
     inv.write_text(yaml.safe_dump(inventory))

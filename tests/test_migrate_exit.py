@@ -219,3 +219,23 @@ def test_a_move_journaled_with_keys_plans_no_longer_take_can_still_be_resumed(un
     # It gets as far as the cloud (unreachable here), instead of failing on the journal's record.
     assert result.exit_code == 1, result.output
     assert "sts.get_caller_identity" in result.stdout and "ValidationError" not in result.output
+
+
+def test_a_bid_that_rounds_to_zero_is_an_input_error(unreachable_aws: None, runner: Any, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "p.json", [_aws_move("m1", "i-0aaaaaaaaaaaaaaa1", max_price=1e-9)])
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert result.exit_code == 2 and "rounds to $0/h" in result.stderr, result.output
+
+
+def test_a_missing_sdk_names_the_extra_to_install(unreachable_aws: None, runner: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the aws extra, the first SDK client says which extra to install, rather than the
+    ImportError of the error translator (which imports botocore too)."""
+    import sys
+
+    for name in ("boto3", "botocore", "botocore.exceptions"):
+        monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
+    plan = write_plan(tmp_path / "p.json", [_aws_move("m1", "i-0aaaaaaaaaaaaaaa1")])
+    result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
+    assert "pip install 'spotplan[aws]'" in result.stderr, result.output
+    assert "ModuleNotFoundError" not in result.output and "Traceback" not in result.output

@@ -66,6 +66,7 @@ def test_migrate_end_to_end(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path
     (tid, inst), = gcp.labelled("spotplan-move", move_id).items()
     assert inst["scheduling"]["provisioningModel"] == "SPOT"
     assert inst["scheduling"]["instanceTerminationAction"] == "STOP"
+    assert inst["disks"][0]["initializeParams"]["labels"]["spotplan-move"] == move_id  # the boot disk too
     meta = {i["key"]: i["value"] for i in inst["metadata"]["items"]}
     j = journal_of(move_id)
     assert meta["spotplan-resume-from"] == j["state"]["checkpoint_uri"]
@@ -84,9 +85,11 @@ GCP_FAULTS = [
     ("instances.list", 0, 500, False),
     ("instances.insert", 0, 503, False),
     ("instances.stop", 0, 500, False),
-    ("instances.get", 0, 500, False),          # reading the metadata fingerprint before setMetadata
+    ("instances.get", 0, 500, False),          # the target still runs, before the source is stopped
+    ("instances.get", 1, 500, False),          # the source has stopped
+    ("instances.get", 2, 500, False),          # reading the metadata fingerprint before setMetadata
     ("instances.setMetadata", 0, 412, False),
-    ("instances.get", 1, 500, False),          # the health check
+    ("instances.get", 3, 500, False),          # the health check
 ]
 
 

@@ -111,7 +111,9 @@ def test_a_dry_run_shows_the_create_even_when_the_source_could_not_be_read(emu: 
     src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
     before = list(emu.calls)
     calls, _ = AzureProvider("eastus").launch(spec(src), True)
-    assert emu.calls == before  # nothing sent
-    assert [c.method for c in calls] == ["begin_create_or_update"] * 2
-    profile = calls[0].params["parameters"]["properties"]["osProfile"]
+    # Only the reads are sent (the idempotency lookups, which find nothing); nothing is created.
+    assert emu.calls[len(before):] == ["virtualMachines.get"] * 2
+    assert [c.method for c in calls] == ["get", "begin_create_or_update"] * 2
+    assert [c.outcome for c in calls][::2] == ["not found"] * 2
+    profile = calls[1].params["parameters"]["properties"]["osProfile"]
     assert profile["adminUsername"] == "<the source's>"

@@ -47,6 +47,12 @@ def test_permission_documents_let_verify_read_the_checkpoint() -> None:
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"]
 
 
+def test_the_aws_document_lets_a_first_spot_launch_create_the_spot_role() -> None:
+    """RunInstances with a Spot market creates AWSServiceRoleForEC2Spot the first time in an account."""
+    (role,) = [st for st in permission_document("aws")["Statement"] if st["Action"] == "iam:CreateServiceLinkedRole"]
+    assert role["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+
+
 def test_a_call_missing_from_the_permission_table_is_refused() -> None:
     # What keeps the documents above complete: a provider cannot build a call its table does not list.
     from spotplan.providers.base import Call

@@ -101,8 +101,9 @@ def test_notice_checkpoint_upload_then_on_demand_fallback(cloud: Cloud, runner: 
     assert j["state"]["fallback_ids"] == [od_id] and j["state"]["checkpoint_uri"] == doc["uploaded"]["uri"]
     journal_consistent(j["events"])
     done = [e["step"] for e in since_last_begin(j["events"]) if e["phase"] == "done"]
-    assert done == ["fallback_verify", "fallback_acquire", "fallback_resume", "fallback_health",
-                    "fallback_release_spot", "fallback_record"]
+    # The spot copy goes before the on-demand copy resumes: two copies never train at once.
+    assert done == ["fallback_verify", "fallback_acquire", "fallback_release_spot", "fallback_resume",
+                    "fallback_health", "fallback_record"]
 
     # The watch log: saved and uploaded first, then the fallback, then the verdict.
     records = read_log(log)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spotplan.cli.common import OutPathOpt, VerboseOpt, emit, handle_errors
+from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors, rendering
 from spotplan.errors import InputError, SpotplanError
 
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
@@ -158,51 +158,43 @@ def confirm_fallback(move_id: str) -> bool:
 
 
 @migrations_app.command("list")
-def migrations_list(output: FormatOpt = None, out: OutPathOpt = None, verbose: VerboseOpt = False) -> None:
+def migrations_list(output: OutputOpt = None, out: OutPathOpt = None, verbose: VerboseOpt = False) -> None:
     """Every move in the journal with its status."""
     with handle_errors(verbose):
         from spotplan.journal import Journal
+        from spotplan.report import moves as render
 
         moves = Journal().list_moves()
-        if _json(output, out):
+        fmt = rendering(output, out).format
+        if fmt == OutputFormat.json:
             emit(json.dumps(moves, indent=2), out)
-            return
-        if not moves:
+        elif fmt == OutputFormat.csv:
+            emit(render.list_csv(moves), out)
+        elif fmt == OutputFormat.markdown:
+            emit(render.list_markdown(moves), out)
+        elif not moves:
             emit("no moves recorded yet (spotplan migrate PLAN.json --yes records them)", out)
-            return
-        rows = [("MOVE", "WORKLOAD", "PROVIDER", "KIND", "STATUS", "TARGETS", "UPDATED")]
-        rows += [(m["move_id"], m["workload"], m["provider"], m["kind"], m["status"],
-                  ",".join(m["target_ids"]) or "-", m["updated_at"]) for m in moves]
-        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-        emit("\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows), out)
+        else:
+            emit(render.list_text(moves), out)
 
 
 @migrations_app.command("show")
 def migrations_show(
     move_id: Annotated[str, typer.Argument(help="Move id (see spotplan migrations list).")],
-    output: FormatOpt = None,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """One move's journal: every step's start, result and provider ids."""
+    """One move's journal: every step's start, result and provider ids (CSV: one row per event)."""
     with handle_errors(verbose):
         from spotplan.journal import Journal
+        from spotplan.report import moves as render
 
         move = Journal().show(move_id)
-        if _json(output, out):
-            emit(json.dumps(move, indent=2), out)
-            return
-        lines = [f"move {move['move_id']} (workload {move['workload']}, {move['provider']}, {move['kind']}): "
-                 f"{move['status']}" + (f" - {move['error']}" if move["error"] else "")]
-        state = move["state"]
-        for key in ("target_ids", "checkpoint_uri", "fallback_ids"):
-            if state.get(key):
-                lines.append(f"  {key}: {state[key]}")
-        for ev in move["events"]:
-            calls = "; ".join(f"{c['call']}{' -> ' + ','.join(c['ids']) if c['ids'] else ''}" for c in ev["calls"])
-            detail = ev["data"].get("error") or ""
-            lines.append(f"  {ev['at']}  {ev['step']:<24} {ev['phase']:<6} {calls} {detail}".rstrip())
-        emit("\n".join(lines), out)
+        fmt = rendering(output, out).format
+        text = {OutputFormat.json: lambda: json.dumps(move, indent=2), OutputFormat.csv: lambda: render.show_csv(move),
+                OutputFormat.markdown: lambda: render.show_markdown(move)}.get(fmt, lambda: render.show_text(move))()
+        emit(text, out)
 
 
 def permissions(

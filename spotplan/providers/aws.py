@@ -88,6 +88,9 @@ def permission_document() -> dict[str, Any]:
             # verify_checkpoint lists and reads the checkpoint (manifest and checksums) where spotplan runs.
             {"Sid": "SpotplanVerifyCheckpoint", "Effect": "Allow", "Action": list(CHECKPOINT_READ),
              "Resource": ["arn:aws:s3:::<checkpoint-bucket>", "arn:aws:s3:::<checkpoint-bucket>/*"]},
+            # The first Spot launch in an account creates the Spot service-linked role.
+            {"Sid": "SpotplanSpotServiceLinkedRole", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole",
+             "Resource": "*", "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}},
         ],
     }
 
@@ -165,11 +168,12 @@ class AwsProvider:
         is marked on the call and raised, so the dry run fails with the exit code execution would."""
 
         def check() -> str:
+            client = self._client("ec2")  # first: without the extra, its install hint is the error
             from botocore.exceptions import ClientError
 
             with translated(call, _translate):
                 try:
-                    getattr(self._client("ec2"), call.method)(**call.params, DryRun=True)
+                    getattr(client, call.method)(**call.params, DryRun=True)
                 except ClientError as exc:
                     if exc.response.get("Error", {}).get("Code", "") == "DryRunOperation":
                         return "permission ok (DryRun)"
@@ -216,11 +220,12 @@ class AwsProvider:
     def _read_unless(self, call: Call, absent: Callable[[str], bool]) -> Any:
         """A read whose ClientError, when `absent(code)` holds, means "not there" (None, and the code
         in the call's outcome) rather than a failure."""
+        client = self._client(call.service)  # first: without the extra, its install hint is the error
         from botocore.exceptions import ClientError
 
         with translated(call, _translate):
             try:
-                result = getattr(self._client(call.service), call.method)(**call.params)
+                result = getattr(client, call.method)(**call.params)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "error")
                 if not absent(code):
@@ -310,12 +315,8 @@ class AwsProvider:
             "UserData": spec.user_data,
             # Instance tags in IMDS let the held boot script see the resume tag set later.
             "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": _tags(spec.tags),
-                }
-            ],
+            # The volumes too, so a cost or leak sweep by tag sees everything the move created.
+            "TagSpecifications": [{"ResourceType": kind, "Tags": _tags(spec.tags)} for kind in ("instance", "volume")],
         }
         if spec.market == "spot":
             spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
@@ -328,14 +329,21 @@ class AwsProvider:
             params["SubnetId"] = spec.network["subnet"]
         if spec.network.get("security_groups"):
             params["SecurityGroupIds"] = list(spec.network["security_groups"])
+        # The lookup is a read, so a dry run sends it too and says when an interrupted run's
+        # instances would be reused; when it fails, the dry run still builds (and checks) the create.
         calls: list[Call] = []
-        if not dry_run:
+        try:
             lookup, existing = self._find_by_token(spec.token)
+        except SpotplanError:
+            if not dry_run:
+                raise
+            existing = []
+        else:
             calls.append(lookup)
-            if existing:
-                lookup.note = "reused: created by an interrupted run"
-                lookup.ids = existing
-                return calls, existing
+        if existing:
+            lookup.note = "reused: created by an interrupted run"
+            lookup.ids = existing
+            return calls, existing
         call = self._call("ec2", "run_instances", params)
         calls.append(call)
         resp = call.run(dry_run, lambda: self._send(call), self._ec2_check(call))
@@ -384,8 +392,11 @@ class AwsProvider:
             "create_tags", {"Resources": list(ids), "Tags": _tags({RESUME_TAG: checkpoint_uri})}, dry_run
         )
 
-    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str], dry_run: bool = False) -> tuple[list[Call], dict[str, str]]:
         call = self._call("ec2", "describe_instances", {"InstanceIds": list(ids)})
+        if dry_run:
+            call.outcome = "dry-run"
+            return [call], {i: "running" for i in ids}
         found = _states_of(self._read(call))
         return [call], {i: found.get(i, "missing") for i in ids}
 

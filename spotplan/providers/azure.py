@@ -207,6 +207,13 @@ class AzureProvider:
         if not spec.image:
             raise InputError(f"move {spec.move_id}: launch.image (an image URN) is required to start the target")
         image_reference(spec.image)
+        if not spec.network.get("subnet"):
+            # ARM creates a VM only with a network interface, and its NIC needs a subnet.
+            raise InputError(
+                f"move {spec.move_id}: launch.network.subnet is required for an Azure target (a VM needs a network "
+                "interface in a subnet): set it to the subnet's ARM id, /subscriptions/SUB/resourceGroups/RG/"
+                "providers/Microsoft.Network/virtualNetworks/VNET/subnets/NAME"
+            )
         sub, _rg = self._spec_scope(spec)
         sizes = self._call("virtual_machine_sizes", "list", {"location": spec.region},
                            note="credentials, and the target size exists in the region")
@@ -272,12 +279,18 @@ class AzureProvider:
             name = vm_name(spec.move_id, spec.token, index)
             iid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
             ids.append(iid)
-            if not dry_run:
+            # The lookup is a read, so a dry run sends it too and says when an interrupted run's VM
+            # would be reused; when it fails, the dry run still builds the create.
+            try:
                 existing = self._get(sub, rg, name, calls)
-                if existing is not None and (existing.tags or {}).get(TOKEN_TAG) == spec.token:
-                    calls[-1].note = "reused: created by an interrupted run"
-                    calls[-1].ids = [iid]
-                    continue
+            except SpotplanError:
+                if not dry_run:
+                    raise
+                existing = None
+            if existing is not None and (existing.tags or {}).get(TOKEN_TAG) == spec.token:
+                calls[-1].note = "reused: created by an interrupted run"
+                calls[-1].ids = [iid]
+                continue
             props: dict[str, Any] = {
                 "hardwareProfile": {"vmSize": spec.instance_type},
                 "storageProfile": {"imageReference": image_reference(spec.image or ""),
@@ -311,13 +324,13 @@ class AzureProvider:
 
     def _get(self, sub: str, rg: str, name: str, calls: list[Call], method: str = "get") -> Any:
         """virtual_machines.<method> (get or instance_view) of one VM, or None when there is no such VM."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         call = self._call("virtual_machines", method, {"resource_group_name": rg, "vm_name": name})
         calls.append(call)
         try:
             vm = self._send(call, sub)
         except CloudError as exc:
+            from azure.core.exceptions import ResourceNotFoundError  # here: the SDK is there once a call was sent
+
             if isinstance(exc.__cause__, ResourceNotFoundError):
                 call.outcome = "not found"
                 return None
@@ -361,6 +374,11 @@ class AzureProvider:
                 if not dry_run:
                     vm = self._get(sub, rg, name, calls)
                     tags = dict((vm.tags if vm is not None else None) or {})
+            if dry_run:
+                # Read-modify-write: the tags come from a get (built, not sent, in a dry run).
+                get = self._call("virtual_machines", "get", {"resource_group_name": rg, "vm_name": name})
+                get.outcome = "dry-run"
+                calls.append(get)
             tags[RESUME_TAG] = checkpoint_uri
             call = self._call("virtual_machines", "begin_update",
                               {"resource_group_name": rg, "vm_name": name, "parameters": {"tags": tags}})
@@ -368,10 +386,16 @@ class AzureProvider:
             calls.append(call)
         return calls
 
-    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
+    def states(self, ids: Sequence[str], dry_run: bool = False) -> tuple[list[Call], dict[str, str]]:
         calls: list[Call] = []
         out: dict[str, str] = {}
         for iid in ids:
+            if dry_run:
+                rg, name = ("<resource-group>", iid) if iid.startswith("<") else parse_id(iid)[1:]
+                call = self._call("virtual_machines", "instance_view", {"resource_group_name": rg, "vm_name": name})
+                call.outcome, out[iid] = "dry-run", "running"
+                calls.append(call)
+                continue
             view = self._get(*parse_id(iid), calls, method="instance_view")
             if view is None:
                 out[iid] = "missing"

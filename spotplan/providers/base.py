@@ -128,6 +128,8 @@ def translated(call: Call, translate: Translate) -> Iterator[None]:
     the call (credential problems exit 4), marked on the call as denied or failed."""
     try:
         yield
+    except SpotplanError:
+        raise  # already one of ours (e.g. the missing-extra hint from building the client)
     except Exception as exc:
         mapped = translate(f"{call.service}.{call.method}", exc)
         if mapped is None:
@@ -236,8 +238,9 @@ class Provider(Protocol):
         """Tell the held target which checkpoint to resume from (a tag / metadata key)."""
         ...
 
-    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
-        """Normalised state per id: running, pending, stopping, stopped, terminated, missing."""
+    def states(self, ids: Sequence[str], dry_run: bool = False) -> tuple[list[Call], dict[str, str]]:
+        """Normalised state per id: running, pending, stopping, stopped, terminated, missing. In a dry
+        run the read is built, not sent (the ids may be placeholders), and every id reads running."""
         ...
 
     def list_created(self, move_id: str, near: Sequence[str] = ()) -> dict[str, str]:

@@ -281,11 +281,11 @@ class GcpProvider:
     def _machine_type(self, call: Call, spec: LaunchSpec, zone: str, alone: bool) -> Any:
         """The machine type in one zone, or None when the zone does not offer it and others are
         tried."""
-        from google.api_core import exceptions as gexc
-
         try:
             got = self._send(call)
         except CloudError as exc:
+            from google.api_core import exceptions as gexc  # here: the SDK is there once a call was sent
+
             # Only an answer about the type means "not offered"; an unreachable endpoint says so itself.
             if isinstance(exc.__cause__, (gexc.NotFound, gexc.BadRequest)):
                 if not alone:
@@ -307,10 +307,16 @@ class GcpProvider:
     def launch(self, spec: LaunchSpec, dry_run: bool) -> tuple[list[Call], list[str]]:
         project, zone = self._project(spec), self._zone(spec)
         self.seen.add((project, zone))
+        # The lookup is a read, so a dry run sends it too and says when an interrupted run's
+        # instances would be reused; when it fails, the dry run still builds the inserts.
         calls: list[Call] = []
         existing: list[str] = []
-        if not dry_run:
+        try:
             lookup, existing = self._existing(project, zone, TOKEN_TAG, spec.token)
+        except SpotplanError:
+            if not dry_run:
+                raise
+        else:
             calls.append(lookup)
         ids = []
         for index in range(spec.count):
@@ -329,15 +335,16 @@ class GcpProvider:
                 scheduling.update(provisioning_model="STANDARD")
             network: dict[str, Any] = {"subnetwork": spec.network["subnet"]} if spec.network.get("subnet") else {
                 "network": "global/networks/default"}
+            labels = {label_value(k): move_label(v) if k == MOVE_TAG else label_value(v) for k, v in spec.tags.items()}
             resource = {
                 "name": name,
                 "machine_type": f"zones/{zone}/machineTypes/{spec.instance_type}",
                 "scheduling": scheduling,
-                "labels": {label_value(k): move_label(v) if k == MOVE_TAG else label_value(v)
-                           for k, v in spec.tags.items()},
+                "labels": labels,
                 "metadata": {"items": [{"key": "startup-script", "value": spec.user_data}]},
+                # The boot disk carries the labels too, so a sweep by label sees it.
                 "disks": [{"boot": True, "auto_delete": True,
-                           "initialize_params": {"source_image": spec.image}}],
+                           "initialize_params": {"source_image": spec.image, "labels": labels}}],
                 "network_interfaces": [network],
             }
             request_id = str(uuid.UUID(hex=(spec.token + f"{index:08x}")[-32:]))
@@ -379,11 +386,15 @@ class GcpProvider:
             project, zone, name = parse_id(iid) if not iid.startswith("<") else ("<project>", "<zone>", iid)
             items: list[dict[str, Any]] = []
             fingerprint = "<current fingerprint>"
-            if not dry_run:
-                get = self._call("instances", "get", {"project": project, "zone": zone, "instance": name})
+            # Read-modify-write: the metadata's fingerprint and items come from a get (built, not sent,
+            # in a dry run, where the target does not exist yet).
+            get = self._call("instances", "get", {"project": project, "zone": zone, "instance": name})
+            calls.append(get)
+            if dry_run:
+                get.outcome = "dry-run"
+            else:
                 inst = self._send(get)
                 get.outcome = "ok"
-                calls.append(get)
                 fingerprint = inst.metadata.fingerprint
                 items = [{"key": i.key, "value": i.value} for i in inst.metadata.items if i.key != RESUME_TAG]
             items.append({"key": RESUME_TAG, "value": checkpoint_uri})
@@ -394,17 +405,20 @@ class GcpProvider:
             calls.append(call)
         return calls
 
-    def states(self, ids: Sequence[str]) -> tuple[list[Call], dict[str, str]]:
-        from google.api_core import exceptions as gexc
-
+    def states(self, ids: Sequence[str], dry_run: bool = False) -> tuple[list[Call], dict[str, str]]:
         calls, out = [], {}
         for iid in ids:
-            project, zone, name = parse_id(iid)
+            project, zone, name = parse_id(iid) if not iid.startswith("<") else ("<project>", "<zone>", iid)
             call = self._call("instances", "get", {"project": project, "zone": zone, "instance": name})
             calls.append(call)
+            if dry_run:
+                call.outcome, out[iid] = "dry-run", "running"
+                continue
             try:
                 inst = self._send(call)
             except CloudError as exc:
+                from google.api_core import exceptions as gexc  # here: the SDK is there once a call was sent
+
                 if isinstance(exc.__cause__, gexc.NotFound):
                     call.outcome = "not found"
                     out[iid] = "missing"
