@@ -32,6 +32,10 @@ VOCABULARY: tuple[str, ...] = (
     "A40",
     "RTX-PRO-6000",
     "MI300X",
+    "MI25",
+    "V520",
+    "V620",
+    "AI100",
     "Gaudi",
     "Inferentia",
     "Inferentia2",
@@ -66,6 +70,13 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"m60", "M60"),
     (r"a40\b", "A40"),
     (r"mi300x", "MI300X"),
+    # AMD's Radeon parts and Qualcomm's accelerator, by model number (as MI300X is):
+    # AWS "AMD Radeon Pro V520", Azure "Radeon MI25" (NVv4) and "Radeon Pro V620" (NGads),
+    # AWS dl2q "Qualcomm AI 100 Accelerators".
+    (r"\bmi25\b", "MI25"),
+    (r"radeon.*v520|^v520$", "V520"),
+    (r"radeon.*v620|^v620$", "V620"),
+    (r"qualcomm.*ai\s*100|^ai\s*100$", "AI100"),
     (r"gaudi", "Gaudi"),
     (r"inferentia\s*2|inferentia2", "Inferentia2"),
     (r"inferentia", "Inferentia"),
@@ -100,7 +111,7 @@ def normalize_gpu_model(name: str | None) -> str:
             return canon
     # AWS and ec2instances.info put the vendor first ("NVIDIA X") where the other clouds write "X",
     # so a model the vocabulary does not know yet still gets one name across clouds. Other vendors'
-    # names ("Qualcomm AI 100 Accelerators", "Radeon Pro V520") carry no such prefix and stay as given.
+    # names the vocabulary does not know carry no such prefix and stay as given.
     return _NVIDIA_PREFIX.sub("", raw).strip() or raw
 
 

@@ -81,8 +81,11 @@ def test_existing_mappings_unchanged(name: str, canon: str) -> None:
     [
         ("NVIDIA B300", "B300"), ("NVIDIA GRID K520", "K520"),  # ec2instances.info's spellings
         ("NVIDIA RTX A6000", "RTX A6000"),  # not in the vocabulary yet: the vendor prefix still goes
-        ("  Qualcomm AI 100 Accelerators ", "Qualcomm AI 100 Accelerators"),  # other vendors: trimmed only
-        ("Radeon Pro V520", "Radeon Pro V520"),
+        ("  Qualcomm AI 100 Accelerators ", "AI100"),  # other vendors by model number, as MI300X
+        ("AMD Radeon Pro V520", "V520"),
+        ("Radeon Pro V620", "V620"),
+        ("Radeon MI25", "MI25"),
+        ("  Intel Data Center GPU Max 1100 ", "Intel Data Center GPU Max 1100"),  # unknown: trimmed only
     ],
 )
 def test_vendor_prefix_and_newer_models(name: str, canon: str) -> None:

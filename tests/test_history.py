@@ -31,8 +31,9 @@ def test_time_weighted_mean_over_window_by_hand() -> None:
     r = out.iloc[0]
     assert r["price"] == pytest.approx(13 / 8)
     assert r["latest_price"] == 3.0
-    # p95 over the prices in force inside the window [1, 2, 3]: linear quantile 2 + 0.9·1 = 2.9.
-    assert r["price_p95"] == pytest.approx(2.9)
+    # p95 of the prices in force, weighted by how long each held: 3.0 held 1h of 8h (12.5% > 5%),
+    # so it is the p95 (a plain quantile of the three quotes would say 2.9, a price never charged).
+    assert r["price_p95"] == pytest.approx(3.0)
     assert r["observations"] == 3
     assert r["as_of"] == "2026-11-01T11:00:00Z"
 
@@ -82,3 +83,14 @@ def test_history_stats_adds_changes_column() -> None:
     assert out.loc["a", "changes"] == 1
     assert out.loc["b", "changes"] == 0
     assert out.loc["a", "price"] == pytest.approx(1.5)
+
+
+def test_p95_weighs_each_price_by_how_long_it_held() -> None:
+    # 1.0 for 29 days, 9.0 for the last minute of a 30-day window: 9.0 held 0.002% of it, so the
+    # price in force 95% of the time is 1.0 (a plain quantile of the two quotes says 8.6).
+    df = pd.DataFrame([_row("us-east-1a", 30 * 24, 1.0), _row("us-east-1a", 1 / 60, 9.0)])
+    r = summarize(df, window_hours=30 * 24, now=NOW).iloc[0]
+    assert r["price_p95"] == 1.0
+    # Held for 10% of the window, the higher price is the p95.
+    df = pd.DataFrame([_row("us-east-1a", 30 * 24, 1.0), _row("us-east-1a", 72, 9.0)])
+    assert summarize(df, window_hours=30 * 24, now=NOW).iloc[0]["price_p95"] == 9.0

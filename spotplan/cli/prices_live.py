@@ -164,7 +164,8 @@ def pull(
             rows = pull_all(providers, req, bars)
         for note in req.notes:
             sys.stderr.write(f"note: {note}\n")
-        result = store.merge_into_store(rows)
+        result = store.merge_into_store(rows, quotes=True, aws_zone_names=req.zone_names)
+        _conflict_notes(result)
         as_of = store.store_as_of()
         import pandas as pd
 
@@ -217,19 +218,39 @@ def import_(
             sys.stderr.write(f"note: {note}\n")
         rows = result.rows
         merged = None if dry_run else store.merge_into_store(rows)
+        if merged is not None:
+            _conflict_notes(merged)
         providers = sorted(set(rows["provider"].unique()) | set(result.skipped))
+        shown = rendering(output, out)
         summary = pd.DataFrame([
             {"provider": p, "rows": int((rows["provider"] == p).sum()),
              "spot": int(((rows["provider"] == p) & (rows["market"] == "spot")).sum()),
              "on_demand": int(((rows["provider"] == p) & (rows["market"] == "on-demand")).sum()),
-             "gpu_models": ", ".join(sorted({str(g) for g in rows.loc[rows["provider"] == p, "gpu_model"] if g})[:8]),
+             "gpu_models": _model_list(rows.loc[rows["provider"] == p, "gpu_model"],
+                                       full=shown.format in (OutputFormat.json, OutputFormat.csv)),
              "new": "dry run" if merged is None else merged.added.get(p, 0),
              "skipped": result.skipped_total(p)}
             for p in providers
         ])
-        emit(_render(summary, rendering(output, out), title=f"{file} ({result.format})",
+        emit(_render(summary, shown, title=f"{file} ({result.format})",
                      meta={"schema": "spotplan.import/1", "file": str(file), "format": result.format,
                            "dry_run": dry_run, "skipped": result.skipped}), out)
+
+
+def _model_list(models: pd.Series, *, full: bool) -> str:
+    """The GPU models of an import: all of them for machines (JSON, CSV), the first eight and a
+    count of the rest for a table a person reads."""
+    names = sorted({str(g) for g in models if g})
+    if full or len(names) <= 8:
+        return ", ".join(names)
+    return ", ".join(names[:8]) + f", ... (+{len(names) - 8} more)"
+
+
+def _conflict_notes(result: Any) -> None:
+    for provider, n in sorted(result.conflicts.items()):
+        if n:
+            sys.stderr.write(f"note: {provider}: {n} observation(s) came with another price for the same pool and "
+                             "time than the store or an earlier row held; the one read last was kept\n")
 
 
 @app.command("history")
@@ -262,6 +283,9 @@ def history(
         from spotplan.times import as_utc, iso_z, parse_now
 
         provider = parse_provider(provider)
+        if png is not None and png.suffix.lower() != ".png":
+            # The chart is PNG bytes; under another name it would be a file that lies about itself.
+            raise InputError(f"--png {png}: the chart is written as PNG; give a path ending in .png")
         t_now = as_utc(parse_now(now or None))
         stored = read_store()
         rows = select_history(stored, provider, region, instance_type, days, t_now) if stored is not None else None

@@ -59,11 +59,9 @@ def terminal_chart(
     lines.append(f"{'':{name_w}}  {'':{width}}  {'mean':>9} {'p95':>9} {'latest':>9} {'changes':>7}")
     for zone, market in pools:
         sel = rows[(rows["zone"] == zone) & (rows["market"] == market)]
+        # Every line starts at its first observation: drawing a list price back to the window start
+        # would chart a price nobody had seen there (and the statistics do not count it either).
         steps = _steps(sel, edges)
-        if market == "on-demand":
-            # List prices are stamped when they were fetched; they held before that too.
-            first_known = next((v for v in steps if v is not None), float(sel["price_per_hour"].iloc[0]))
-            steps = [first_known if v is None else v for v in steps]
         chars = []
         for v in steps:
             if v is None:
@@ -107,10 +105,7 @@ def write_png(
                        key=lambda p: (p[1] != "spot", p[0]))
         for zone, market in pools:
             sel = rows[(rows["zone"] == zone) & (rows["market"] == market)].sort_values("_t")
-            times = [max(t, t0) for t in sel["_t"]] + [t1]
-            if market == "on-demand":
-                # List prices are stamped when they were fetched; they held before that too.
-                times[0] = t0
+            times = [max(t, t0) for t in sel["_t"]] + [t1]  # from its first observation, as the stats
             prices = list(sel["price_per_hour"].astype(float))
             prices.append(prices[-1])  # the last observation holds until now
             st = stat_by.get((zone, market))

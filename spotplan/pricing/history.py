@@ -1,5 +1,6 @@
 """Price histories reduced to what the planner prices with: one row per pool, its time-weighted mean
-over a window (each observation holds until the next one), its p95, latest price and as-of time.
+over a window (each observation holds until the next one), its time-weighted p95 (the 95th
+percentile of the prices in force), latest price and as-of time.
 
 A pool is (provider, region, zone, instance_type, market); several rows of a pool at different
 `observed_at` form its history (DESIGN.md §4.2).
@@ -90,8 +91,7 @@ def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = N
         .groupby([df[k] for k in POOL_KEY], sort=False)["interruption_band"]
         .last()
     )
-    in_window = df[(df["_w"] > 0)]
-    p95 = in_window.groupby([in_window[k] for k in POOL_KEY], sort=False)["price_per_hour"].quantile(0.95)
+    p95 = weighted_quantile(df[df["_w"] > 0], 0.95)
 
     out = last[["gpu_model", "gpu_count", "vcpus", "memory_gib", "source"]].copy()
     out["latest_price"] = last["price_per_hour"].astype(float)
@@ -104,6 +104,22 @@ def summarize(table: pd.DataFrame, window_hours: float, now: datetime | None = N
     out["observations"] = g.size().reindex(out.index).astype(int)
     out = out.reset_index()
     return out[list(SUMMARY_COLUMNS)]
+
+
+def weighted_quantile(df: pd.DataFrame, q: float) -> pd.Series:
+    """Per pool, the q-quantile of the prices in force over the window: the lowest price that held
+    for at least q of the window's time (`_w`, seconds each price held). A price held a minute
+    weighs a minute, and the answer is always a price that occurred."""
+    import pandas as pd
+
+    if df.empty:
+        return pd.Series(dtype=float)
+    keys = list(POOL_KEY)
+    ordered = df.sort_values([*keys, "price_per_hour"], kind="stable")
+    by_pool = ordered.groupby(keys, sort=False)["_w"]
+    reached = by_pool.cumsum() >= q * by_pool.transform("sum") * (1 - 1e-12)
+    first = ordered[reached].groupby(keys, sort=False)["price_per_hour"].first()
+    return first
 
 
 def count_changes(table: pd.DataFrame, window_hours: float, now: datetime | None = None) -> pd.Series:

@@ -18,7 +18,10 @@ Formats that carry no time (ec2instances, the advisor, SkyPilot) are stamped wit
 when given, else with the file's modification time, and a note says so: a copied file's mtime is the
 copy time, which would pass a months-old price off as today's.
 
-Malformed input raises InputError naming the file and the row (or JSON item).
+Malformed input raises InputError naming the file and the line as the file numbers it (CSV lines
+with the header as line 1, TSV lines) or the JSON item, and the source's own field name. Rows left
+out on purpose (other operating systems, non-GPU types, other currencies, ...) are counted per
+reason in `ImportResult.skipped`.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def import_file(
     it they get the file's mtime and a note saying so. `reference` is what is already known to the
     spot advisor: its on-demand prices and its observed spot pools (default: snapshot + store).
     """
-    from spotplan.pricing.table import normalize
+    from spotplan.pricing.table import RowError, normalize
 
     path = Path(path)
     if not path.is_file():
@@ -120,7 +123,20 @@ def import_file(
         if ctx.skipped:  # everything was left out on purpose: an import of nothing, not a bad file
             return ImportResult(fmt, empty_table(), notes, ctx.skipped)
         raise InputError(f"{path}: no GPU price rows found in this {fmt} file")
-    return ImportResult(fmt, normalize(df, origin=str(path)), notes, ctx.skipped)
+    try:
+        table = normalize(df, origin=str(path))
+    except RowError as exc:
+        # normalize() counts rows of the frame (spot and on-demand apart); the user needs the line
+        # or item of the file, which each parser recorded as `_where`.
+        where = df.iloc[exc.position].get("_where") if "_where" in df.columns else None
+        if not isinstance(where, str) or not where:
+            raise
+        raise ctx.bad(where, f"{exc.field} is {exc.value!r}, expected {exc.expected}") from None
+    for provider, reasons in sorted(ctx.skipped.items()):
+        if fmt != "spot-advisor":  # the advisor explains its own reasons above
+            listed = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+            notes.append(f"{provider}: rows left out: {listed}")
+    return ImportResult(fmt, table, notes, ctx.skipped)
 
 
 def parse_observed_at(value: str) -> str:
@@ -166,6 +182,8 @@ class _Ctx:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data":  # saved pages appended one per line (NDJSON): a list of pages
+                return _json_lines(text, self.path)
             raise InputError(f"{self.path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
 
     def expect(self, value: Any, kind: type, where: str) -> Any:
@@ -174,6 +192,17 @@ class _Ctx:
         if not isinstance(value, kind):
             raise self.bad(where, f"is {_json_kind(value)}, expected {'an object' if kind is dict else 'a list'}")
         return value
+
+
+def _json_lines(text: str, path: Path) -> list[Any]:
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: invalid JSON at line {n}: {exc.msg}") from None
+    return out
 
 
 def _page_label(doc: Any, n: int) -> str:
@@ -206,7 +235,9 @@ def detect_format(text: str, path: Path | str = "<input>") -> str:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            if exc.msg != "Extra data":
+                raise InputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            doc = _json_lines(text, Path(path))
         first = doc[0] if isinstance(doc, list) and doc else doc
         if isinstance(first, dict):
             if "SpotPriceHistory" in first or {"SpotPrice", "InstanceType"} <= set(first):
@@ -236,20 +267,30 @@ def detect_format(text: str, path: Path | str = "<input>") -> str:
     raise InputError(f"{path}: cannot tell the format from its first line", hint="pass --format")
 
 
-def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool = True) -> float | None:
+def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool = True,
+         price: bool = False) -> float | None:
+    """A number of the source; `price`: also non-negative and finite (USD per hour), checked here
+    so the error names the source's field and line rather than a price-table column."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         if required:
             raise ctx.bad(where, f"{field_name} is empty")
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ctx.bad(where, f"{field_name} is {value!r}, expected a number") from None
+    if price and not 0 <= number < float("inf"):
+        raise ctx.bad(where, f"{field_name} is {value!r}, expected a non-negative number (USD per hour)")
+    return number
 
 
 def _csv_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
-    # Row numbers as a spreadsheet shows them: the header is row 1.
-    yield from enumerate(csv.DictReader(io.StringIO(text)), start=2)
+    # Line numbers as an editor shows them (the header is line 1), also when a quoted cell spans lines.
+    reader = csv.DictReader(io.StringIO(text))
+    start = 2
+    for r in reader:
+        yield start, r
+        start = reader.line_num + 1
 
 
 # ------------------------------------------------------------------------------------------- AWS
@@ -279,19 +320,30 @@ def _aws_spot_history(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                 items.append(page)
         for n, it in enumerate(items, start=1):
             where = f"SpotPriceHistory item {n}"
-            if not isinstance(it, dict) or "InstanceType" not in it or "AvailabilityZone" not in it:
-                raise ctx.bad(where, "expected InstanceType, AvailabilityZone, SpotPrice, Timestamp")
+            if not isinstance(it, dict) or "InstanceType" not in it or not (
+                    "AvailabilityZone" in it or "AvailabilityZoneId" in it):
+                raise ctx.bad(where, "expected InstanceType, AvailabilityZone (or AvailabilityZoneId), SpotPrice, "
+                                     "Timestamp")
             if not isinstance(it["InstanceType"], str):
                 raise ctx.bad(where, f"InstanceType is {_json_kind(it['InstanceType'])}, expected a name")
             if it.get("ProductDescription", "Linux/UNIX") not in _LINUX:
+                ctx.skip("aws", "not Linux/UNIX")
                 continue
-            az = str(it["AvailabilityZone"])
-            m = re.match(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)", az)
-            if not m:
-                raise ctx.bad(where, f"AvailabilityZone is {az!r}")
-            rows.append(_aws_spot_row(it["InstanceType"], m.group(1), az,
-                                      _num(it.get("SpotPrice"), ctx, where, "SpotPrice"),
-                                      _time(it.get("Timestamp"), ctx, where)))
+            if "AvailabilityZone" in it:
+                az = str(it["AvailabilityZone"])
+                m = re.match(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)", az)
+                if not m:
+                    raise ctx.bad(where, f"AvailabilityZone is {az!r}")
+                region = m.group(1)
+            else:  # the ID only; the store names it when a pull has seen the pair
+                az = str(it["AvailabilityZoneId"])
+                try:
+                    region = region_of_az_id(az)
+                except ValueError as exc:
+                    raise ctx.bad(where, f"AvailabilityZoneId: {exc}") from None
+            rows.append(_aws_spot_row(it["InstanceType"], region, az,
+                                      _num(it.get("SpotPrice"), ctx, where, "SpotPrice", price=True),
+                                      _time(it.get("Timestamp"), ctx, where), where))
     else:
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -302,22 +354,27 @@ def _aws_spot_history(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                 raise ctx.bad(where, f"expected 5 tab-separated fields, found {len(cells)}")
             az_id, itype, product, price, ts = (c.strip() for c in cells)
             if product not in _LINUX:
+                ctx.skip("aws", "not Linux/UNIX")
                 continue
             try:
                 region = region_of_az_id(az_id)
             except ValueError as exc:
                 raise ctx.bad(where, str(exc)) from None
-            # Only the AZ *ID* is known here (names differ per account), so it is the zone.
-            rows.append(_aws_spot_row(itype, region, az_id, _num(price, ctx, where, "spot_price"),
-                                      _time(ts, ctx, where)))
-    return [r for r in rows if r["gpu_model"]]
+            # Only the AZ *ID* is known here (names differ per account); the store names it when a
+            # pull has seen the pair.
+            rows.append(_aws_spot_row(itype, region, az_id, _num(price, ctx, where, "spot_price", price=True),
+                                      _time(ts, ctx, where), where))
+    gpu_rows = [r for r in rows if r["gpu_model"]]
+    if len(gpu_rows) < len(rows):
+        ctx.skip("aws", "not a GPU instance type", len(rows) - len(gpu_rows))
+    return gpu_rows
 
 
-def _aws_spot_row(itype: str, region: str, zone: str, price: float | None, ts: str) -> dict[str, Any]:
+def _aws_spot_row(itype: str, region: str, zone: str, price: float | None, ts: str, where: str) -> dict[str, Any]:
     model, count = _aws_shape(itype)
     return {"provider": "aws", "region": region, "zone": zone, "instance_type": itype, "gpu_model": model,
             "gpu_count": count, "market": "spot", "price_per_hour": price, "observed_at": ts, "interruption_band": "",
-            "source": "aws describe-spot-price-history"}
+            "source": "aws describe-spot-price-history", "_where": where}
 
 
 def _time(value: Any, ctx: _Ctx, where: str) -> str:
@@ -343,6 +400,7 @@ def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                 raise ctx.bad(where, "expected an object with instance_type")
             itype = str(inst["instance_type"])
             if not inst.get("GPU"):
+                ctx.skip("aws", "not a GPU instance type")
                 continue
             model, count = _aws_shape(itype, _ec2i_model(inst), _num(inst.get("GPU"), ctx, where, "GPU"))
             shape = {"gpu_model": model, "gpu_count": count,
@@ -353,7 +411,7 @@ def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                 linux = ctx.expect(ctx.expect(by_os, dict, f"{w}: pricing.{region}").get("linux") or {}, dict,
                                    f"{w}: pricing.{region}.linux")
                 rows += _ec2i_rows(itype, region, shape, linux.get("ondemand"), linux.get("spot_avg"),
-                                   linux.get("pct_interrupt"), ctx, w, source)
+                                   linux.get("pct_interrupt"), ctx, w, source, ("ondemand", "spot_avg"))
     else:
         for n, r in _csv_rows(text):
             where = f"row {n}"
@@ -364,7 +422,8 @@ def _ec2instances(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                      "vcpus": _num(r.get("vcpus"), ctx, where, "vcpus", required=False),
                      "memory_gib": _num(r.get("memory_gib"), ctx, where, "memory_gib", required=False)}
             rows += _ec2i_rows(itype, r.get("region", ""), shape, r.get("ondemand_linux"),
-                               r.get("spot_avg_linux"), r.get("pct_interrupt"), ctx, where, source)
+                               r.get("spot_avg_linux"), r.get("pct_interrupt"), ctx, where, source,
+                               ("ondemand_linux", "spot_avg_linux"))
     return rows
 
 
@@ -378,14 +437,14 @@ def _ec2i_model(inst: dict[str, Any]) -> str:
 
 
 def _ec2i_rows(itype: str, region: str, shape: dict[str, Any], od: Any, spot: Any, band: Any,
-               ctx: _Ctx, where: str, source: str) -> list[dict[str, Any]]:
+               ctx: _Ctx, where: str, source: str, fields: tuple[str, str]) -> list[dict[str, Any]]:
     out = []
     base = {"provider": "aws", "region": region, "zone": "", "instance_type": itype, **shape,
-            "observed_at": ctx.stamp, "source": source}
-    od_price = _num(od, ctx, where, "on-demand price", required=False)
+            "observed_at": ctx.stamp, "source": source, "_where": where}
+    od_price = _num(od, ctx, where, fields[0], required=False, price=True)
     if od_price is not None:
         out.append({**base, "market": "on-demand", "price_per_hour": od_price, "interruption_band": ""})
-    spot_price = _num(spot, ctx, where, "spot price", required=False)
+    spot_price = _num(spot, ctx, where, fields[1], required=False, price=True)
     if spot_price is not None:
         # ec2instances.info publishes min/avg/max over its window; the average is the fair price.
         out.append({**base, "market": "spot", "price_per_hour": spot_price, "interruption_band": band or "",
@@ -418,7 +477,7 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
     observed = _observed_spot_pools(reference)
     rows: list[dict[str, Any]] = []
     banded: list[dict[str, Any]] = []
-    for region, itype, band, savings, _where in entries:
+    for region, itype, band, savings, where in entries:
         model, count = _aws_shape(itype)
         if not model:
             continue
@@ -439,7 +498,7 @@ def _spot_advisor(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
                      "gpu_model": model, "gpu_count": count, "vcpus": ref["vcpus"], "memory_gib": ref["memory_gib"],
                      "market": "spot", "price_per_hour": round(ref["price"] * (1 - savings / 100.0), 6),
                      "interruption_band": band, "observed_at": ctx.stamp,
-                     "source": DERIVED_ADVISOR_SOURCE})
+                     "source": DERIVED_ADVISOR_SOURCE, "_where": where})
     explain = {
         _NO_ON_DEMAND: "no on-demand price known to apply the advisor's savings to (pull or import on-demand "
                        "prices first)",
@@ -561,12 +620,13 @@ def _skypilot(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         if not itype:
             raise ctx.bad(where, "InstanceType is empty")
         if not r.get("AcceleratorName") and not itype.startswith("Standard_"):
+            ctx.skip(_skypilot_provider(itype), "not a GPU instance type")
             continue
-        # AWS types are family.size (p6-b200.48xlarge has a dash too); GCP machine types have no dot.
-        provider = "azure" if itype.startswith("Standard_") else ("aws" if "." in itype else "gcp")
-        price = _num(r.get("Price"), ctx, where, "Price", required=False)
-        spot = _num(r.get("SpotPrice"), ctx, where, "SpotPrice", required=False)
+        provider = _skypilot_provider(itype)
+        price = _num(r.get("Price"), ctx, where, "Price", required=False, price=True)
+        spot = _num(r.get("SpotPrice"), ctx, where, "SpotPrice", required=False, price=True)
         if price is None and spot is None:
+            ctx.skip(provider, "no price")
             continue  # e.g. Azure *_Promo sizes: listed without prices
         count = _num(r.get("AcceleratorCount"), ctx, where, "AcceleratorCount", required=False)
         model = r.get("AcceleratorName") or ""
@@ -576,21 +636,38 @@ def _skypilot(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         elif provider == "aws":
             model, count = _aws_shape(itype, model, count)
         if not model:
+            ctx.skip(provider, "not a GPU instance type")
             continue
         base = {"provider": provider, "region": r.get("Region", ""), "zone": r.get("AvailabilityZone") or "",
                 "instance_type": itype, "gpu_model": model, "gpu_count": count,
                 "vcpus": _num(r.get("vCPUs"), ctx, where, "vCPUs", required=False),
                 "memory_gib": _num(r.get("MemoryGiB"), ctx, where, "MemoryGiB", required=False),
-                "interruption_band": "", "observed_at": ctx.stamp, "source": "skypilot catalog"}
+                "interruption_band": "", "observed_at": ctx.stamp, "source": "skypilot catalog", "_where": where}
         if price is not None:
-            rows.append({**base, "market": "on-demand", "price_per_hour": price})
+            # An on-demand price is the region's (§4.2: zone empty means region-wide), even where the
+            # catalog repeats it on every zone's line; the repeats collapse to one row below.
+            rows.append({**base, "zone": "", "market": "on-demand", "price_per_hour": price})
         if spot is not None and spot != price:  # SpotPrice == Price marks "no spot price" (H100 v5 rows)
             rows.append({**base, "market": "spot", "price_per_hour": spot})
-    return rows
+    seen: set[tuple[str, str, str, str]] = set()
+    out = []
+    for row in rows:
+        if row["market"] == "on-demand":
+            key = (row["provider"], row["region"], row["instance_type"], str(row["price_per_hour"]))
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(row)
+    return out
+
+
+def _skypilot_provider(itype: str) -> str:
+    # AWS types are family.size (p6-b200.48xlarge has a dash too); GCP machine types have no dot.
+    return "azure" if itype.startswith("Standard_") else ("aws" if "." in itype else "gcp")
 
 
 def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
-    from spotplan.pricing.sources.azure import parse_retail_item
+    from spotplan.pricing.sources.azure import parse_retail_item, retail_currency
 
     doc = ctx.json(text)
     pages = doc if isinstance(doc, list) else [doc]
@@ -605,13 +682,24 @@ def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         where = f"item {n}"
         if not isinstance(it, dict) or "armSkuName" not in it or "retailPrice" not in it:
             raise ctx.bad(where, "expected an Azure retail price item (armSkuName, retailPrice, ...)")
-        if not isinstance(it["retailPrice"], (int, float)):
+        if not isinstance(it["retailPrice"], (int, float)) or isinstance(it["retailPrice"], bool):
             raise ctx.bad(where, f"retailPrice is {it['retailPrice']!r}, expected a number")
+        _num(it["retailPrice"], ctx, where, "retailPrice", price=True)
+        currency = retail_currency(it)
+        if currency != "USD":
+            # The table holds USD (§4.2); converting at some day's rate would invent a price.
+            ctx.skip("azure", f"priced in {currency or 'no currency'}, not USD")
+            continue
         row = parse_retail_item(it)
-        if row is None or not row["gpu_model"]:
+        if row is None:
+            ctx.skip("azure", "not a Linux pay-as-you-go VM hour")
+            continue
+        if not row["gpu_model"]:
+            ctx.skip("azure", "not a GPU size")
             continue
         row["observed_at"] = it.get("effectiveStartDate") or ctx.stamp
         row["source"] = "azure retail prices (import)"
+        row["_where"] = where
         rows.append(row)
     return rows
 
@@ -631,10 +719,10 @@ def _gcp_pricing(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
             "memory_gib": _num(r.get("ram_gib"), ctx, where, "ram_gib", required=False),
             "interruption_band": "",
             "observed_at": _time(r.get("snapshot_time"), ctx, where) if r.get("snapshot_time") else ctx.stamp,
-            "source": "cyclenerd google-cloud-pricing-cost-calculator",
+            "source": "cyclenerd google-cloud-pricing-cost-calculator", "_where": where,
         }
-        od = _num(r.get("hour"), ctx, where, "hour", required=False)
-        spot = _num(r.get("hour_spot"), ctx, where, "hour_spot", required=False)
+        od = _num(r.get("hour"), ctx, where, "hour", required=False, price=True)
+        spot = _num(r.get("hour_spot"), ctx, where, "hour_spot", required=False, price=True)
         if od is not None:
             rows.append({**base, "market": "on-demand", "price_per_hour": od})
         if spot is not None:

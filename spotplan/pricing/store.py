@@ -5,11 +5,17 @@ window adds nothing and each pool keeps one history.
 Writes are all-or-nothing: new files are written beside the old ones and swapped in with
 `os.replace` only once every provider's file is complete, so a pull that fails half way leaves the
 store exactly as it was. A lock file serialises concurrent writers.
+
+The store also owns the one spelling of an AWS zone: pulls see both the zone name (`us-east-1a`,
+which differs per account) and its ID (`use1-az1`), while the TSV capture and SkyPilot know only
+IDs. The pairs a pull saw are kept in `aws-zones.json`, and every AWS row is stored under the name
+when its ID's name is known, so one pool never has two histories.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +41,9 @@ class MergeResult:
 
     added: dict[str, int] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
+    #: Observations given for a (pool, instant) the store or the same input already held at another
+    #: price; the one read last is kept (a newer pull or import corrects an older one).
+    conflicts: dict[str, int] = field(default_factory=dict)
 
 
 def store_file(provider: str, root: Path | None = None) -> Path:
@@ -92,11 +101,22 @@ def newest_observations(provider: str, market: str, root: Path | None = None) ->
     }
 
 
-def merge_into_store(rows: pd.DataFrame, root: Path | None = None) -> MergeResult:
+def merge_into_store(
+    rows: pd.DataFrame, root: Path | None = None, *, quotes: bool = False,
+    aws_zone_names: dict[str, str] | None = None,
+) -> MergeResult:
     """Add `rows` (price-table columns) to the store; duplicates of stored observations are dropped.
 
     A newer copy of an observation replaces the stored one (a feed may fill in a band later), so the
-    count of added rows only counts observations the store did not have.
+    count of added rows only counts observations the store did not have. Two prices for one pool
+    and instant are a conflict: the one read last wins and `conflicts` counts it.
+
+    `quotes`: the rows are list prices re-quoted at every pull, not changes. A quote that repeats
+    the pool's price does not add a point each time: the pool keeps the first quote of the price
+    (when it took effect, as far as the store knows) and its newest quote (it still held then, which
+    keeps `as_of` honest), and the newest moves forward. The step function is unchanged.
+
+    `aws_zone_names`: AZ ID → zone name pairs a pull saw; remembered, and applied to every AWS row.
     """
     import pandas as pd
 
@@ -104,26 +124,40 @@ def merge_into_store(rows: pd.DataFrame, root: Path | None = None) -> MergeResul
 
     root = root or price_store_dir()
     result = MergeResult()
-    if rows.empty:
+    if rows.empty and not aws_zone_names:
         return result
     new = normalize(rows, origin="new prices")
     new["observed_at"] = canonical_time(new["observed_at"])
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
+        zone_names = {**_zone_names(root), **(aws_zone_names or {})}
+        providers = set(new["provider"])
+        if aws_zone_names and store_file("aws", root).exists():
+            providers.add("aws")  # stored zone IDs take the names this pull just learnt
         staged: list[tuple[Path, Path]] = []
         try:
-            for provider, part in new.groupby("provider", sort=True):
+            for provider in sorted(providers):
+                part = new[new["provider"] == provider]
                 path = store_file(str(provider), root)
                 old = _read(path) if path.exists() else None
                 before = 0 if old is None else len(old)
                 combined = part if old is None else pd.concat([old, part], ignore_index=True)
+                if provider == "aws" and zone_names:
+                    combined["zone"] = combined["zone"].map(lambda z: zone_names.get(z, z))
+                result.conflicts[str(provider)] = _count_conflicts(combined)
                 combined = combined.drop_duplicates(list(OBS_KEY), keep="last")
                 combined = combined.sort_values(list(OBS_KEY), kind="stable").reset_index(drop=True)
+                if quotes and old is not None:
+                    combined = _drop_repeated_quotes(combined, old)
                 result.added[str(provider)] = len(combined) - before
                 result.total[str(provider)] = len(combined)
                 tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
                 combined.to_parquet(tmp, index=False)
                 staged.append((tmp, path))
+            if aws_zone_names:
+                tmp = _zones_file(root).with_name(f".aws-zones.json.tmp-{os.getpid()}")
+                tmp.write_text(json.dumps(dict(sorted(zone_names.items())), indent=1))
+                staged.append((tmp, _zones_file(root)))
         except BaseException:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -131,6 +165,49 @@ def merge_into_store(rows: pd.DataFrame, root: Path | None = None) -> MergeResul
         for tmp, path in staged:
             os.replace(tmp, path)
     return result
+
+
+def aws_zone_names(root: Path | None = None) -> dict[str, str]:
+    """AZ ID → zone name pairs the pulls have seen (empty before the first AWS pull)."""
+    return _zone_names(root or price_store_dir())
+
+
+def _zones_file(root: Path) -> Path:
+    return root / "aws-zones.json"
+
+
+def _zone_names(root: Path) -> dict[str, str]:
+    path = _zones_file(root)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a damaged map only costs the renaming; the next AWS pull writes it again
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _count_conflicts(combined: pd.DataFrame) -> int:
+    """(pool, instant) keys held at more than one price (rounding below 1e-9 $/h is the same price)."""
+    prices = combined["price_per_hour"].round(9)
+    distinct = prices.groupby([combined[k] for k in OBS_KEY], sort=False).nunique()
+    return int((distinct > 1).sum())
+
+
+def _drop_repeated_quotes(combined: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """Drop a pool's quotes in the middle of a run of one price, from the pool's newest stored
+    observation on (older history is left as it was stored): of a run, its first and last remain."""
+
+    keys = list(POOL_KEY)
+    newest_old = old.groupby(keys, sort=False)["observed_at"].max().rename("_newest_old")
+    df = combined.join(newest_old, on=keys)
+    same = df.groupby(keys, sort=False)["price_per_hour"]
+    prev, nxt = same.shift(1), same.shift(-1)
+    t = parse_times(df["observed_at"])
+    recent = df["_newest_old"].isna() | (t >= parse_times(df["_newest_old"].fillna("")))
+    middle = recent & (df["price_per_hour"] == prev) & (df["price_per_hour"] == nxt)
+    out: pd.DataFrame = combined[~middle.to_numpy()].reset_index(drop=True)
+    return out
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -75,6 +75,8 @@ class PricingData:
         # Faults: service → how many next requests to throttle; service → page index that always fails.
         self.throttle: dict[str, int] = defaultdict(int)
         self.fail_page: dict[str, int] = {}
+        #: Services that answer 403 Access Denied to every request (a proxy or bucket policy says no).
+        self.deny: set[str] = set()
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.page_size = {"ec2": 200, "pricing": 100, "gcp_billing": 300, "gcp_compute": 40, "azure": 100}
         if shared_data is not None:
@@ -281,6 +283,8 @@ class PricingData:
     def take_fault(self, service: str, page: int) -> str | None:
         with self.lock:
             self.requests.append((service, {"page": page}))
+            if service in self.deny:
+                return "deny"
             if self.throttle[service] > 0:
                 self.throttle[service] -= 1
                 return "throttle"
@@ -324,8 +328,12 @@ def _make_handler(data: PricingData) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             q = parse_qs(url.query)
             if url.path == ADVISOR_PATH:
-                if data.take_fault("advisor", 0) == "throttle":
+                fault = data.take_fault("advisor", 0)
+                if fault == "throttle":
                     return self._send(429, "Slow Down", "text/plain")
+                if fault == "deny":  # what S3 answers a bucket policy that refuses the caller
+                    return self._send(403, "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                                      "application/xml")
                 return self._json(200, data.advisor)
             if url.path == f"/v1/services/{GCP_COMPUTE_SERVICE}/skus":
                 return self._gcp_skus(q)
@@ -483,6 +491,8 @@ def _make_handler(data: PricingData) -> type[BaseHTTPRequestHandler]:
                 return self._json(429, {"Error": {"Code": "TooManyRequests", "Message": "Too many requests"}})
             if fault == "fail":
                 return self._json(500, {"Error": {"Code": "InternalServerError", "Message": "boom"}})
+            if fault == "deny":
+                return self._json(403, {"Error": {"Code": "Forbidden", "Message": "Access denied"}})
             try:
                 hits = [i for i in data.azure_items if _odata_match(flt, i)]
             except ValueError as exc:

@@ -42,6 +42,8 @@ class PullRequest:
     workers: int = 8
     #: Things the user should know that are not errors (a skipped optional source); the CLI prints them.
     notes: list[str] = field(default_factory=list)
+    #: AWS AZ ID → zone name, as the spot history answered them (the store keeps one name per zone).
+    zone_names: dict[str, str] = field(default_factory=dict)
 
 
 def retry_base_seconds() -> float:
@@ -100,11 +102,22 @@ def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_pro
     from spotplan.pricing.table import empty_table
 
     modules = {"aws": aws, "gcp": gcp, "azure": azure}
-    unknown = [r for r in req.regions if not any(region_belongs(p, r) for p in modules)]
+    # Region names are lower case on every cloud; `prices show --region` matches in any case too.
+    unknown = [r for r in req.regions if not any(region_belongs(p, r.strip().lower()) for p in modules)]
+    req.regions = [r.strip().lower() for r in req.regions]
     if unknown:
         from spotplan.errors import InputError
 
         raise InputError(f"--region {unknown[0]!r} is not an AWS, GCP or Azure region name")
+    names = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+    elsewhere = [r for r in req.regions if not any(region_belongs(p, r) for p in providers)]
+    if elsewhere:
+        from spotplan.errors import InputError
+
+        raise InputError(f"--region {elsewhere[0]!r} is not a region name of "
+                         + " or ".join(names[p] for p in providers),
+                         hint="--provider all sends each region to the cloud whose names it matches")
+    check_gpu(req.gpu)
     frames = []
     for provider in providers:
         regions = [r for r in req.regions if region_belongs(provider, r)]
@@ -116,7 +129,73 @@ def pull_all(providers: list[str], req: PullRequest, progress: Progress = no_pro
         check_pulled(frame, provider)
         frames.append(frame)
     frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else empty_table()
+    if not frames:
+        return empty_table()
+    return fill_shapes(pd.concat(frames, ignore_index=True))
+
+
+def known_gpu_models() -> list[str]:
+    """Every GPU model a pull can return: the vocabulary plus the per-cloud tables' names."""
+    from spotplan.gpus import VOCABULARY, normalize_gpu_model
+    from spotplan.pricing.sources import aws, azure, gcp
+
+    names = {*VOCABULARY, *(m for m, _ in aws.GPU_FAMILIES.values()), *(m for m, _ in azure.GPU_SKUS.values()),
+             *gcp.GPU_FAMILIES.values()}
+    return sorted({normalize_gpu_model(n) for n in names})
+
+
+def check_gpu(gpu: str | None) -> None:
+    """InputError for a --gpu that matches no known model: a typo must not pull nothing on two
+    clouds and, through an empty filter, everything on a third."""
+    import difflib
+
+    from spotplan.errors import InputError
+    from spotplan.gpus import gpu_matches
+
+    if not gpu or not gpu.strip():
+        return
+    known = known_gpu_models()
+    if any(gpu_matches(gpu, m) for m in known):
+        return
+    close = difflib.get_close_matches(gpu.strip().upper(), [k.upper() for k in known], n=3, cutoff=0.5)
+    by_upper = {k.upper(): k for k in known}
+    hint = f"did you mean {', '.join(by_upper[c] for c in close)}? " if close else ""
+    raise InputError(f"--gpu {gpu!r} is not a known GPU model",
+                     hint=f"{hint}known: {', '.join(known)}; a family such as A100 takes every variant")
+
+
+#: Shape columns a source may not give (the Azure Retail API has no memory, say).
+_SHAPE = ("gpu_model", "gpu_count", "vcpus", "memory_gib")
+
+
+def fill_shapes(rows: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fill the shape columns a pulled row lacks from what the bundled snapshot and the store know
+    of the same provider and instance type, so a pull never blanks out a known shape (the newest
+    observation is what `prices show` prints)."""
+    import pandas as pd
+
+    if reference is None:
+        from spotplan.pricing.snapshot import load_snapshot
+        from spotplan.pricing.store import read_store
+
+        stored = read_store()
+        snap = load_snapshot()
+        reference = snap if stored is None else pd.concat([snap, stored], ignore_index=True)
+    out = rows.copy()
+    key = out["provider"].astype(str) + "|" + out["instance_type"].astype(str).str.lower()
+    ref_key = reference["provider"].astype(str) + "|" + reference["instance_type"].astype(str).str.lower()
+    for col in _SHAPE:
+        if col not in out.columns:
+            out[col] = None
+        have = reference[col].notna() & (reference[col].astype(str).str.strip() != "")
+        known = pd.Series(reference.loc[have, col].to_numpy(), index=ref_key[have].to_numpy())
+        known = known[~known.index.duplicated(keep="last")]
+        missing = out[col].isna() | (out[col].astype(str).str.strip() == "")
+        if bool(missing.any()):
+            filled = key[missing].map(known)
+            out[col] = out[col].astype(object)
+            out.loc[missing, col] = filled.to_numpy()
+    return out
 
 
 def pool_label(row: Any) -> str:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from spotplan.errors import CloudError, CredentialsError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
 from spotplan.gpus import gpu_matches
 from spotplan.pricing.sources import (
     Progress,
@@ -114,8 +114,19 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     # One session builds every client here, in this thread (sessions are not thread-safe, clients
     # are), so the EC2 service model is loaded once rather than once per region.
     session = boto3.session.Session()
-    regions = req.regions or _list_regions(session)
-    bands = _advisor_bands()
+    known = _list_regions(session)
+    unknown = [r for r in req.regions if r not in known]
+    if unknown:
+        raise InputError(f"--region {unknown[0]!r} is not an AWS region (DescribeRegions lists {len(known)}, "
+                         f"e.g. {', '.join(known[:4])})")
+    regions = req.regions or known
+    try:
+        bands = _advisor_bands()
+    except CloudError as exc:
+        # The feed gives bands only: without it the prices are still worth storing.
+        req.notes.append(f"aws: {exc}; interruption bands left empty (pull again later, or import the feed "
+                         "with `spotplan prices import`)")
+        bands = {}
     progress("aws advisor", 1, 1)
     pricing = _client(session, "pricing", PRICING_REGION)  # one endpoint serves every region
     ec2 = {r: _client(session, "ec2", r) for r in regions}
@@ -201,6 +212,9 @@ def _with_shape(row: dict[str, Any], prod: dict[str, Any] | None) -> dict[str, A
 
 
 def _spot_history(client: Any, region: str, req: PullRequest, progress: Progress, key: str) -> list[dict[str, Any]]:
+    patterns = family_patterns(req.gpu)
+    if not patterns:
+        return []  # no GPU family of this model; an empty filter would return every instance type
     end = req.now
     start = end - timedelta(days=req.days)
     resume = req.resume_from(region)
@@ -213,7 +227,7 @@ def _spot_history(client: Any, region: str, req: PullRequest, progress: Progress
         StartTime=start,
         EndTime=end,
         ProductDescriptions=["Linux/UNIX"],
-        Filters=[{"Name": "instance-type", "Values": family_patterns(req.gpu)}],
+        Filters=[{"Name": "instance-type", "Values": patterns}],
         PaginationConfig={"PageSize": 1000},
     )
     out: list[dict[str, Any]] = []
@@ -223,6 +237,8 @@ def _spot_history(client: Any, region: str, req: PullRequest, progress: Progress
                 ts = item["Timestamp"]
                 if ts.tzinfo is None:
                     ts = ts.replace(tzinfo=timezone.utc)
+                if item.get("AvailabilityZoneId") and item.get("AvailabilityZone"):
+                    req.zone_names[item["AvailabilityZoneId"]] = item["AvailabilityZone"]
                 out.append({
                     "provider": "aws", "region": region, "zone": item.get("AvailabilityZone", ""),
                     "instance_type": item["InstanceType"], "market": "spot",
@@ -298,6 +314,8 @@ def _advisor_bands() -> dict[str, dict[str, str]]:
     """region → instance type → band, Linux, from the Spot Instance Advisor feed."""
     import requests
 
+    from spotplan.pricing.table import one_line
+
     url = os.environ.get("SPOTPLAN_AWS_SPOT_ADVISOR_URL") or SPOT_ADVISOR_URL
 
     def fetch() -> dict[str, Any]:
@@ -309,7 +327,7 @@ def _advisor_bands() -> dict[str, dict[str, str]]:
     try:
         feed = with_retries(fetch, http_retryable)
     except Exception as exc:
-        raise CloudError(f"AWS Spot Instance Advisor feed {url}: {exc}") from exc
+        raise CloudError(f"the Spot Instance Advisor feed failed ({url}: {one_line(exc)})") from exc
     return advisor_bands(feed)
 
 

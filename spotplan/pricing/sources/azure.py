@@ -15,7 +15,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from spotplan.errors import CloudError, CredentialsError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
 from spotplan.gpus import gpu_matches
 from spotplan.pricing.sources import (
     Progress,
@@ -71,6 +71,14 @@ GPU_SKUS: dict[str, tuple[str, float]] = {
     "Standard_NV12s_v3": ("M60", 1),
     "Standard_NV24s_v3": ("M60", 2),
     "Standard_NV48s_v3": ("M60", 4),
+    # AMD partitions: NVv4 slices one MI25 into 8, NGads V620 one V620 into 4.
+    "Standard_NV4as_v4": ("Radeon MI25", 1 / 8),
+    "Standard_NV8as_v4": ("Radeon MI25", 1 / 4),
+    "Standard_NV16as_v4": ("Radeon MI25", 1 / 2),
+    "Standard_NV32as_v4": ("Radeon MI25", 1),
+    "Standard_NG8ads_V620_v1": ("Radeon Pro V620", 1 / 4),
+    "Standard_NG16ads_V620_v1": ("Radeon Pro V620", 1 / 2),
+    "Standard_NG32ads_V620_v1": ("Radeon Pro V620", 1),
 }
 
 
@@ -86,6 +94,11 @@ def gpu_shape(sku: str) -> tuple[str, float | None]:
         if model in VOCABULARY:
             return model, None
     return "", None
+
+
+def retail_currency(item: dict[str, Any]) -> str:
+    """The item's currency; the API's default (and an item that names none) is USD."""
+    return str(item.get("currencyCode", "USD") or "").strip().upper()
 
 
 def parse_retail_item(item: dict[str, Any]) -> dict[str, Any] | None:
@@ -124,8 +137,14 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     pulled_at = iso_z(req.now)
     regions: list[str | None] = list(req.regions) or [None]
     with ThreadPoolExecutor(max_workers=max(1, min(req.workers, len(regions)))) as pool:
-        parts = list(pool.map(lambda r: _retail(r, progress), regions))
-    rows = [r for part in parts for r in part]
+        parts = list(pool.map(lambda r: _retail(r, progress, req.notes), regions))
+    for region, part in zip(regions, parts):
+        if region is not None and part is None:
+            # The API answers an unknown armRegionName with an empty page, like a region without
+            # N-series: either way nothing here is what the user asked for.
+            raise InputError(f"--region {region!r}: the Azure Retail Prices API lists no GPU (N-series) VM "
+                             "prices there", hint="check the name, e.g. eastus, westeurope, southcentralus")
+    rows = [r for part in parts for r in part or []]
     for r in rows:
         r["observed_at"] = pulled_at
     rows = [r for r in rows if gpu_matches(req.gpu, r["gpu_model"])]
@@ -151,7 +170,8 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
     return df
 
 
-def _retail(region: str | None, progress: Progress) -> list[dict[str, Any]]:
+def _retail(region: str | None, progress: Progress, notes: list[str]) -> list[dict[str, Any]] | None:
+    """The region's Linux VM-hour rows; None when the API has no item at all for it."""
     import requests
 
     base = os.environ.get("SPOTPLAN_AZURE_RETAIL_PRICES_URL") or RETAIL_URL
@@ -162,6 +182,8 @@ def _retail(region: str | None, progress: Progress) -> list[dict[str, Any]]:
     params: dict[str, str] | None = {"api-version": "2023-01-01-preview", "$filter": flt}
     key = f"azure {region or 'all regions'}"
     out: list[dict[str, Any]] = []
+    seen = 0
+    other_currency: dict[str, int] = {}
     session = requests.Session()
     while url:
 
@@ -173,9 +195,21 @@ def _retail(region: str | None, progress: Progress) -> list[dict[str, Any]]:
 
         try:
             page = with_retries(fetch, http_retryable)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise CredentialsError(f"Azure Retail Prices API ({region or 'all regions'}) answered {status}: "
+                                       "access denied", hint="check a proxy or SPOTPLAN_AZURE_RETAIL_PRICES_URL "
+                                       "(the API itself needs no credentials)") from exc
+            raise CloudError(f"Azure Retail Prices API ({region or 'all regions'}): {exc}") from exc
         except requests.RequestException as exc:
             raise CloudError(f"Azure Retail Prices API ({region or 'all regions'}): {exc}") from exc
         for item in page.get("Items", []):
+            seen += 1
+            currency = retail_currency(item)
+            if currency != "USD":  # the table holds USD (§4.2); never store another currency as USD
+                other_currency[currency] = other_currency.get(currency, 0) + 1
+                continue
             row = parse_retail_item(item)
             if row is not None:
                 out.append(row)
@@ -183,7 +217,17 @@ def _retail(region: str | None, progress: Progress) -> list[dict[str, Any]]:
         # NextPageLink already carries the filter: follow it verbatim, send no params again.
         url, params = page.get("NextPageLink"), None
     progress(key, 0, None)
-    return out
+    for currency, n in sorted(other_currency.items()):
+        notes.append(f"azure {region or 'all regions'}: {n} retail prices in {currency or 'no currency'} left out "
+                     "(the price table holds USD)")
+    return out if seen else None
+
+
+def _one_line(exc: Any) -> str:
+    """azure-core's message spans lines ("(Code) text\\nCode: ...\\nMessage: ..."); §3 wants one line:
+    its first line carries the code and the text."""
+    lines = [line.strip() for line in str(getattr(exc, "message", None) or exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 class _StaticToken:
@@ -259,11 +303,12 @@ def _resource_graph(
         prices = run(queries["prices"])
         progress("azure resource graph", 0, None)
     except ClientAuthenticationError as exc:
-        raise CredentialsError(f"Azure rejected the credentials for Resource Graph: {exc.message}", hint=_FIX) from exc
+        raise CredentialsError(f"Azure rejected the credentials for Resource Graph: {_one_line(exc)}",
+                               hint=_FIX) from exc
     except HttpResponseError as exc:
         if exc.status_code in (401, 403):
-            raise CredentialsError(f"Azure Resource Graph: {exc.message}", hint=_FIX) from exc
-        raise CloudError(f"Azure Resource Graph query failed: {exc.message}") from exc
+            raise CredentialsError(f"Azure Resource Graph: {_one_line(exc)}", hint=_FIX) from exc
+        raise CloudError(f"Azure Resource Graph query failed: {_one_line(exc)}") from exc
     bands = {f"{r['skuName'].lower()}|{r['location'].lower()}": EVICTION_BANDS.get(str(r.get("spotEvictionRate")), "")
              for r in evictions}
     history: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from spotplan.errors import CloudError, CredentialsError, require_extra
+from spotplan.errors import CloudError, CredentialsError, InputError, require_extra
 from spotplan.gpus import gpu_matches, normalize_gpu_model
 from spotplan.pricing.sources import Progress, PullRequest, no_progress, with_retries
 from spotplan.times import iso_z
@@ -52,6 +52,11 @@ def pull(req: PullRequest, progress: Progress = no_progress) -> pd.DataFrame:
         types_f = pool.submit(_list_machine_types, creds, project, progress)
         skus, machine_types = skus_f.result(), types_f.result()
     index = SkuIndex(skus)
+    known = {region for region, _ in machine_types} | {r for sku in skus for r in sku["regions"]}
+    unknown = [r for r in req.regions if r not in known]
+    if unknown:
+        raise InputError(f"--region {unknown[0]!r} is not a GCP region the catalog or Compute lists",
+                         hint="e.g. " + ", ".join(sorted({region for region, _ in machine_types})[:4]))
     pulled_at = iso_z(req.now)
     rows: list[dict[str, Any]] = []
     for (region, name), mt in sorted(machine_types.items()):
