@@ -15,9 +15,10 @@ folder without a manifest is a partial write and is ignored; `latest()` also re-
 checksum, so even a manifest whose files were later damaged or half-deleted is skipped in favour of
 the previous good checkpoint. Within one store object a checkpoint is re-hashed only when its
 manifest or one of its files' size or modification time (as listed) changed since it was verified.
-Retention deletes the manifest of an old checkpoint before its files for the same reason, and treats
-a folder without a manifest as another writer's save in progress until nothing in it has changed
-for `ABANDONED_AFTER` seconds.
+Retention deletes the manifest of an old checkpoint before its files for the same reason, counts
+only checkpoints whose manifest reads towards `keep`, and treats a folder without a readable
+manifest as another writer's save in progress until nothing in it has changed for
+`ABANDONED_AFTER` seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import builtins
 import contextlib
 import hashlib
 import json
+import numbers
 import os
 import re
 import secrets
@@ -45,13 +47,16 @@ MANIFEST = "MANIFEST.json"
 DEFAULT_FILE = "checkpoint.bin"
 SCHEMA = "spotplan.checkpoint/1"
 _CHUNK = 4 * 1024 * 1024
-_FOLDER_RE = re.compile(r"^step-(\d{12})-(\d{8}T\d{12}Z)-([0-9a-f]{8})$")
+# Steps are zero-padded to 12 digits and grow wider beyond 10**12 (steps counted in samples or
+# tokens get there); folders are ordered by the number, so both widths sort together.
+_FOLDER_RE = re.compile(r"^step-(\d{12,})-(\d{8}T\d{12}Z)-([0-9a-f]{8})$")
 # A folder without a manifest is someone's save in progress until nothing in it has changed for this
 # long; only then does retention sweep it as a dead writer's leftover. An hour is far longer than any
 # pause between two writes of one save, and leftovers cost only disk space meanwhile.
 ABANDONED_AFTER = 3600.0
-# The listing fields (by filesystem) that change when a file is rewritten: local, S3, GCS, Azure.
-_MODIFIED_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
+# The listing fields (by filesystem) that change when a file is rewritten: local, S3, GCS, Azure,
+# and memory:// (whose "created" is set anew by every write).
+_MODIFIED_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created")
 _VERSION_KEYS = ("ETag", "etag", "generation", "version_id")
 _EXTRAS = {"s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp", "az": "azure", "abfs": "azure", "abfss": "azure"}
 
@@ -117,6 +122,9 @@ class CheckpointStore:
 
         if keep is not None and keep < 0:
             raise InputError("keep must be 0 (keep all) or more")
+        if not isinstance(uri, (str, os.PathLike)) or not str(uri).strip():
+            # "" would resolve to the current directory and scatter step folders there.
+            raise InputError(f"a checkpoint store needs a path or fsspec URL, not {uri!r}")
         self.uri = str(uri)
         self.keep = keep
         try:
@@ -138,7 +146,11 @@ class CheckpointStore:
         *,
         created_at: datetime | None = None,
     ) -> CheckpointInfo:
-        """Write the payload, then commit it with the manifest; apply retention. Returns the new info."""
+        """Write the payload, then commit it with the manifest; apply retention. Returns the new info.
+        `step` is an integer (numpy's too); `metadata` must be JSON-serialisable."""
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            # int(2.9) would store step 2, int(True) step 1: a checkpoint under another step.
+            raise InputError(f"step must be an integer, not {step!r}")
         if isinstance(data, (bytes, bytearray, memoryview)):
             sources: dict[str, Callable[[], Iterable[bytes]]] = {DEFAULT_FILE: _bytes_source(bytes(data))}
         elif isinstance(data, Mapping):
@@ -168,6 +180,10 @@ class CheckpointStore:
     ) -> CheckpointInfo:
         if step < 0:
             raise InputError("step must be >= 0")
+        try:  # as the manifest will: before any file is written, not after
+            json.dumps(metadata, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
         if created_at.tzinfo is None:  # naive means UTC, as in latest(newer_than=...)
             created_at = created_at.replace(tzinfo=timezone.utc)
         created_at = created_at.astimezone(timezone.utc)
@@ -250,8 +266,9 @@ class CheckpointStore:
     def _retain(self, committed: str) -> None:
         """Drop all but the `keep` highest steps (0: keep all) and the folders of dead writers. The
         checkpoint just committed is never dropped, even when it has a lower step than the others (a
-        run restarted from an older checkpoint): `save` has just handed it to the caller. A folder
-        without a manifest is dropped only once abandoned: it may be another writer's save."""
+        run restarted from an older checkpoint): `save` has just handed it to the caller. Only
+        manifests that read count towards `keep`. A folder without a manifest (or with one that does
+        not read) is dropped only once abandoned: it may be another writer's save."""
         folders = self._folders()
         committed_name = committed.rsplit("/", 1)[-1]
         # One listing for all manifests, not a HEAD per folder.
@@ -263,10 +280,22 @@ class CheckpointStore:
         name = {f: f.rsplit("/", 1)[-1] for f in folders}
         with_manifest = [f for f in folders if name[f] in manifested and name[f] != committed_name]
         doomed: builtins.list[str] = []
+        unreadable: set[str] = set()
         if self.keep:
-            doomed += with_manifest[: max(0, len(with_manifest) - (self.keep - 1))]
+            kept = 1  # the one just committed
+            for folder in reversed(with_manifest):
+                if kept >= self.keep:
+                    doomed.append(folder)
+                elif self._read(folder) is None:
+                    # No checkpoint to resume from, so it must not take the place of one that is:
+                    # swept like a folder without a manifest, once nothing in it changes.
+                    unreadable.add(folder)
+                else:
+                    kept += 1
         now = time.time()
-        doomed += [f for f in folders if name[f] not in manifested and self._abandoned(f, now)]
+        doomed += [
+            f for f in folders if (name[f] not in manifested or f in unreadable) and self._abandoned(f, now)
+        ]
         for folder in doomed:
             self._checked.pop(folder, None)
             with contextlib.suppress(FileNotFoundError, OSError):
@@ -380,15 +409,17 @@ class CheckpointStore:
 
     # -- internals ----------------------------------------------------------------------------
     def _folders(self) -> builtins.list[str]:
-        """Checkpoint folders under the root, oldest first (the names sort by step, then time)."""
+        """Checkpoint folders under the root, oldest first: by step, then creation time."""
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache(self.root)
         try:
             entries = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
             return []
-        names = sorted(n for n in (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries) if _FOLDER_RE.match(n))
-        return [f"{self.root}/{n}" for n in names]
+        names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        # The step as a number: a 13-digit step comes after every 12-digit one.
+        found = sorted((n for n in names if _FOLDER_RE.match(n)), key=lambda n: (int(n.split("-")[1]), n))
+        return [f"{self.root}/{n}" for n in found]
 
     def _listing(self, folder: str) -> dict[str, Any]:
         """Every file under `folder` as the store lists it (name relative to the folder -> details),
@@ -552,8 +583,10 @@ class PreemptionGuard:
                     break
 
     `source` ("aws", "gcp", "azure", "eci", "url" or "auto") also polls that metadata service in a
-    background thread, with the same code `spotplan watch` uses. Signal handlers can only be installed
-    from the main thread; the previous handlers are restored on exit.
+    background thread, with the same code `spotplan watch` uses. With "auto", that thread probes every
+    `interval` until a service answers (at boot none may be up yet), as the agent does, instead of
+    failing the training loop at its start. Signal handlers can only be installed from the main
+    thread; the previous handlers are restored on exit.
     """
 
     def __init__(
@@ -596,13 +629,16 @@ class PreemptionGuard:
 
     def __enter__(self) -> PreemptionGuard:
         src: Any = None
-        if self.source:
-            from spotplan.watch.sources import make_source
+        if self.source and self.source != "auto":
+            from spotplan.watch.sources import MetadataError, make_source
 
-            src = make_source(self.source, self.endpoint)  # before any handler, so a failure leaves none behind
+            try:  # before any handler, so a failure leaves none behind
+                src = make_source(self.source, self.endpoint)
+            except MetadataError as exc:  # an unknown source, or the URL source without a URL
+                raise InputError(str(exc)) from None
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
-        if src is not None:
+        if self.source:
             self._thread = threading.Thread(target=self._poll, args=(src,), name="preemption-guard", daemon=True)
             self._thread.start()
         return self
@@ -614,11 +650,13 @@ class PreemptionGuard:
         self._previous.clear()
 
     def _poll(self, src: Any) -> None:
-        from spotplan.watch.sources import next_poll_delay  # the watcher's fixed-rate schedule
+        from spotplan.watch.sources import make_source, next_poll_delay  # the watcher's code and schedule
 
         while not self._stop_polling.is_set() and not self.should_stop:
             started = time.monotonic()
             try:
+                if src is None:  # "auto": detected here, so no answer at start is no failure
+                    src = make_source("auto", self.endpoint)
                 notice = src.poll(self.interval)
             except Exception:  # metadata hiccups must not kill training; try again next interval
                 self._stop_polling.wait(max(0.0, next_poll_delay(started, self.interval)))
@@ -626,7 +664,7 @@ class PreemptionGuard:
             if notice is not None and notice.actionable:
                 self.notice = notice
                 self.trigger(f"{notice.source}:{notice.kind}")
-            elif not src.long_poll:
+            else:  # a long-poll that waited is due again at once; one that answered early is not
                 self._stop_polling.wait(max(0.0, next_poll_delay(started, self.interval)))
 
 

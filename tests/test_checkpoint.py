@@ -259,6 +259,73 @@ def test_a_save_whose_folder_vanishes_raises_instead_of_committing(tmp_path: Pat
     assert CheckpointStore(str(root)).list() == [] and list(root.glob("*/" + MANIFEST)) == []
 
 
+def test_steps_past_twelve_digits_are_listed_resumed_and_retained(tmp_path: Path) -> None:
+    """Steps counted in samples or tokens pass 10**12: the folder name grows a digit, and folders
+    still sort by the number, next to the 12-digit ones an older version wrote."""
+    store = CheckpointStore(str(tmp_path), keep=3)
+    for step in (5, 999_999_999_999, 10**12, 10**13):
+        info = store.save(step, str(step).encode())
+        assert Path(info.uri).name.startswith(f"step-{step:012d}-")
+    assert [i.step for i in store.list()] == [999_999_999_999, 10**12, 10**13]
+    newest = CheckpointStore(str(tmp_path)).latest()
+    assert newest is not None and newest.step == 10**13 and store.load(newest) == str(10**13).encode()
+    assert len(list(tmp_path.iterdir())) == 3, "retention reaches the wide folders too"
+
+
+def test_retention_does_not_count_a_manifest_that_does_not_read(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), keep=3)
+    for step in (1, 2, 3):
+        store.save(step, bytes([step]) * 10)
+    damaged = next(tmp_path.glob("step-000000000003-*"))
+    (damaged / MANIFEST).write_text("{garbage")
+    for step in (4, 5):
+        store.save(step, bytes([step]) * 10)
+    assert [i.step for i in store.list()] == [2, 4, 5], "three checkpoints to resume from, as keep=3 says"
+    assert damaged.exists(), "a damaged folder is swept only once nothing in it changed for an hour"
+    _age(damaged, 2 * 3600)
+    store.save(6, b"6")
+    assert not damaged.exists() and [i.step for i in store.list()] == [4, 5, 6]
+
+
+@pytest.mark.parametrize("step", [2.9, 3.0, True, "4", None])
+def test_a_step_that_is_no_integer_is_refused(tmp_path: Path, step: object) -> None:
+    with pytest.raises(InputError, match="step must be an integer"):
+        CheckpointStore(str(tmp_path)).save(step, b"x")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_integer_steps_are_integers(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    info = CheckpointStore(str(tmp_path)).save(np.int64(12), b"x")
+    assert info.step == 12 and type(info.step) is int
+    assert json.loads((Path(info.uri) / MANIFEST).read_text())["step"] == 12
+
+
+def test_metadata_that_is_no_json_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"))
+    for metadata in ({"t": object()}, {1: "a", "b": 2}):
+        with pytest.raises(InputError, match="metadata must be JSON-serialisable"):
+            store.save(1, {"a.bin": b"x", "b.bin": b"y"}, metadata)  # type: ignore[dict-item]
+    assert not (tmp_path / "ck").exists() or list((tmp_path / "ck").iterdir()) == []
+
+
+@pytest.mark.parametrize("uri", ["", "  ", None])
+def test_an_empty_store_uri_is_refused(tmp_path: Path, monkeypatch, uri: object) -> None:
+    monkeypatch.chdir(tmp_path)  # where "" would have put the step folders
+    with pytest.raises(InputError, match="needs a path or fsspec URL"):
+        CheckpointStore(uri)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_store_rehashes_a_same_size_rewrite(tmp_path: Path) -> None:
+    store = CheckpointStore(f"memory://ckpt-{os.getpid()}-{tmp_path.name}", keep=0)
+    good = store.save(1, {"m.bin": b"A" * 100})
+    newest = store.save(2, {"m.bin": b"B" * 100})
+    assert store.latest() == newest
+    store.fs.pipe_file(store._path_of(newest.uri) + "/m.bin", b"C" * 100)  # same size, other bytes
+    assert store.latest() == good, "a rewritten file must be hashed again on memory:// too"
+
+
 # -- S3 through s3fs, against moto ----------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_s3_store_roundtrip_partial_and_corrupt(moto_s3) -> None:
@@ -439,6 +506,44 @@ def test_guard_with_a_polled_source_waits_between_polls() -> None:
         assert 3 <= polls <= 7, f"{polls} polls in 1 s at a 0.2 s interval"
         emu.schedule_notice(0)
         assert guard.wait(3) and guard.reason == "aws:terminate"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("server", [{"etags": False}, {"long_polls": False}], ids=["no-etag", "no-long-poll"])
+def test_guard_polls_a_gcp_server_that_answers_at_once_at_the_interval(server: dict) -> None:
+    from tests.emulators.metadata import GcpMetadataEmulator
+
+    with GcpMetadataEmulator(**server) as emu, PreemptionGuard(signals=(), source="gcp", endpoint=emu.endpoint,
+                                                               interval=0.2):
+        time.sleep(1.0)
+        polls = emu.count("GET", "/computeMetadata/v1/instance/preempted")
+    assert polls <= 8, f"{polls} polls in 1 s at a 0.2 s interval"
+
+
+@pytest.mark.timeout(30)
+def test_guard_auto_keeps_probing_until_a_service_answers(monkeypatch, sockdir: Path) -> None:
+    """At boot no metadata service may answer yet: the guard must not fail the training loop, but
+    find the service once it is up, as `spotplan watch --source auto` does."""
+    from tests.emulators._http import closed_url
+    from tests.emulators.metadata import AwsImdsEmulator
+
+    aws = closed_url()
+    monkeypatch.setenv("SPOTPLAN_AWS_IMDS_ENDPOINT", aws)
+    for var in ("SPOTPLAN_GCP_METADATA_ENDPOINT", "SPOTPLAN_AZURE_IMDS_ENDPOINT"):
+        monkeypatch.setenv(var, closed_url())
+    monkeypatch.setenv("SPOTPLAN_ECI_SOCKET", f"unix:{sockdir}/none.sock")
+    monkeypatch.delenv("SPOTPLAN_WATCH_URL", raising=False)
+    imds = AwsImdsEmulator()
+    try:
+        with PreemptionGuard(signals=(), source="auto", interval=0.2) as guard:
+            assert not guard.wait(0.5)
+            imds.start(port=int(aws.rsplit(":", 1)[1]))
+            imds.schedule_notice(0)
+            assert guard.wait(10) and guard.reason == "aws:terminate"
+    finally:
+        imds.stop()
+    with pytest.raises(InputError, match="unknown source"):
+        PreemptionGuard(source="nosuch").__enter__()
 
 
 def test_a_missing_filesystem_is_a_missing_extra() -> None:

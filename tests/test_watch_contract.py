@@ -1,7 +1,9 @@
 """`spotplan watch` keeps its documented contract at the edges: bad flags fail at start (exit 2), a
 broken upload still ends in a verdict, actions take effect in order, polling is fast enough for a
 notice to be read within one interval, a checkpoint saved before our poll still counts as fresh,
-every notice carries a deadline, and auto-detection waits for a metadata service that is not up yet.
+every notice carries a deadline, auto-detection waits for a metadata service that is not up yet
+(and tries SPOTPLAN_WATCH_URL), `--process` finds a script wherever its interpreter's options put
+it, and a slow `--command` holds back neither the alert nor the verdict.
 
 Everything runs against the local emulators, real child processes and the real docker CLI; no test
 reaches beyond 127.0.0.1 or its own unix sockets (auto-detection is always given an `--endpoint`).
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +27,7 @@ import pytest
 from spotplan.checkpoint import CheckpointStore
 from spotplan.cli.main import app
 from spotplan.errors import InputError
-from spotplan.watch.actions import signal_number
+from spotplan.watch.actions import send_signal, signal_number
 from spotplan.watch.agent import Agent, WatchConfig
 from tests.emulators._http import closed_url
 from tests.emulators.metadata import (
@@ -34,7 +38,7 @@ from tests.emulators.metadata import (
     NoticeUrlEmulator,
     WebhookReceiver,
 )
-from tests.test_watch import events, read_log
+from tests.test_watch import events, read_log, watch_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(40)
@@ -340,3 +344,100 @@ def test_an_unwritable_log_is_a_usage_error(tmp_path: Path, runner) -> None:
     result = runner.invoke(app, ["watch", *SAFE, "--log", str(blocker / "watch.jsonl")])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: --log: cannot write ") and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- 9. second audit ------------------------------------------------------------------------------
+def test_spotplan_watch_url_serves_auto_and_url_without_endpoint(runner, monkeypatch, sockdir: Path) -> None:
+    for var in ("SPOTPLAN_AWS_IMDS_ENDPOINT", "SPOTPLAN_GCP_METADATA_ENDPOINT", "SPOTPLAN_AZURE_IMDS_ENDPOINT"):
+        monkeypatch.setenv(var, closed_url())
+    monkeypatch.setenv("SPOTPLAN_ECI_SOCKET", f"unix:{sockdir}/none.sock")
+    with NoticeUrlEmulator() as emu:
+        emu.schedule_notice(0)
+        monkeypatch.setenv("SPOTPLAN_WATCH_URL", emu.url)
+        for flags in ([], ["--source", "auto"], ["--source", "url"]):
+            result = runner.invoke(app, ["watch", "--once", *flags])
+            assert result.exit_code == 0, (flags, result.output)
+            assert json.loads(result.stdout)["notice"]["source"] == "url"
+    monkeypatch.setenv("SPOTPLAN_WATCH_URL", "ftp://127.0.0.1/notice")
+    result = runner.invoke(app, ["watch", "--once", "--source", "url"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: SPOTPLAN_WATCH_URL: unsupported endpoint")
+    monkeypatch.delenv("SPOTPLAN_WATCH_URL")
+    result = runner.invoke(app, ["watch", "--once", "--source", "url"])
+    assert result.exit_code == 2 and "--source url needs --endpoint URL (or SPOTPLAN_WATCH_URL)" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "-1"])
+def test_a_checkpoint_timeout_that_is_no_finite_number_is_a_usage_error(runner, value: str) -> None:
+    result = runner.invoke(app, ["watch", *SAFE, "--checkpoint-timeout", value])
+    assert result.exit_code == 2, result.output
+
+
+WAITS_FOR_USR1 = """
+import signal, sys, time
+signal.signal(signal.SIGUSR1, lambda *a: sys.exit(7))
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("options", [["-u"], ["-W", "ignore"], ["-X", "dev", "-u"], ["-B", "-u", "-O"]])
+def test_process_finds_the_script_after_interpreter_options(tmp_path: Path, options: list[str]) -> None:
+    script = tmp_path / f"trainer_{os.getpid()}_{len(options)}.py"
+    script.write_text(WAITS_FOR_USR1)
+    proc = subprocess.Popen([sys.executable, *options, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        outcome = send_signal(signal.SIGUSR1, process=script.name)
+        assert outcome["pids"] == [proc.pid] and proc.wait(5) == 7
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_process_skips_a_wrapper_that_passed_the_agent_its_arguments(tmp_path: Path) -> None:
+    """`sudo`/`timeout ... spotplan watch --process NAME` hold NAME only because they pass the agent
+    its arguments (sudo would relay the signal to the agent): not a match. A trainer that started
+    the agent is one, by its own arguments."""
+    name = f"trainer_{os.getpid()}.py"
+    finder = "import sys; from spotplan.watch.actions import find_processes; print(find_processes(sys.argv[-1]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # sh hands "$@" (--process NAME) on to the finder, so sh's own arguments end with them; `; true`
+    # keeps sh from exec-ing the finder in its place.
+    wrapper = subprocess.run(["sh", "-c", f'{sys.executable} -c "$0" "$@"; true', finder, "--process", name],
+                             capture_output=True, text=True, env=env, timeout=20)
+    assert wrapper.stdout.strip() == "[]", wrapper.stderr
+    trainer = tmp_path / name
+    trainer.write_text(f"import os, subprocess, sys\nsubprocess.run([sys.executable, '-c', {finder!r}, "
+                       f"'--process', {name!r}])\nprint(os.getpid())\n")
+    started = subprocess.run([sys.executable, str(trainer)], capture_output=True, text=True, env=env, timeout=20)
+    found, pid = started.stdout.split("\n")[:2]
+    assert found == f"[{pid}]", started.stderr
+
+
+def test_a_slow_command_holds_back_neither_the_alert_nor_the_verdict(tmp_path: Path) -> None:
+    """A --command still running does not delay the alert and the stdout verdict until the deadline
+    (when the node may already be gone); the agent waits for it only after them."""
+    log = tmp_path / "w.jsonl"
+    with NoticeUrlEmulator(notice_lead=5) as emu, WebhookReceiver() as hook:
+        watch = watch_subprocess("--source", "url", "--endpoint", emu.url, "--interval", "100ms",
+                                 "--command", "exec sleep 30", "--webhook", hook.url, "--log", str(log))
+        try:
+            emu.schedule_notice(0.3)
+            assert watch.stdout is not None
+            verdict = json.loads(watch.stdout.readline())
+            at_verdict = time.monotonic()
+            lingering = watch.poll() is None
+            messages = hook.messages
+            watch.wait(20)
+        finally:
+            watch.kill()
+            watch.wait()
+            for record in read_log(log) if log.exists() else []:
+                if record["event"] == "command_running":
+                    os.kill(record["pid"], signal.SIGKILL)  # left running by design: the node goes anyway
+        assert emu.notice_at is not None
+        assert at_verdict - emu.notice_at < 2.0 and lingering, "the verdict waited for the command"
+    assert watch.returncode == 0 and verdict["exit_code"] == 0
+    assert len(messages) == 1 and "url terminate notice" in messages[0]["text"]
+    ev = events(log)
+    assert ev.index("command_started") < ev.index("webhook_sent") < ev.index("command_running") < ev.index("exit")

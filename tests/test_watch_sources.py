@@ -289,3 +289,55 @@ def test_eci_socket_env_takes_a_bare_path(monkeypatch, sockdir: Path) -> None:
         emu.schedule_notice(0)
         assert src.poll().kind == "terminate"
         assert detect_source().name == "eci"
+
+
+# -- second audit ---------------------------------------------------------------------------------
+def test_azure_acts_on_no_event_naming_vms_until_it_knows_its_own_name() -> None:
+    """The name lookup fails at first (at boot the instance endpoint may not answer yet): it is asked
+    again on the next poll, and meanwhile a neighbour's eviction is not taken for ours."""
+    with AzureScheduledEventsEmulator(resources=["other-vm-in-avset"]) as emu:
+        emu.schedule_notice(0)
+        src = AzureScheduledEvents(emu.endpoint)
+        emu.fail_next(500)  # the name lookup
+        with pytest.raises(MetadataError, match="name is not known yet"):
+            src.poll()
+        assert src.poll() is None and src.resource == "vm-spot"
+    with AzureScheduledEventsEmulator() as emu:  # the event names this VM: acted on once that is known
+        emu.schedule_notice(0)
+        src = AzureScheduledEvents(emu.endpoint)
+        emu.fail_next(404)
+        with pytest.raises(MetadataError, match="HTTP 404"):
+            src.poll()
+        notice = src.poll()
+        assert notice is not None and notice.kind == "preempt"
+    with AzureScheduledEventsEmulator(resources=[]) as emu:  # an event naming no VM is everyone's
+        emu.schedule_notice(0)
+        emu.fail_next(500)
+        notice = AzureScheduledEvents(emu.endpoint).poll()
+        assert notice is not None and notice.kind == "preempt"
+
+
+@pytest.mark.parametrize("server", [{"etags": False}, {"long_polls": False}], ids=["no-etag", "no-long-poll"])
+def test_a_gcp_server_that_answers_at_once_is_polled_at_the_interval(server: dict) -> None:
+    from spotplan.watch.agent import Agent, WatchConfig
+
+    with GcpMetadataEmulator(**server) as emu:
+        emu.schedule_notice(1.0)
+        result = Agent(WatchConfig(source="gcp", endpoint=emu.endpoint, interval=0.2)).run()
+        polls = emu.count("GET", "/computeMetadata/v1/instance/preempted")
+    assert result.notice is not None and result.notice.kind == "preempt"
+    assert polls <= 8, f"{polls} polls in about 1 s at a 0.2 s interval"
+
+
+def test_auto_detection_tries_spotplan_watch_url_first(monkeypatch, sockdir: Path) -> None:
+    for var in ("SPOTPLAN_AWS_IMDS_ENDPOINT", "SPOTPLAN_GCP_METADATA_ENDPOINT", "SPOTPLAN_AZURE_IMDS_ENDPOINT"):
+        monkeypatch.setenv(var, closed_url())
+    monkeypatch.setenv("SPOTPLAN_ECI_SOCKET", f"unix:{sockdir}/none.sock")
+    with NoticeUrlEmulator() as emu:
+        monkeypatch.setenv("SPOTPLAN_WATCH_URL", emu.url)
+        src = detect_source()
+        assert src.name == "url" and src.endpoint == emu.url
+        assert make_source("url").endpoint == emu.url
+        # An --endpoint addresses the metadata services: the URL source is no candidate then.
+        with pytest.raises(MetadataError, match="no metadata service answered"):
+            detect_source(closed_url())

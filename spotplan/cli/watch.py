@@ -7,6 +7,7 @@ fresh checkpoint in time, 5 checkpoint saved but the on-demand fallback failed, 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -30,11 +31,14 @@ class SourceName(str, Enum):
 
 def watch(
     source: Annotated[
-        SourceName, typer.Option(help="Metadata service to watch; auto probes ECI, AWS, GCP, Azure.")
+        SourceName,
+        typer.Option(help="Metadata service to watch; auto probes SPOTPLAN_WATCH_URL if set, then ECI, AWS, GCP, "
+                     "Azure."),
     ] = SourceName.auto,
     endpoint: Annotated[
         str | None,
-        typer.Option(help="Point the source at another address: http://host:port or unix:/path.sock."),
+        typer.Option(help="Point the source at another address: http://host:port or unix:/path.sock "
+                     "(--source url: the notice URL, default SPOTPLAN_WATCH_URL)."),
     ] = None,
     interval: Annotated[str, typer.Option(help="Poll interval (GCP long-polls instead).")] = "1s",
     signal_name: Annotated[
@@ -115,14 +119,9 @@ def watch(
             raise InputError("--docker-stop-timeout needs --docker")
         if upload_to and not checkpoint_uri:
             raise InputError("--upload-to needs --checkpoint-uri (the local store to upload from)")
-        if source is SourceName.url and not endpoint:
-            raise InputError("--source url needs --endpoint URL")
-        if endpoint:
-            from spotplan.watch.http import endpoint_problem
-
-            problem = endpoint_problem(endpoint)
-            if problem is not None:
-                raise InputError(f"--endpoint: {problem}")
+        _check_endpoint(source, endpoint)
+        if checkpoint_timeout is not None and not math.isfinite(checkpoint_timeout):
+            raise InputError("--checkpoint-timeout must be a finite number of seconds")
         if journal is not None and not fallback_move:
             raise InputError("--journal needs --fallback-move")
         if webhook:
@@ -167,7 +166,8 @@ def watch(
             event_log = EventLog(log, config.verbose)
         except OSError as exc:
             raise InputError(f"--log: cannot write {log}: {exc.strerror or exc}") from None
-        agent = Agent(config, log=event_log)
+        # The verdict is printed as soon as it is known, not when a slow --command is done.
+        agent = Agent(config, log=event_log, on_verdict=lambda verdict: typer.echo(json.dumps(verdict.to_dict())))
         try:
             result = agent.run()
         except MetadataError as exc:
@@ -176,8 +176,22 @@ def watch(
             raise CloudError(str(exc)) from None
         finally:
             agent.log.close()
-        typer.echo(json.dumps(result.to_dict()))
     raise typer.Exit(result.exit_code)
+
+
+def _check_endpoint(source: SourceName, endpoint: str | None) -> None:
+    """Fail at start on an address the source could never reach: --endpoint, or for the URL source
+    SPOTPLAN_WATCH_URL, which stands in for it (and which auto-detection tries first)."""
+    from spotplan.watch.http import endpoint_problem
+    from spotplan.watch.sources import endpoint_from_env
+
+    env_url = endpoint_from_env("url") if source in (SourceName.url, SourceName.auto) else None
+    if source is SourceName.url and not (endpoint or env_url):
+        raise InputError("--source url needs --endpoint URL (or SPOTPLAN_WATCH_URL)")
+    for flag, value in (("--endpoint", endpoint), ("SPOTPLAN_WATCH_URL", None if endpoint else env_url)):
+        problem = endpoint_problem(value) if value else None
+        if problem is not None:
+            raise InputError(f"{flag}: {problem}")
 
 
 def _check_store(flag: str, uri: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -46,12 +47,20 @@ def signal_name(sig: int) -> str:
 
 
 def find_processes(name: str) -> list[int]:
-    """PIDs whose command name, or the basename of one of whose first arguments, equals `name`.
+    """PIDs whose command name, or the basename of any of whose arguments, equals `name`.
 
-    So `--process train_resumable.py` finds `python examples/train_resumable.py --resume`, without
-    matching every process that merely mentions the name somewhere in its arguments.
+    So `--process train.py` finds `python train.py`, `python -W ignore -X dev examples/train.py
+    --resume` and `torchrun --nproc_per_node 8 train.py` alike, wherever interpreter options put the
+    script. A whole argument must match (not a substring, which would also hit `train.py.log`), but
+    any process naming the file does, e.g. an editor open on it, as with `pkill -f`.
+
+    The agent never matches itself, nor a wrapper it runs under by way of the arguments it passed
+    down (`sudo`/`timeout`/`nice ... spotplan watch --process train.py`): sudo would relay the signal
+    to the agent. A trainer that started the agent still matches by its own arguments.
     """
     me = os.getpid()
+    ancestors = _ancestors(me)
+    ours = [os.fsencode(a) for a in sys.argv[1:]]
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
@@ -61,10 +70,25 @@ def find_processes(name: str) -> list[int]:
             argv = [a for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             continue
-        names = {comm} | {os.path.basename(a.decode(errors="replace")) for a in argv[:3]}
+        if int(entry.name) in ancestors and ours and argv[-len(ours):] == ours:
+            argv = argv[: -len(ours)]
+        names = {comm} | {os.path.basename(a.decode(errors="replace")) for a in argv}
         if name in names:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def _ancestors(pid: int) -> set[int]:
+    found: set[int] = set()
+    while True:
+        try:
+            # The parent is the 2nd field after the command name (which may itself hold ") ").
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return found
+        if pid <= 0 or pid in found:
+            return found
+        found.add(pid)
 
 
 def send_signal(sig: int, pid: int | None = None, process: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The watch loop: poll a source at a fixed rate, and on a reclaim notice run the actions in order
 (signal, docker, command: each takes effect before the next starts), wait for a checkpoint fresher
-than the notice within the time left, upload it, acknowledge the event, alert, and return the exit
-code. Every state change is one JSON line in the log.
+than the notice within the time left, upload it, acknowledge the event, alert, give the verdict,
+then wait for a command still running until the deadline, and return the exit code. Every state
+change is one JSON line in the log.
 
 `--source auto` keeps probing every interval until a metadata service answers (with `--once`, no
 answer is the verdict: exit 1).
@@ -24,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -119,11 +121,22 @@ class WatchResult:
 
 
 class Agent:
-    def __init__(self, config: WatchConfig, source: Source | None = None, log: EventLog | None = None) -> None:
+    """`on_verdict` is called once with the result as soon as it is known (on a notice, before a
+    command still running is waited for), so the caller can print it while the agent lingers."""
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        source: Source | None = None,
+        log: EventLog | None = None,
+        on_verdict: Callable[[WatchResult], None] | None = None,
+    ) -> None:
         self.config = config
         self.source = source
         self.log = log or EventLog(config.log, config.verbose)
         self._interruptible = False
+        self._on_verdict = on_verdict
+        self._verdict_given = False
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> WatchResult:
@@ -134,14 +147,16 @@ class Agent:
                 self.source = self._find_source()
             self.log("started", source=self.source.name, endpoint=self.source.endpoint, interval=cfg.interval,
                      pid=os.getpid(), host=socket.gethostname(), fallback_move=cfg.fallback_move)
-            return self._loop(self.source)
+            result = self._loop(self.source)
         except _Stop:
             self.log("stopped", reason="signal")
-            return WatchResult(EXIT_OK, stopped=True)
+            result = WatchResult(EXIT_OK, stopped=True)
         finally:
             self._interruptible = False
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        self._verdict(result)
+        return result
 
     def _find_source(self) -> Source:
         """The configured source. `auto` probes every interval until a service answers, logging the
@@ -210,8 +225,9 @@ class Agent:
                 return WatchResult(EXIT_OK)
             quiet_since = self._quiet_from(source, started_at)
             follows_quiet = True
-            if not source.long_poll:
-                self._sleep(next_poll_delay(started, cfg.interval))
+            # Also after a long-poll: one that waited is due again at once (the delay is negative),
+            # one that answered early keeps to the interval instead of spinning.
+            self._sleep(next_poll_delay(started, cfg.interval))
 
     def _quiet_from(self, source: Source, started_at: datetime) -> datetime:
         """The moment a poll that saw no notice vouches for: a short poll read the service's state
@@ -291,13 +307,21 @@ class Agent:
         result = WatchResult(EXIT_OK, notice=notice)
         if cfg.checkpoint_uri:
             self._checkpoint(notice, fresh_after, budget_end, result)
-        self._reap(children, budget_end)
         if cfg.fallback_move:
             self._fallback(cfg.fallback_move, result)
+        # The verdict does not depend on the command: alert now, while there is time to deliver it,
+        # and only then give a command still running (a slow sync, say) until the deadline.
         if cfg.webhook:
             self._alert(notice, result)
+        self._verdict(result)
+        self._reap(children, budget_end)
         self.log("exit", code=result.exit_code)
         return result
+
+    def _verdict(self, result: WatchResult) -> None:
+        if self._on_verdict is not None and not self._verdict_given:
+            self._verdict_given = True
+            self._on_verdict(result)
 
     def _docker(self, container: str, budget_end: float) -> None:
         """`docker kill`/`docker stop`, awaited before the command starts: the command may sync what

@@ -8,9 +8,12 @@ Wire facts (status codes, payloads, headers) follow `reference/providers.md` §A
   last ETag, so a flip to TRUE is seen the moment it happens.
 - Azure Scheduled Events: `Metadata: true`, `Preempt` (and `Terminate`) events with an RFC 1123
   `NotBefore`, approved by POSTing `StartRequests`; never more than 4 requests/s, backing off on 429.
+  Only events naming this VM (or no VM) count; until the VM's name is known, events naming VMs are
+  not acted on and the poll fails (retried), since they may be a neighbour's.
 - ECI guest agent: a unix socket answering `GET /spot_termination_time` with 404 when no notice is
   pending, else the termination time (JSON `{"spot_termination_time": ...}` or plain text).
 - url: any HTTP endpoint; 404/204 or an empty/false body mean "no notice", anything else is one.
+  Auto-detection tries it first when `SPOTPLAN_WATCH_URL` names one.
 """
 
 from __future__ import annotations
@@ -109,7 +112,10 @@ class Source:
     """A metadata service. `poll` returns the pending notice or None, raising MetadataError on failure."""
 
     name = "base"
-    long_poll = False  # True when poll() itself waits for a change (no sleep between polls)
+    # True when poll() waits for a change. Its callers still keep to next_poll_delay, which is
+    # negative after a poll that waited: a server that answers at once (no ETag, or one that ignores
+    # wait_for_change) must not be re-asked in a tight loop.
+    long_poll = False
 
     def __init__(self, endpoint: str | None = None, timeout: float = 2.0) -> None:
         self.endpoint = endpoint or endpoint_from_env(self.name) or DEFAULT_ENDPOINT.get(self.name, "")
@@ -306,7 +312,6 @@ class AzureScheduledEvents(Source):
     def __init__(self, endpoint: str | None = None, timeout: float = 2.0, resource: str | None = None) -> None:
         super().__init__(endpoint, timeout)
         self.resource = resource
-        self._resource_looked_up = resource is not None
         self._last_request = 0.0
         self._backoff_until = 0.0
         self._backoff = 0.0
@@ -331,21 +336,25 @@ class AzureScheduledEvents(Source):
                 self._backoff = 0.0
             return resp
 
-    def _lookup_resource(self) -> None:
-        # Events of an availability set go to every member: keep only those naming this VM.
-        self._resource_looked_up = True
+    def _lookup_resource(self) -> str | None:
+        """Learn this VM's name (events of an availability set go to every member, and only those
+        naming this VM are ours); None when it is known, else why it is not yet. Tried on every
+        poll until it succeeds: at boot the instance endpoint may not answer yet."""
+        if self.resource:
+            return None
         try:
             resp = self._azure(
                 "GET", "/metadata/instance/compute/name?api-version=2021-02-01&format=text", headers=self.headers
             )
-        except MetadataError:
-            return
+        except MetadataError as exc:
+            return str(exc)
         if resp.status == 200 and resp.text.strip():
             self.resource = resp.text.strip()
+            return None
+        return str(_unexpected(resp, "VM name"))
 
     def poll(self, wait: float = 1.0) -> Notice | None:
-        if not self._resource_looked_up:
-            self._lookup_resource()
+        unknown = self._lookup_resource()
         resp = self._azure("GET", self.path, headers=self.headers)
         if resp.status == 429:
             raise MetadataError(f"scheduled events: HTTP 429 (throttled, backing off {self._backoff:.0f}s)")
@@ -361,13 +370,18 @@ class AzureScheduledEvents(Source):
             if event.get("EventType") not in self.actionable_types:
                 continue
             resources = event.get("Resources") or []
-            if self.resource and resources and self.resource not in resources:
+            if resources and (unknown or self.resource not in resources):
+                # While the name is unknown, an event naming VMs may be a neighbour's: acting on it
+                # would stop this VM's training for nothing. The error below keeps polling.
                 continue
             # NotBefore is "" once the event has started: the deadline is now.
             deadline = parse_time(str(event.get("NotBefore") or "")) or now
             return Notice(
                 "azure", str(event["EventType"]).lower(), now, deadline, event_id=event.get("EventId")
             )
+        if unknown:
+            # Not a quiet poll: an event of ours may be among those skipped above.
+            raise MetadataError(f"this VM's name is not known yet, so its events cannot be told apart ({unknown})")
         return None
 
     def acknowledge(self, notice: Notice) -> bool:
@@ -434,7 +448,7 @@ class UrlSource(Source):
     def __init__(self, endpoint: str | None = None, timeout: float = 2.0) -> None:
         super().__init__(endpoint, timeout)
         if not self.endpoint:
-            raise MetadataError("--source url needs --endpoint URL")
+            raise MetadataError("--source url needs --endpoint URL (or SPOTPLAN_WATCH_URL)")
 
     def poll(self, wait: float = 1.0) -> Notice | None:
         resp = self._request("GET", "")
@@ -495,7 +509,10 @@ def _dmi_vendor() -> str:
 
 
 def detect_source(endpoint: str | None = None, timeout: float = 1.0) -> Source:
-    """Probe the services in the order the machine's DMI vendor suggests; the first that answers wins."""
+    """Probe the services in the order the machine's DMI vendor suggests; the first that answers wins.
+    A URL named by SPOTPLAN_WATCH_URL is probed first: it is the operator's explicit choice. An
+    `endpoint` addresses the metadata services, so it never makes the URL source a candidate (any
+    HTTP server that answers would pass that source's probe)."""
     order = ["eci", "aws", "gcp", "azure"]
     vendor = _dmi_vendor()
     hint = "aws" if "amazon" in vendor else "gcp" if "google" in vendor else "azure" if "microsoft" in vendor else None
@@ -504,6 +521,8 @@ def detect_source(endpoint: str | None = None, timeout: float = 1.0) -> Source:
         order.insert(1, hint)
     if endpoint and unix_path(endpoint):
         order = ["eci"]
+    elif not endpoint and endpoint_from_env("url"):
+        order.insert(0, "url")
     tried = []
     for name in order:
         source = SOURCES[name](endpoint, timeout)

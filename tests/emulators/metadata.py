@@ -306,7 +306,11 @@ class AwsImdsEmulator(Emulator):
 
 
 class GcpMetadataEmulator(Emulator):
-    """GCE metadata server: Metadata-Flavor check, ETags, `wait_for_change` long-poll on any key."""
+    """GCE metadata server: Metadata-Flavor check, ETags, `wait_for_change` long-poll on any key.
+
+    `etags=False` sends no ETag and `long_polls=False` answers a `wait_for_change` at once, as a
+    proxy or an older metadata server may.
+    """
 
     FORBIDDEN = (
         "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 403 (Forbidden)!!1</title>\n"
@@ -314,8 +318,10 @@ class GcpMetadataEmulator(Emulator):
         "<code>{path}</code> from this server. Missing Metadata-Flavor:Google header.\n"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, etags: bool = True, long_polls: bool = True) -> None:
         super().__init__()
+        self.etags = etags
+        self.long_polls = long_polls
         self.values: dict[str, str] = {
             "instance/id": "4520031799277581759",
             "instance/name": "vm1",
@@ -345,14 +351,15 @@ class GcpMetadataEmulator(Emulator):
         current = self.value(key)
         if current is None:
             return Reply(404, "Error: Not found", base, "text/html")
-        if req.query.get("wait_for_change", [""])[0].lower() == "true":
+        if self.long_polls and req.query.get("wait_for_change", [""])[0].lower() == "true":
             last = req.query.get("last_etag", [None])[0]
             baseline = last if last is not None else self.etag(current)
             timeout = float(req.query.get("timeout_sec", ["3600"])[0])
             if last is None or last == self.etag(current):
                 self.wait_for(lambda: self.etag(self.value(key) or "") != baseline, timeout)
             current = self.value(key) or ""
-        return Reply(200, current, {**base, "ETag": self.etag(current)}, "application/text")
+        etag = {"ETag": self.etag(current)} if self.etags else {}
+        return Reply(200, current, {**base, **etag}, "application/text")
 
 
 class AzureScheduledEventsEmulator(Emulator):
@@ -389,7 +396,7 @@ class AzureScheduledEventsEmulator(Emulator):
                     "EventStatus": "Scheduled",
                     "EventType": self.event_type,
                     "ResourceType": "VirtualMachine",
-                    "Resources": self.resources or [self.vm_name],
+                    "Resources": self.resources if self.resources is not None else [self.vm_name],
                     "NotBefore": rfc1123(self.notice_wall + timedelta(seconds=self.not_before_seconds)),
                     "Description": "",
                     "EventSource": "Platform",
