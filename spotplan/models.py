@@ -125,6 +125,13 @@ class Workload(_Strict):
         "gpu_count", "count", "remaining_hours", "provision_minutes", mode="before"
     )(_no_bool_number)
 
+    @field_validator("region", "zone")
+    @classmethod
+    def _place_lowercase(cls, v: str | None) -> str | None:
+        # Every cloud names its regions and zones in lowercase (us-east-1, europe-west4-a, eastus);
+        # the price table is read the same way, so `US-East-1` still finds its prices.
+        return v.strip().lower() if isinstance(v, str) else v
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_str(cls, v: Any) -> Any:

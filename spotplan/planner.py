@@ -85,6 +85,7 @@ def analyze(
     od = pools[pools["market"] == "on-demand"].reset_index(drop=True)
 
     shapes = _shapes(pools)
+    spot = _with_region_bands(_with_shapes(spot, shapes))
     known_regions: dict[str, set[str]] = {}
     for prov, reg in zip(pools["provider"], pools["region"]):
         known_regions.setdefault(str(prov), set()).add(str(reg))
@@ -165,6 +166,7 @@ def analyze(
                 "wi": i,
                 "provider_w": w.provider,
                 "region_w": w.region,
+                "type_w": w.instance_type,
                 "gpu_model": gpu_model,
                 "need_gpus": gpu_count,
                 "n": float(w.count),
@@ -341,6 +343,44 @@ def _shapes(pools: pd.DataFrame) -> dict[tuple[str, str], tuple[str, float]]:
     }
 
 
+def _with_shapes(offers: pd.DataFrame, shapes: Mapping[tuple[str, str], tuple[str, float]]) -> pd.DataFrame:
+    """Offers whose rows leave the GPU model or count empty take them from any row of the same
+    instance type that has them (the snapshot's, when a pulled or imported row lacks them)."""
+    import pandas as pd
+
+    if offers.empty:
+        return offers
+    missing = (offers["gpu_model"].astype(str) == "") | offers["gpu_count"].isna()
+    if not bool(missing.any()):
+        return offers
+    known = [shapes.get(key, ("", float("nan"))) for key in zip(offers["provider"].astype(str),
+                                                                 offers["instance_type"].astype(str))]
+    model = pd.Series([k[0] for k in known], index=offers.index)
+    count = pd.Series([k[1] for k in known], index=offers.index)
+    return offers.assign(gpu_model=offers["gpu_model"].where(offers["gpu_model"].astype(str) != "", model),
+                         gpu_count=offers["gpu_count"].fillna(count))
+
+
+def _with_region_bands(offers: pd.DataFrame) -> pd.DataFrame:
+    """Spot pools without an interruption band take the band published for their region and type
+    (the region-wide row's, else a zone's): AWS, and Azure's eviction rates, give it per region, and
+    a zone price pulled or imported on its own would otherwise count as `10-15%` and look safer."""
+    if offers.empty:
+        return offers
+    banded = offers[offers["interruption_band"].astype(str) != ""]
+    if banded.empty:
+        return offers
+    key = ["provider", "region", "instance_type"]
+    region_first = banded.assign(_zoned=banded["zone"].astype(str) != "").sort_values("_zoned", kind="stable")
+    first = region_first.drop_duplicates(key)
+    bands = {(str(p), str(r), str(t)): str(b) for p, r, t, b in
+             zip(first["provider"], first["region"], first["instance_type"], first["interruption_band"])}
+    return offers.assign(interruption_band=[
+        own or bands.get((str(p), str(r), str(t)), "")
+        for own, p, r, t in zip(offers["interruption_band"].astype(str), offers["provider"], offers["region"],
+                                offers["instance_type"])])
+
+
 def _price_lookup(pools: pd.DataFrame, column: str = "price") -> dict[tuple[str, str, str], dict[str, float]]:
     """(provider, region, instance_type) → {zone: price from `column`}."""
     out: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -376,9 +416,15 @@ def _price_candidates(
     offers = spot.rename(columns={"price": "p_s", "price_p95": "p_s95"})[
         ["provider", "region", "zone", "instance_type", "gpu_model", "gpu_count", "interruption_band", "p_s", "p_s95"]
     ]
-    offers = offers[offers["gpu_model"].astype(str) != ""]
-    df = wl.merge(offers, on="gpu_model", how="inner")
-    keep = df["gpu_count"].fillna(0) >= df["need_gpus"]
+    by_gpu = wl.merge(offers[offers["gpu_model"].astype(str) != ""], on="gpu_model", how="inner")
+    by_gpu = by_gpu[by_gpu["gpu_count"].fillna(0) >= by_gpu["need_gpus"]]
+    # The workload's own instance type is always an offer for it, even where no row of the table
+    # says which GPUs it has.
+    same = wl.merge(offers.drop(columns="gpu_model"), left_on=["provider_w", "type_w"],
+                    right_on=["provider", "instance_type"], how="inner")
+    df = pd.concat([by_gpu, same[by_gpu.columns]], ignore_index=True).drop_duplicates(
+        ["wi", "provider", "region", "zone", "instance_type"])
+    keep = pd.Series(True, index=df.index)
     if opt.scope in ("region", "provider"):
         keep &= df["provider"] == df["provider_w"]
     if opt.scope == "region":

@@ -26,21 +26,21 @@ _EC2I_ROW = "p3.2xlarge,NVIDIA V100,1,8,61,{region},3.06,{spot},5-10%\n"
     # Line 4 of the file holds the bad spot price; spot and on-demand rows are not counted apart.
     ("e.csv", _EC2I_HEAD + "".join(_EC2I_ROW.format(region=r, spot=s) for r, s in
                                   [("us-east-1", "0.9"), ("us-west-2", "0.8"), ("eu-west-1", "-1")]),
-     "row 4: spot_avg_linux is '-1', expected a non-negative number"),
+     "row 4: spot_avg_linux is '-1', expected a positive number"),
     ("g.csv", "snapshot_time,machine_type,gpu_name,gpu_count,vcpus,ram_gib,region,hour,hour_spot\n"
               "2026-07-30T06:13:37+00:00,a2-highgpu-1g,a100,1,12,85,asia-east1,3.79,0.44\n"
               "2026-07-30T06:13:37+00:00,a2-highgpu-1g,a100,1,12,85,asia-east2,4.72,nan\n",
-     "row 3: hour_spot is 'nan', expected a non-negative number"),
+     "row 3: hour_spot is 'nan', expected a positive number"),
     ("t.tsv", "euw3-az2\tg4dn.4xlarge\tLinux/UNIX\t0.4664\t2022-05-31T18:20:41+00:00\n"
               "euw3-az2\tg4dn.4xlarge\tSUSE Linux\t0.5914\t2022-05-31T18:20:41+00:00\n"
               "euw3-az1\tg4dn.4xlarge\tLinux/UNIX\t-1\t2022-05-31T18:21:59+00:00\n",
-     "line 3: spot_price is '-1', expected a non-negative number"),
+     "line 3: spot_price is '-1', expected a positive number"),
     ("s.json", json.dumps({"SpotPriceHistory": [
         {"AvailabilityZone": "us-east-1a", "InstanceType": "p3.2xlarge", "ProductDescription": "Linux/UNIX",
          "SpotPrice": "0.9", "Timestamp": "2024-01-01T00:00:00Z"},
         {"AvailabilityZone": "us-east-1a", "InstanceType": "p3.2xlarge", "ProductDescription": "Linux/UNIX",
          "SpotPrice": "inf", "Timestamp": "2024-01-02T00:00:00Z"}]}),
-     "SpotPriceHistory item 2: SpotPrice is 'inf', expected a non-negative number"),
+     "SpotPriceHistory item 2: SpotPrice is 'inf', expected a positive number"),
     ("a.json", json.dumps({"Items": [
         {"currencyCode": "USD", "armRegionName": "eastus", "effectiveStartDate": "2024-01-01T00:00:00Z",
          "armSkuName": "Standard_NC6s_v3", "skuName": "NC6s v3", "productName": "Virtual Machines NCSv3 Series",

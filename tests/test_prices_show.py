@@ -227,13 +227,13 @@ def test_bad_price_file_names_the_row(runner, tmp_path: Path) -> None:  # type: 
     assert "\n" not in line and str(bad) in line and "row 2" in line and "market" in line
 
 
-@pytest.mark.parametrize(("price", "shown"), [("-1.0", "-1.0"), ("-0.25", "-0.25"), ("abc", "'abc'")])
+@pytest.mark.parametrize(("price", "shown"), [("-1.0", "-1.0"), ("-0.25", "-0.25"), ("abc", "'abc'"), ("0", "0")])
 def test_bad_price_shows_the_plain_value(runner, tmp_path: Path, price: str, shown: str) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + f"\naws,us-east-1,,p3.2xlarge,V100,1,8,61,spot,{price},,2026-01-01,x\n")
     result = _invoke(runner, "--prices", str(bad))
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"error: {bad}: row 2: price_per_hour is {shown}, expected a non-negative "
+    assert result.stderr.strip() == (f"error: {bad}: row 2: price_per_hour is {shown}, expected a positive "
                                      "number (USD per instance-hour)")
 
 

@@ -15,6 +15,7 @@ from spotplan.cli.common import (
     VerboseOpt,
     emit,
     handle_errors,
+    refuse_overwriting,
     rendering,
 )
 
@@ -81,12 +82,19 @@ def analyze(
     """
     with handle_errors(verbose):
         import json
+        import math
 
         from spotplan.analysis import make_plan, parse_window, run
+        from spotplan.errors import InputError
         from spotplan.planner import AnalyzeOptions
         from spotplan.report import render
         from spotplan.times import parse_now
 
+        for flag, value in (("--min-savings", min_savings), ("--min-savings-pct", min_savings_pct)):
+            if not math.isfinite(value):
+                raise InputError(f"{flag} {value}: expected a finite number")
+        price_files = [f for p in prices or [] for f in ([p] if not p.is_dir() else p.rglob("*"))]
+        refuse_overwriting([*inventory, *price_files], out=out, plan_out=plan_out)
         options = AnalyzeOptions(
             scope=scope.value,
             window_hours=parse_window(window),

@@ -3,9 +3,10 @@ clear line on stderr with the exit code of DESIGN.md §3 (never a traceback with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -107,10 +108,37 @@ def handle_errors(verbose: bool = False) -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): nothing is wrong with the work. Quiet, like other
+        # Unix tools; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except Exception as exc:
         if is_verbose(verbose):
             raise
         raise fail(f"{type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_RUNTIME) from None
+
+
+def refuse_overwriting(inputs: Iterable[Path], **outputs: Path | None) -> None:
+    """Usage error when an output file (by option name) is one of the inputs, or two outputs are one
+    file: writing it would destroy what is being read, or one rendering the other."""
+    seen: dict[Path, str] = {}
+    read = {p.resolve() for p in inputs if Path(p).is_file()}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        flag = "--" + option.replace("_", "-")
+        where = Path(path).resolve()
+        if where in read:
+            raise InputError(f"{flag} {path} is one of the input files: refusing to overwrite it")
+        if where in seen and not _is_device(Path(path)):
+            raise InputError(f"{flag} and {seen[where]} both name {path}: give them different files")
+        seen[where] = flag
+
+
+def _is_device(path: Path) -> bool:
+    return path.exists() and not path.is_file()
 
 
 def emit(text: str, out: Path | None) -> None:

@@ -269,7 +269,7 @@ def detect_format(text: str, path: Path | str = "<input>") -> str:
 
 def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool = True,
          price: bool = False) -> float | None:
-    """A number of the source; `price`: also non-negative and finite (USD per hour), checked here
+    """A number of the source; `price`: also positive and finite (USD per hour), checked here
     so the error names the source's field and line rather than a price-table column."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         if required:
@@ -279,8 +279,8 @@ def _num(value: Any, ctx: _Ctx, where: str, field_name: str, *, required: bool =
         number = float(value)
     except (TypeError, ValueError):
         raise ctx.bad(where, f"{field_name} is {value!r}, expected a number") from None
-    if price and not 0 <= number < float("inf"):
-        raise ctx.bad(where, f"{field_name} is {value!r}, expected a non-negative number (USD per hour)")
+    if price and not 0 < number < float("inf"):
+        raise ctx.bad(where, f"{field_name} is {value!r}, expected a positive number (USD per hour)")
     return number
 
 

@@ -97,6 +97,9 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     for col in ("provider", "region", "zone", "instance_type", "market", "source"):
         out[col] = out[col].fillna("").astype(str).str.strip()
     out["provider"] = out["provider"].str.lower()
+    # Clouds name regions and zones in lowercase; a table typed otherwise still matches.
+    out["region"] = out["region"].str.lower()
+    out["zone"] = out["zone"].str.lower()
     out["market"] = out["market"].str.lower().replace(MARKET_ALIASES)
     out["gpu_model"] = out["gpu_model"].map(
         lambda v: normalize_gpu_model(None if pd.isna(v) else str(v))
@@ -122,9 +125,9 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
             "one of " + ", ".join(BANDS) + " or empty",
         ),
         (
-            not_an_amount(out["price_per_hour"]),
+            not_a_price(out["price_per_hour"]),
             "price_per_hour",
-            "a non-negative number (USD per instance-hour)",
+            "a positive number (USD per instance-hour)",
         ),
         *(
             ((raw_numbers[col] != "") & not_an_amount(out[col]), col, "a non-negative number or empty")
@@ -148,6 +151,12 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
 def not_an_amount(values: pd.Series) -> pd.Series:
     """Where a number cannot be a price or a count: NaN, negative or infinite."""
     return ~((values >= 0) & (values < float("inf")))
+
+
+def not_a_price(values: pd.Series) -> pd.Series:
+    """Where a number cannot be a price: not an amount, or zero (a $0 pool would win every ranking
+    and could not be bid on)."""
+    return not_an_amount(values) | (values <= 0)
 
 
 def _unreadable_times(values: pd.Series) -> pd.Series:
@@ -177,7 +186,10 @@ def read_price_file(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # pandas raises many types; the user needs the file and the reason
         raise InputError(f"{path}: cannot read price table: {one_line(exc)}") from None
-    return normalize(raw, origin=str(path))
+    table = normalize(raw, origin=str(path))
+    # Where each row came from, to name both rows of a conflict (row 1 is the header).
+    table.attrs["origins"] = [f"{path} row {i + 2}" for i in range(len(table))]
+    return table
 
 
 def one_line(exc: BaseException) -> str:
@@ -204,7 +216,34 @@ def read_price_paths(paths: Iterable[Path]) -> pd.DataFrame:
             frames.append(read_price_file(p))
     if not frames:
         return empty_table()
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    _refuse_conflicts(table, [origin for frame in frames for origin in frame.attrs.get("origins", [])])
+    return table
+
+
+def _refuse_conflicts(table: pd.DataFrame, origins: list[str]) -> None:
+    """Two rows of one pool at one `observed_at` with different prices: which one holds would depend
+    on the order the files are read in, so it is an input error naming both rows."""
+    key = [*POOL_KEY, "observed_at"]
+    dup = table.duplicated(key, keep=False)
+    if not bool(dup.any()):
+        return
+    rows = table[dup]
+    for _, group in rows.groupby(key, sort=False):
+        prices = group["price_per_hour"].unique()
+        if len(prices) > 1:
+            a = int(group.index[0])
+            b = int(group.index[group["price_per_hour"].to_numpy() != prices[0]][0])
+            first = group.iloc[0]
+            pool = "/".join(str(first[c]) for c in ("provider", "zone" if first["zone"] else "region",
+                                                      "instance_type", "market"))
+            where = (f"{origins[a]} and {origins[b]}" if len(origins) == len(table)
+                     else f"rows {a + 2} and {b + 2}")
+            raise InputError(
+                f"conflicting prices for {pool} at {first['observed_at'] or '(no date)'}: "
+                f"{float(prices[0]):g} and {float(table['price_per_hour'].iloc[b]):g} ({where})",
+                hint="keep one row per pool and observed_at",
+            )
 
 
 def latest_rows(df: pd.DataFrame) -> pd.DataFrame:

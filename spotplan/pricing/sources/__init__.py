@@ -209,17 +209,17 @@ _NAMED_POOLS = 10
 
 
 def drop_bad_prices(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Leave out every pool the cloud priced negative or not at all (NaN, infinite) in this pull,
+    """Leave out every pool the cloud priced at zero, negative or not at all (NaN, infinite) in this pull,
     with a note naming each. That is bad upstream data (e.g. catalog SKUs that sum below zero), not
     the user's input: one bad pool must not cost the pull every other pool and provider. The whole
     pool goes, not just the bad quote: its neighbours in the same answer are no more trustworthy."""
     import pandas as pd
 
-    from spotplan.pricing.table import POOL_KEY, not_an_amount
+    from spotplan.pricing.table import POOL_KEY, not_a_price
 
     if rows.empty:
         return rows
-    bad = not_an_amount(pd.to_numeric(rows["price_per_hour"], errors="coerce"))
+    bad = not_a_price(pd.to_numeric(rows["price_per_hour"], errors="coerce"))
     if not bool(bad.any()):
         return rows
     keys = pd.MultiIndex.from_frame(rows[list(POOL_KEY)].fillna("").astype(str))
@@ -229,7 +229,7 @@ def drop_bad_prices(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
             notes.append(f"... and {len(first_bad) - n} more pools left out for the same reason")
             break
         notes.append(f"{pool_label(row)} left out: the cloud's data prices it at {row['price_per_hour']} $/h, "
-                     "negative or not a number (bad upstream data)")
+                     "zero, negative or not a number (bad upstream data)")
     dropped = keys.isin(keys[bad.to_numpy()])
     return rows[~dropped].reset_index(drop=True)
 
