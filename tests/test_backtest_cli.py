@@ -282,3 +282,152 @@ def test_timeline_draws_whole_ticks() -> None:
         assert _extents(drawn["spot available"]) == [(0.0, 0.5), (1.0, 2.0)]
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--job-hours", "nan"),
+        ("--deadline-hours", "inf"),
+        ("--changeover-hours", "nan"),
+        ("--spot-price", "nan"),
+        ("--on-demand-price", "inf"),
+        ("--on-demand-price", "0"),
+    ],
+)
+def test_non_finite_or_bad_numbers_name_the_flag(runner, tmp_path: Path, flag: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    # NaN used to pass every check (exit 1 from deep in the grid, or NaN in exit-0 JSON)
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), flag, value, "-o", "json"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0], res.stderr
+    assert res.stdout == ""
+
+
+def test_negative_seed_is_a_usage_error(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), "--seed", "-1"])
+    assert res.exit_code == 2 and "--seed" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "where,message",
+    [("in-a-file/bt.png", "cannot write"), ("bt.pdf", "ending in .png")],
+)
+def test_unusable_png_is_refused_before_the_replay(runner, tmp_path: Path, where: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "in-a-file").write_text("a file, not a folder")
+    png = tmp_path / where
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), "--png", str(png), "-o", "json"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {png}: ") and message in lines[0], res.stderr
+    assert not png.exists()
+
+
+def test_png_is_written_after_the_result(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # a chart that fails late must not take the result with it
+    png = tmp_path / "new" / "bt.png"
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), "--png", str(png), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["schema"] == "spotplan.backtest/1"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "new").iterdir()) == [png]  # the writability probe left nothing behind
+
+
+def _missing_trace(tmp_path: Path) -> Path:
+    # 15-minute ticks, spot for the first hour only: with C = 2 h, R = 2.75 h, d = 0.5 h Greedy
+    # and Uniform Progress ride the hour of spot and then miss; finished afterwards on on-demand
+    # they cost less than the optimum, which meets the deadline on on-demand
+    p = tmp_path / "miss.json"
+    p.write_text(json.dumps({"metadata": {"gap_seconds": 900}, "data": [1, 1, 1, 1] + [0] * 8}))
+    return p
+
+
+def test_ratios_of_a_policy_that_missed_are_marked(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    args = ["backtest", "--trace", str(_missing_trace(tmp_path)), "--job-hours", "2", "--deadline-hours", "2.75",
+            "--changeover-hours", "0.5", "--spot-price", "1", "--on-demand-price", "3"]
+    doc = _json(runner, args)
+    greedy = next(p for p in doc["policies"] if p["name"] == "greedy")
+    assert greedy["deadline_misses"] > 0 and greedy["mean_cost_vs_optimal"] < 1
+    for fmt in ("table", "markdown"):
+        res = runner.invoke(app, [*args, "-o", fmt])
+        assert res.exit_code == 0, res.output
+        rows = {line.split()[1 if fmt == "markdown" else 0]: line for line in res.stdout.splitlines()
+                if line.strip().startswith(("greedy", "optimal", "| greedy", "| optimal"))}
+        assert "0.967×†" in rows["greedy"] and "†" not in rows["optimal"], res.stdout
+        assert "† greedy, uniform-progress missed deadlines" in res.stdout
+
+
+def test_traces_sharing_a_file_name_get_distinct_names(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # the docs' own example loads us-west-2b_v100_1 from two trace sets
+    (tmp_path / "set-a").mkdir()
+    (tmp_path / "set-b").mkdir()
+    a = _trace(tmp_path / "set-a", "zone.json", seed=0)
+    b = _trace(tmp_path / "set-b", "zone.json", seed=1)
+    other = _trace(tmp_path, "other.json", seed=2)
+    doc = _json(runner, [*BASE, "--trace", str(a), "--trace", str(b), "--trace", str(other), "--policy", "greedy"])
+    names = [t["name"] for t in doc["traces"]]
+    assert names == ["set-a/zone", "set-b/zone", "other"]
+    assert [s["trace"] for s in doc["starts"]] == [n for n in names for _ in range(4)]
+    assert doc["example"]["trace"] == "set-a/zone"
+
+
+def test_a_file_given_twice_is_replayed_once(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    t = _trace(tmp_path)
+    again = tmp_path / "." / t.name
+    doc = _json(runner, [*BASE, "--trace", str(t), "--trace", str(again), "--trace", str(tmp_path)])
+    assert [tr["name"] for tr in doc["traces"]] == ["zone-a"]
+    assert len(doc["starts"]) == 4
+    assert f"{t}: given 3 times, replayed once" in doc["notes"]
+
+
+def test_trace_help_says_the_flag_repeats_and_takes_folders(runner) -> None:  # type: ignore[no-untyped-def]
+    res = runner.invoke(app, ["backtest", "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0
+    text = " ".join(res.stdout.split())
+    assert "repeat the flag for more" in text and "--trace a.json --trace b.json" in text
+    assert "not in sub-folders" in text
+
+
+def test_gang_no_trace_can_hold_is_a_usage_error(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = runner.invoke(app, [*BASE, "--trace", str(_trace(tmp_path)), "--instances", "5"])
+    assert res.exit_code == 2, res.output
+    assert "--instances 5: no trace ever shows 5 spot instances" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [("empty.json", '{"metadata": {"gap_seconds": 600}, "data": []}', "no ticks"), ("zero.json", "", "empty file")],
+)
+def test_empty_trace_is_named(runner, tmp_path: Path, name: str, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / name
+    p.write_text(text)
+    res = runner.invoke(app, [*BASE, "--trace", str(p)])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: {p}: {message}" + (" ('data' is empty)" if name == "empty.json" else "")
+
+
+def test_missing_inventory_is_reported_before_the_traces_are_read(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1] * 10}))
+    res = runner.invoke(app, ["backtest", "--trace", str(short), "--inventory", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2
+    assert "nope.yaml" in res.stderr and "long enough" not in res.stderr
+
+
+def test_job_rounded_to_the_grain_is_reported(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "hourly.json"
+    p.write_text(json.dumps({"metadata": {"gap_seconds": 3600}, "data": [1] * 8}))
+    args = ["backtest", "--trace", str(p), "--job-hours", "0.123", "--deadline-hours", "4", "--changeover-hours",
+            "0.5", "--spot-price", "1", "--on-demand-price", "3", "--policy", "on-demand"]
+    doc = _json(runner, args)
+    tr = doc["traces"][0]
+    assert tr["compute_hours_effective"] == 0.125 and tr["changeover_hours_effective"] == 0.5
+    od = doc["policies"][0]
+    assert od["mean_cost"] == pytest.approx((0.125 + 0.5) * 3)
+    md = runner.invoke(app, [*args, "-o", "markdown"])
+    assert "- At the 3600 s tick the job is 0.125 h (rounded up to the 450 s grain)." in md.stdout
+    exact = [*args[:3], "--job-hours", "2", *args[5:]]
+    assert _json(runner, exact)["traces"][0]["compute_hours_effective"] == 2.0
+    assert "the job is" not in runner.invoke(app, [*exact, "-o", "markdown"]).stdout

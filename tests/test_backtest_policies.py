@@ -203,6 +203,41 @@ def test_spotplan_safety_net_on_every_tiny_trace(slack_ticks: int) -> None:
             assert r.met_deadline, (slack_ticks, avail.astype(int).tolist(), len(hist))
 
 
+def test_spotplan_never_starts_a_changeover_its_margin_cannot_finish() -> None:
+    # The audit's case: 15-minute ticks, C = 2 h, R = 2.75 h, d = 0.5 h (two ticks). A spot
+    # changeover would leave 0.75 − 0.5 = 0.25 h < d of margin, so the net could never let the job
+    # stay on spot. Checking only the end of the first tick, the policy entered spot, abandoned
+    # the changeover a tick later and paid 0.25 h of spot on top of the on-demand run ($7.75
+    # against on-demand's $7.50).
+    job = Job(2, 2.75, 0.5, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 900.0)
+    assert grid.m < grid.D
+    for avail in ([1] * 12, [1, 1, 1, 1] + [0] * 8):
+        a = np.asarray(avail, bool)
+        r = replay(SpotplanPolicy(), a, np.ones(len(a)), job, grid, record=True)
+        assert r.actions is not None and SPOT not in r.actions.tolist(), avail
+        assert r.met_deadline and r.cost == pytest.approx(7.5) and r.spot_hours == 0
+
+
+@pytest.mark.parametrize("slack_ticks", [0, 1, 2, 3, 4])
+def test_spotplan_never_abandons_spot_while_it_is_there(slack_ticks: int) -> None:
+    # Exhaustive, with a changeover two ticks long: once on spot (changeover included), the
+    # policy leaves it for on-demand only when spot goes. Leaving a spot that is still there can
+    # only be the net undoing an entry it should not have allowed: money spent, no progress made.
+    # (After the job is done the recorded actions are idle.)
+    job = Job(2.0, (4 + 2 + slack_ticks) * 0.5, 1.0, spot_price=1.0, on_demand_price=3.0)
+    grid = make_grid(job, 1800.0)
+    assert 2 * grid.m == grid.D
+    for hist in (np.zeros(0, bool), np.ones(40, bool), np.tile([True, False], 20)):
+        for avail in _all_patterns(grid.T):
+            r = replay(SpotplanPolicy(), avail, np.ones(grid.T), job, grid, history=hist, record=True)
+            assert r.actions is not None and r.met_deadline
+            acts = r.actions.tolist()
+            for t in range(1, grid.T):
+                left = acts[t - 1] == SPOT and avail[t] and acts[t] == OD
+                assert not left, (slack_ticks, avail.astype(int).tolist(), acts)
+
+
 def test_spotplan_decisions_depend_only_on_the_prefix() -> None:
     # Every tiny trace at once: two traces that agree up to tick t must get the same actions up
     # to t, however they differ afterwards (no look-ahead, checked exhaustively).

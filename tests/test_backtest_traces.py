@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spotplan.backtest.traces import detect_format, expand_paths, load_trace
+from spotplan.backtest.traces import detect_format, display_names, distinct_paths, expand_paths, load_trace
 from spotplan.errors import InputError
 
 pytestmark = pytest.mark.timeout(60)
@@ -274,3 +274,20 @@ def test_bad_row_names_file_and_line(tmp_path: Path) -> None:
     p.write_text("t,n\n0,1\n\n60,2\nx,3\n")
     with pytest.raises(InputError, match=r"counts.csv:5: expected time,count"):
         load_trace(p)
+
+
+def test_display_names_are_unique(tmp_path: Path) -> None:
+    a, b = tmp_path / "2022" / "1-node", tmp_path / "2023" / "1-node"
+    paths = [a / "us-west-2b_v100_1.json", b / "us-west-2b_v100_1.json", a / "other.json"]
+    # the nearest folders are the same ("1-node"): one more level tells them apart
+    assert display_names(paths) == ["2022/1-node/us-west-2b_v100_1", "2023/1-node/us-west-2b_v100_1", "other"]
+    # the same stem in one folder (two formats): only the full paths differ
+    same = [a / "z.json", a / "z.csv"]
+    assert display_names(same) == [str(p.resolve()) for p in same]
+
+
+def test_distinct_paths_keep_the_first_and_note_repeats(tmp_path: Path) -> None:
+    x, y = tmp_path / "x.json", tmp_path / "y.json"
+    paths, notes = distinct_paths([x, y, tmp_path / "." / "x.json", x])
+    assert paths == [x, y]
+    assert notes == [f"{x}: given 3 times, replayed once"]

@@ -3,11 +3,14 @@ of per-start ratios), and one example timeline of spot availability and a policy
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from spotplan.backtest.result import BacktestResult
+from spotplan.errors import InputError
 from spotplan.report._png import save_png
 
 _COLORS = {"idle": "#d9d9d9", "spot": "#2c7fb8", "on-demand": "#f03b20"}
@@ -53,6 +56,24 @@ def draw_timeline(ax: Any, example: dict[str, Any]) -> dict[str, Any]:
     return drawn
 
 
+def check_png_path(path: Path) -> None:
+    """Refuse, before the replay, a chart path that cannot be written: a name that is not .png
+    (the chart is a PNG whatever the name says) or a place where no file can be created. The
+    probe is a real file: permission bits do not tell (root, read-only mounts, /proc)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{path}: the chart is a PNG image; give --png a path ending in .png")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # save_png creates the missing folders below this one
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_png(result: BacktestResult, path: Path) -> None:
     import matplotlib
 
@@ -92,4 +113,7 @@ def write_png(result: BacktestResult, path: Path) -> None:
         draw_timeline(ax2, result.example or {})
         ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
-    save_png(fig, path, dpi=110)
+    try:
+        save_png(fig, path, dpi=110)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -9,8 +9,9 @@ state, and the trace *before* the job started; never the future.
   deadline, enters spot when the run's age-conditioned expected remaining life (estimated online
   from the runs seen so far) pays for the changeover, sits out the first d of a run on on-demand
   when a wasted changeover (k·d) outweighs the margin per outage left, and keeps an exact,
-  non-sticky safety net: an on-demand finish stays possible after every tick (so it never misses a
-  deadline on-demand could meet) while it can still hop onto spot late in the run.
+  non-sticky safety net: an on-demand finish stays possible after every tick and after every
+  changeover it starts (so it never misses a deadline on-demand could meet, nor pays for a
+  changeover it would have to abandon) while it can still hop onto spot late in the run.
 
 The Safety Net of the paper (idle and R < C + 2d → on-demand to the end) is checked when the policy
 would idle, on the state *after* the coming tick, since a tick-based policy cannot act in the middle
@@ -43,6 +44,18 @@ def _margin_after(grid: Grid, t: int, action: int, mode: int, overhead: int, pro
     remaining_time = (grid.T - t - 1) * grid.m
     remaining_work = grid.P - progress - _gain(grid, action, mode, overhead)
     return remaining_time - remaining_work
+
+
+def _margin_settled(grid: Grid, t: int, action: int, mode: int, overhead: int, progress: int) -> int:
+    """The margin once this tick *and* the changeover `action` starts or continues are over. A
+    changeover makes no progress, so it spends one grain of margin per grain however many ticks
+    it spans; checking only the end of this tick would let a policy start a changeover whose
+    later ticks the margin cannot pay for."""
+    after = _margin_after(grid, t, action, mode, overhead, progress)
+    if action == IDLE:
+        return after
+    ov = overhead if action == mode else grid.D
+    return after - max(ov - grid.m, 0)
 
 
 class OnDemand:
@@ -190,8 +203,10 @@ class SpotplanPolicy:
     changeover, k·d, exceeds the margin per outage left (time left ÷ the mean run + outage cycle
     seen): a run that dies that young would cost a changeover back that the margin cannot
     absorb; with margin to spare the wait would only buy on-demand hours. The safety net
-    checks every tick that an on-demand finish stays possible (margin ≥ d after the tick), so the
-    job never misses a deadline on-demand could meet, yet it can still hop onto spot late in the
+    checks every tick that an on-demand finish stays possible (margin ≥ d after the tick, and
+    after the whole changeover when one is started: a changeover longer than a tick that only
+    the first tick's check allowed would have to be abandoned, paid for and wasted), so the job
+    never misses a deadline on-demand could meet, yet it can still hop onto spot late in the
     run.
 
     β, the factors and the reserve shape were chosen on the 600 s availability traces with
@@ -253,7 +268,9 @@ class SpotplanPolicy:
         if progress >= g.P:
             return IDLE
         for a in self._preferences(t, has_spot, mode, progress):
-            if a == OD or _margin_after(g, t, a, mode, overhead, progress) >= g.D:
+            # the net: an on-demand finish must stay possible once any changeover `a` starts is
+            # over, not just after this tick (a changeover can span several ticks)
+            if a == OD or _margin_settled(g, t, a, mode, overhead, progress) >= g.D:
                 return a
         return OD
 

@@ -96,6 +96,13 @@ def run_backtest(
         raise InputError("no trace given (use --trace FILE)")
     if starts < 1:
         raise InputError("--starts must be at least 1")
+    if not any(t.ticks and int(t.available.max()) >= job.instances for t in traces):
+        # every policy would be on-demand on every start: a usage error, not a result
+        most = max((int(t.available.max()) for t in traces if t.ticks), default=0)
+        raise InputError(
+            f"--instances {job.instances}: no trace ever shows {job.instances} spot instances at once "
+            f"(the most is {most}), so spot is never usable (a 0/1 trace counts instances, not gangs)"
+        )
     online = [p for p in policies if p != "optimal"]
     want_opt = "optimal" in policies
     if example == "auto":
@@ -122,6 +129,7 @@ def run_backtest(
                 starts=int(len(chosen)),
                 grains_per_tick=grid.m,
                 changeover_hours_effective=round(grid.changeover_hours_effective, 6),
+                compute_hours_effective=round(grid.compute_hours_effective, 6),
                 deadline_hours_effective=round(grid.T * trace.gap_seconds / 3600.0, 6),
                 notes=list(trace.notes),
             )
@@ -191,8 +199,10 @@ def run_backtest(
                 )
             )
     if not rows:
+        longest = max(traces, key=lambda t: t.hours)
         raise InputError(
-            f"no trace is long enough for a {job.deadline_hours:g} h deadline window"
+            f"no trace is long enough for a {job.deadline_hours:g} h deadline window (the longest, "
+            f"{longest.name}, is {longest.hours:.1f} h)"
         )
     summaries = _summaries(policies, runs, np.asarray(opt_costs, dtype=float))
     return BacktestResult(

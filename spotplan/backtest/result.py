@@ -5,6 +5,10 @@ Per policy: `mean_cost`, `p75_cost`, `mean_cost_vs_optimal` (mean cost over the 
 cost on the same starts; the optimum is solved whether or not it is a listed policy),
 `mean_ratio_to_optimal` and `p75_ratio_to_optimal` (over per-start ratios), `deadline_misses`, and
 mean `spot_hours` / `on_demand_hours` per run. Per start: the cost of each policy.
+
+A run that misses its deadline is finished on on-demand afterwards; free of the deadline it can
+cost less than the optimum, so the renderings mark the ratios of a policy with misses (`†`) rather
+than let it look better than the optimum.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class TraceInfo(BaseModel):
     starts: int
     grains_per_tick: int
     changeover_hours_effective: float
+    compute_hours_effective: float
     deadline_hours_effective: float
     notes: list[str] = Field(default_factory=list)
 
@@ -129,8 +134,13 @@ def to_json(result: BacktestResult) -> str:
     return json.dumps(doc, indent=2)
 
 
-def _ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}×"
+MISS_MARK = "†"
+
+
+def _ratio(v: float | None, missed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}×" + (MISS_MARK if missed else "")
 
 
 def _headline(result: BacktestResult) -> str:
@@ -154,6 +164,12 @@ def _footnotes(result: BacktestResult) -> list[str]:
         + ("." if any(p.name == "optimal" for p in result.policies) else " (solved, though not listed)."),
         "A missed deadline is finished on on-demand afterwards and counted as a miss.",
     ]
+    missers = [p.name for p in result.policies if p.deadline_misses]
+    if missers:
+        lines.append(
+            f"{MISS_MARK} {', '.join(missers)} missed deadlines: a run finished after its deadline "
+            "can cost less than one that meets it, so these ratios can fall below the optimum's 1."
+        )
     adjusted = {
         (t.changeover_hours_effective, t.gap_seconds)
         for t in result.traces
@@ -161,6 +177,15 @@ def _footnotes(result: BacktestResult) -> list[str]:
     }
     for d_eff, gap in sorted(adjusted):
         lines.append(f"At the {gap:g} s tick the changeover is {d_eff * 3600:.0f} s (nearest grain).")
+    rounded = {
+        (t.compute_hours_effective, t.gap_seconds, t.gap_seconds / t.grains_per_tick)
+        for t in result.traces
+        if abs(t.compute_hours_effective - j.compute_hours) > 1e-9
+    }
+    for c_eff, gap, grain in sorted(rounded):
+        lines.append(
+            f"At the {gap:g} s tick the job is {c_eff:.6g} h (rounded up to the {grain:.3g} s grain)."
+        )
     lines.extend(result.notes)
     return lines
 
@@ -183,8 +208,8 @@ def _policy_rows(result: BacktestResult) -> list[dict[str, str]]:
             "policy": p.name,
             "mean_cost": f"{p.mean_cost:,.2f}",
             "p75_cost": f"{p.p75_cost:,.2f}",
-            "vs_opt": _ratio(p.mean_cost_vs_optimal),
-            "p75_ratio": _ratio(p.p75_ratio_to_optimal),
+            "vs_opt": _ratio(p.mean_cost_vs_optimal, bool(p.deadline_misses)),
+            "p75_ratio": _ratio(p.p75_ratio_to_optimal, bool(p.deadline_misses)),
             "misses": f"{p.deadline_misses}/{p.runs}",
             "spot_h": f"{p.spot_hours:.1f}",
             "od_h": f"{p.on_demand_hours:.1f}",

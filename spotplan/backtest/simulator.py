@@ -8,9 +8,11 @@ Billing is per second, so the tick in which the job completes is billed only up 
 
 Everything is counted in integer *grains*, a tick split into `m` equal parts chosen so that d is a
 whole number of grains (exactly when the tick and d allow it, else rounded to the nearest grain and
-reported as `changeover_hours_effective`). The deadline is rounded down to whole ticks. The
+reported as `changeover_hours_effective`); so, when it can be, is the job (else it is rounded up
+to the grain: `compute_hours_effective`). The deadline is rounded down to whole ticks. The
 simulator and the dynamic programme of `optimal` share this grid, so "the optimum is never above a
-policy" holds exactly, not approximately.
+policy that meets its deadline" holds exactly, not approximately. (A run that misses is finished on
+on-demand after the deadline; with the deadline gone that can cost less than meeting it.)
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ class Job:
     on_demand_price: float = 3.06
 
     def __post_init__(self) -> None:
+        # NaN passes every comparison below unnoticed and infinity overflows the grid: refuse both
+        # first, naming the flag that carries the value
+        for flag, value in (
+            ("--job-hours", self.compute_hours),
+            ("--deadline-hours", self.deadline_hours),
+            ("--changeover-hours", self.changeover_hours),
+            ("--spot-price", self.spot_price),
+            ("--on-demand-price", self.on_demand_price),
+        ):
+            if not math.isfinite(value):
+                raise InputError(f"{flag} must be a finite number, not {value:g}")
         if self.compute_hours <= 0:
             raise InputError("--job-hours must be positive")
         if self.deadline_hours < self.compute_hours + self.changeover_hours:
@@ -52,8 +65,10 @@ class Job:
             raise InputError("--changeover-hours must not be negative")
         if self.instances < 1:
             raise InputError("--instances must be at least 1")
-        if self.spot_price < 0 or self.on_demand_price <= 0:
-            raise InputError("prices must be positive")
+        if self.spot_price < 0:
+            raise InputError("--spot-price must not be negative")
+        if self.on_demand_price <= 0:
+            raise InputError("--on-demand-price must be positive")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,11 @@ class Grid:
     @property
     def changeover_hours_effective(self) -> float:
         return self.D * self.grain_hours
+
+    @property
+    def compute_hours_effective(self) -> float:
+        """C on the grid: a job that is not a whole number of grains is rounded up to the grain."""
+        return self.P * self.grain_hours
 
 
 def _off_grid(grains: float) -> float:
@@ -153,8 +173,9 @@ def replay(
     record: bool = False,
 ) -> Run:
     """Run `policy` over one window: `available` (bool per tick, at least T long) and the spot
-    price per tick. A run that misses the deadline is finished on on-demand afterwards, so its
-    cost stays comparable, and it is counted as a miss."""
+    price per tick. A run that misses the deadline is finished on on-demand afterwards (the work
+    left plus a changeover unless already there, billed at the on-demand price) and counted as a
+    miss; free of the deadline, it can cost less than the optimum, which meets it."""
     m, D, P, T = grid.m, grid.D, grid.P, grid.T
     # the price the job faces as it starts (the trace's own when it has one), not the flag's
     p0 = float(spot_prices[0]) if len(spot_prices) else job.spot_price

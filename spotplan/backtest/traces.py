@@ -22,7 +22,7 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -109,7 +109,45 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 def load_traces(paths: list[Path], fmt: str = "auto") -> list[Trace]:
-    return [load_trace(p, fmt) for p in paths]
+    """Read every file, each named by `display_names` so that no two traces share a name."""
+    traces = [load_trace(p, fmt) for p in paths]
+    names = display_names([Path(p) for p in paths])
+    return [t if t.name == n else replace(t, name=n) for t, n in zip(traces, names)]
+
+
+def distinct_paths(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Each file once, in the order first given, and a note per file given more than once (the
+    same file twice, or a folder and a file in it): replayed twice it would weigh double in
+    every mean."""
+    first: dict[Path, Path] = {}
+    times: dict[Path, int] = {}
+    for p in paths:
+        key = Path(p).resolve()
+        first.setdefault(key, Path(p))
+        times[key] = times.get(key, 0) + 1
+    notes = [f"{first[key]}: given {n} times, replayed once" for key, n in times.items() if n > 1]
+    return list(first.values()), notes
+
+
+def display_names(paths: list[Path]) -> list[str]:
+    """A short name per trace file that no other file in `paths` shares: its stem, or when stems
+    clash (the same zone in two trace sets) the stem under as many parent folders as tell the
+    clashing files apart; the full path when none do. Per-start rows name their trace, so a
+    shared name would make them ambiguous."""
+    resolved = [Path(p).resolve() for p in paths]
+    names = [p.stem for p in resolved]
+    for stem in {n for n in names if names.count(n) > 1}:
+        clash = [i for i, n in enumerate(names) if n == stem]
+        folders = {i: resolved[i].parent.parts[1:] for i in clash}  # without the root
+        for k in range(1, max(len(f) for f in folders.values()) + 1):
+            tried = ["/".join((*folders[i][-k:], stem)) for i in clash]
+            if len(set(tried)) == len(tried):
+                break
+        else:
+            tried = [str(resolved[i]) for i in clash]
+        for i, name in zip(clash, tried):
+            names[i] = name
+    return names
 
 
 def load_trace(path: Path, fmt: str = "auto", tick_seconds: float | None = None) -> Trace:
@@ -123,6 +161,8 @@ def load_trace(path: Path, fmt: str = "auto", tick_seconds: float | None = None)
         raise InputError(f"{path}: trace file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read trace ({exc})") from None
+    if not text.strip():
+        raise InputError(f"{path}: empty file")
     if fmt == "auto":
         fmt = detect_format(text, path)
     if fmt == "json":
@@ -166,6 +206,8 @@ def _parse_json(text: str, path: Path) -> Trace:
     data = doc["data"]
     if not isinstance(data, list):
         raise InputError(f"{path}: 'data' must be a list of non-negative counts")
+    if not data:
+        raise InputError(f"{path}: no ticks ('data' is empty)")
     counts = np.zeros(len(data), dtype=np.int64)
     for i, v in enumerate(data):
         n = _count(v)

@@ -34,7 +34,9 @@ def backtest(
         typer.Option(
             "--trace",
             help="Spot trace file (Can't-Be-Late/SpotHedge JSON, Bamboo events CSV, count CSV/TXT), "
-            "or a folder of them. Repeatable: one per zone.",
+            "or a folder of them (the .json/.csv/.txt files directly in it, not in sub-folders). "
+            "One path per flag; repeat the flag for more, one per zone: --trace a.json --trace b.json. "
+            "A file given twice is replayed once.",
             metavar="FILE|DIR",
             show_default=False,
         ),
@@ -66,7 +68,7 @@ def backtest(
         typer.Option("--policy", help="Policy to replay (repeatable; default: all five)."),
     ] = None,
     starts: Annotated[int, typer.Option("--starts", min=1, help="Random start points per trace.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the start points.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the start points.")] = 0,
     spot_price: Annotated[
         float, typer.Option("--spot-price", help="Spot $/h per instance when the trace has no prices.")
     ] = 0.9731,
@@ -77,10 +79,18 @@ def backtest(
             "--inventory",
             help="Calibrate analyze: replay this inventory's recommended workloads through the traces "
             "and compare predicted and replayed costs.",
+            exists=True,  # checked as the flags are parsed, before any trace is read
+            dir_okay=False,
         ),
     ] = None,
     png: Annotated[
-        Path | None, typer.Option("--png", help="Write a chart: cost vs optimal per policy and one timeline.")
+        Path | None,
+        typer.Option(
+            "--png",
+            metavar="PATH",
+            help="Write a PNG chart: cost vs optimal per policy and one timeline.",
+            dir_okay=False,
+        ),
     ] = None,
     output: OutputOpt = None,
     out: OutPathOpt = None,
@@ -96,7 +106,7 @@ def backtest(
         from spotplan.backtest.replay import run_backtest
         from spotplan.backtest.result import render
         from spotplan.backtest.simulator import Job
-        from spotplan.backtest.traces import expand_paths, load_traces
+        from spotplan.backtest.traces import distinct_paths, expand_paths, load_traces
 
         def progress(msg: str) -> None:
             sys.stderr.write(msg + "\n")
@@ -111,7 +121,7 @@ def backtest(
             defaults_note = "policy replay used Can't Be Late's setup: C = 48 h, R = 52 h (no --job-hours given)"
             job_hours = 48.0 if job_hours is None else job_hours
             deadline_hours = 52.0 if deadline_hours is None else deadline_hours
-        traces = load_traces(expand_paths(trace), fmt.value)
+        # every flag is checked before any trace is read or replayed
         job = Job(
             compute_hours=job_hours,
             deadline_hours=deadline_hours,
@@ -120,19 +130,26 @@ def backtest(
             spot_price=spot_price,
             on_demand_price=on_demand_price,
         )
+        if png is not None:
+            from spotplan.backtest.plot import check_png_path
+
+            check_png_path(png)
+        paths, path_notes = distinct_paths(expand_paths(trace))
+        traces = load_traces(paths, fmt.value)
         # a repeated --policy is one policy: run_backtest keeps it where it first appears
         names = [p.value for p in policy] if policy else list(POLICY_NAMES)
         result = run_backtest(traces, job, names, starts=starts, seed=seed, progress=progress)
+        result.notes[:0] = path_notes
         if defaults_note:
             result.notes.append(defaults_note)
         if inventory is not None:
             from spotplan.backtest.calibrate import calibrate
 
             result.calibration = calibrate(inventory, traces, seed=seed, starts=starts, progress=progress)
-        if png is not None:
+        shown = rendering(output, out)
+        emit(render(result, shown.format.value, color=shown.color), out)
+        if png is not None:  # after the result is out, so a chart that fails late cannot lose it
             from spotplan.backtest.plot import write_png
 
             write_png(result, png)
             progress(f"wrote {png}")
-        shown = rendering(output, out)
-        emit(render(result, shown.format.value, color=shown.color), out)
