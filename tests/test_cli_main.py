@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from spotplan import __version__
 from spotplan.cli.main import app
 
@@ -37,3 +39,11 @@ def test_usage_errors_are_one_line_with_exit_2() -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "galaxy" in lines[0]
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["prices", "pull"], ["migrate"], ["watch"], ["backtest"]])
+def test_help_shows_click_style_types_and_nothing_after_a_flag(runner, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """On/off flags take no value, so their help row shows no type; values read as PATH, TEXT, FLOAT."""
+    text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).stdout
+    assert "<bool>" not in text and "<list[" not in text and "<str>" not in text, text
+    assert any(kind in text for kind in ("PATH", "FILE", "TEXT", "FLOAT"))

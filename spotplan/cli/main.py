@@ -29,6 +29,42 @@ def _one_line_usage_error(self: Exception) -> None:
 
 typer.rich_utils.rich_format_error = _one_line_usage_error  # type: ignore[assignment]
 
+
+# Help shows value types the way Click does (PATH, TEXT, FLOAT, a|b), and nothing after an on/off
+# flag, which takes no value: Typer 0.29 writes `<list[Path]>`, `<str>`, and `<bool>` after every flag.
+_CLICK_TYPES = {"str": "TEXT", "float": "FLOAT", "int": "INTEGER", "Path": "PATH", "path": "PATH", "file": "FILE",
+                "directory": "DIR", "bool": "BOOLEAN", "int range": "INTEGER", "float range": "FLOAT"}
+
+
+def _install_click_style_types() -> None:
+    import re
+
+    import typer.core as core
+
+    base = getattr(core, "_TyperParameter", None)
+    option = getattr(core, "TyperOption", None)
+    if base is None or option is None or not hasattr(base, "display_type"):
+        return  # another Typer: its own help stands
+    original = base.display_type
+
+    def display_type(self: object, ctx: object) -> str:
+        shown = str(original(self, ctx))
+        inner = re.sub(r"^list\[(.*)\]$", r"\1", shown.strip("<>"))
+        return _CLICK_TYPES.get(inner, inner)
+
+    original_rich = option.display_type_rich
+
+    def display_type_rich(self: object, ctx: object) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return original_rich(self, ctx)  # type: ignore[no-any-return]
+
+    base.display_type = display_type
+    option.display_type_rich = display_type_rich
+
+
+_install_click_style_types()
+
 app = typer.Typer(
     name="spotplan",
     help=(
