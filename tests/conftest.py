@@ -30,6 +30,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def pricing_emu(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The three clouds' price APIs (tests/emulators/pricing.py) on 127.0.0.1, built from the real
+    data, with spotplan's env pointed at them and nothing left to reach a real account."""
+    from tests.emulators.pricing import PricingData, PricingEmulator
+
+    server = PricingEmulator(PricingData(shared_data), tmp_path).start()
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe 169.254.169.254
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the price store and journal of every test out of the real user dirs."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,21 +16,14 @@ import pytest
 from spotplan.cli.main import app
 from spotplan.paths import price_store_dir
 from spotplan.pricing.store import read_store
-from tests.emulators.pricing import PricingData, PricingEmulator, region_of_az_id
+from tests.emulators.pricing import PricingEmulator, region_of_az_id
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def emu(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PricingEmulator]:
-    server = PricingEmulator(PricingData(shared_data), tmp_path).start()
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe 169.254.169.254
-    yield server
-    server.stop()
+def emu(pricing_emu: PricingEmulator) -> PricingEmulator:
+    return pricing_emu
 
 
 def _pull(runner, *args: str):  # type: ignore[no-untyped-def]

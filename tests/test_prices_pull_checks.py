@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,22 +14,15 @@ import pytest
 
 from spotplan.cli.main import app
 from spotplan.pricing.store import read_store
-from tests.emulators.pricing import PricingData, PricingEmulator
+from tests.emulators.pricing import PricingEmulator
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def emu(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PricingEmulator]:
-    server = PricingEmulator(PricingData(shared_data), tmp_path).start()
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe 169.254.169.254
+def emu(pricing_emu: PricingEmulator, monkeypatch: pytest.MonkeyPatch) -> PricingEmulator:
     monkeypatch.setenv("SPOTPLAN_RETRY_BASE_SECONDS", "0")
-    yield server
-    server.stop()
+    return pricing_emu
 
 
 def _pull(runner, *args: str):  # type: ignore[no-untyped-def]
