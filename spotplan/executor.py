@@ -77,6 +77,8 @@ FALLBACK_STEPS = (
 )
 # Once this step has started the source may be down: failures after it restart the source.
 SOURCE_STOP_STEP = "stop_source"
+# Once this step is done the fallback's on-demand copy is the only one: failures after it keep it.
+SPOT_RELEASE_STEP = "fallback_release_spot"
 # The steps that create instances: a move that failed before they started changed nothing.
 CREATING_STEP = {"migrate": "acquire", "fallback": "fallback_acquire"}
 
@@ -86,6 +88,7 @@ DECLINED = "declined"
 WOULD_FAIL = "dry-run (would fail)"
 UNCHANGED = "failed (nothing changed)"
 REFUSED = "refused"
+KEPT = "failed (on-demand copy kept)"
 
 #: Told (move id, step) as each step starts: the CLI prints it, `watch` logs it as data.
 StepLog = Callable[[str, str], None]
@@ -478,7 +481,9 @@ class MoveRun:
         storage = self.move.checkpoint.storage or ""
         call = _local_call("checkpoint_latest", {"uri": storage}, note="the newest verified checkpoint")
         if self.dry:
-            call.outcome = "dry-run"
+            # A read, as in the real run (listing only: the dry run hashes nothing).
+            found = _store_read(storage, lambda: len(_store(storage).list()))
+            call.outcome = f"dry-run (store readable, {found} checkpoint{'s' * (found != 1)} now)"
             return [call], {}
         info = wait_for_checkpoint(storage, None, 0, 0)
         if info is None:
@@ -519,7 +524,7 @@ class MoveRun:
         spot = [i for i in self.state.get("target_ids") or [] if i not in (self.state.get("fallback_ids") or [])]
         if not spot:
             return [], {}
-        calls, states = self.target.states(spot) if not self.dry else ([], {i: "running" for i in spot})
+        calls, states = self.target.states(spot, self.dry)
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         if live:
             calls += self.target.release(live, self.dry)
@@ -595,6 +600,12 @@ class MoveRun:
             # Nothing to undo: the journal calls it rolled back, so a rerun retries it as a fresh attempt.
             journal_status = "rolled-back"
             journal_error = f"{report.error}; nothing was changed"
+        elif report.status == KEPT:
+            kept = ", ".join(self.state.get("fallback_ids") or []) or "none recorded"
+            report.error = journal_error = (f"{report.error}; the spot copy was already released, so the on-demand "
+                                            f"copy ({kept}) is kept: fix the cause, then spotplan migrate --resume "
+                                            f"{self.move.id}")
+            journal_status = "failed"
         elif report.status == "rollback-incomplete":
             left = "; ".join(s.error or "" for s in report.steps if s.step.startswith("rollback_")
                              and s.status == "failed")
@@ -612,7 +623,13 @@ class MoveRun:
         A move that failed before its creating step started (preflight, a bad plan) created nothing
         and stopped nothing: there is nothing to look for, and the report says nothing was changed."""
         assert self.journal is not None
-        started = {e["step"] for e in self.journal.current_run_events(self.move.id) if e["phase"] == "start"}
+        events = self.journal.current_run_events(self.move.id)
+        started = {e["step"] for e in events if e["phase"] == "start"}
+        if kind == "fallback" and any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "done" for e in events):
+            # The spot copy is gone: the on-demand copy is the only one left to run the workload, so it
+            # is kept, and `--resume` carries the fallback on from the step that failed.
+            report.status = KEPT
+            return
         if CREATING_STEP.get(kind, "acquire") not in started and not (
             kind == "migrate" and SOURCE_STOP_STEP in started
         ):
@@ -729,6 +746,9 @@ def migrate_moves(
             refusal = None
             if prior["status"] not in FINAL_STATUSES:
                 refusal = f"move {move.id} was interrupted; continue it with: spotplan migrate --resume {move.id}"
+            elif prior["status"] == "failed" and prior["kind"] == "fallback":
+                refusal = (f"the fallback of move {move.id} failed ({prior['error']}); continue it with: "
+                           f"spotplan migrate --resume {move.id}")
             elif prior["status"] == "failed":
                 refusal = (f"move {move.id} failed and its rollback did not finish; retry the rollback with: "
                            f"spotplan migrate --resume {move.id}")
@@ -841,8 +861,10 @@ def resume_move(
                          hint="run it again from its plan: spotplan migrate PLAN.json --only " + move_id)
     steps = FALLBACK_STEPS if prior["kind"] == "fallback" else STEPS
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
-    failed = [e for e in journal.current_run_events(move_id) if e["phase"] == "failed" and e["step"] in steps]
-    if failed and not opts.dry_run:
+    events = journal.current_run_events(move_id)
+    failed = [e for e in events if e["phase"] == "failed" and e["step"] in steps]
+    released = any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "done" for e in events)
+    if failed and not opts.dry_run and not (prior["kind"] == "fallback" and released):
         # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
         return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
     return run.run(steps, prior["kind"])
@@ -861,8 +883,10 @@ def fallback_move(
         raise InputError(f"move {move_id} has fallback {move.fallback!r}, not 'on-demand'")
     if prior["kind"] == "migrate" and prior["status"] != "done":
         raise InputError(f"move {move_id} is {prior['status']}, not migrated: there is nothing to fall back from")
-    if prior["kind"] == "fallback" and prior["status"] == "running":
-        raise InputError(f"the fallback of {move_id} was interrupted; continue it with --resume {move_id}")
+    if prior["kind"] == "fallback" and prior["status"] in ("running", "failed"):
+        # Its on-demand copy may be the one running the workload: a fresh fallback would buy another.
+        what = "was interrupted" if prior["status"] == "running" else "failed"
+        raise InputError(f"the fallback of {move_id} {what}; continue it with --resume {move_id}")
     state = dict(prior["state"])
     state["steps_done"] = [s for s in state.get("steps_done", []) if s not in FALLBACK_STEPS]
     state["fallback_ids"] = []

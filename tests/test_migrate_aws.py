@@ -617,3 +617,38 @@ def test_a_denied_checkpoint_store_exits_4(cloud: Cloud, runner: Any, tmp_path: 
     assert cloud.state(src[0]) == "running"
     if not dry_run:
         assert_invariants(cloud, move_id, src, expect_done=False)
+
+
+def test_a_fallback_that_fails_after_the_spot_copy_is_gone_keeps_the_on_demand_copy(cloud: Cloud, runner: Any,
+                                                                                     tmp_path: Path) -> None:
+    """Once the spot copy is released, the on-demand copy is the only one: a failure after that (here
+    pointing it at the checkpoint) must not release it too; --resume carries the fallback on."""
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    spot_id = journal_of(move_id)["state"]["target_ids"][0]
+    cloud.proxy.fail_next("CreateTags", "InvalidParameterValue")
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 1 and "on-demand copy" in fb.stderr and f"--resume {move_id}" in fb.stderr, fb.output
+    j = journal_of(move_id)
+    assert (j["kind"], j["status"]) == ("fallback", "failed")
+    (od_id, _), = cloud.live_tagged(move_id).items()
+    assert od_id == j["state"]["fallback_ids"][0] and cloud.state(spot_id) == "terminated"
+    for args in (["migrate", str(plan), "--yes"], ["migrate", "--fallback", move_id, "--yes"]):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and f"--resume {move_id}" in refused.output, refused.output
+    assert set(cloud.live_tagged(move_id)) == {od_id}
+    resumed = runner.invoke(app, ["migrate", "--resume", move_id, "--yes"])
+    assert resumed.exit_code == 0, resumed.output
+    assert journal_of(move_id)["status"] == "done" and set(cloud.live_tagged(move_id)) == {od_id}
+    assert cloud.state(src[0]) == "stopped"
+
+
+def test_a_fallback_dry_run_reads_what_the_real_one_reads(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    dry = runner.invoke(app, ["migrate", "--fallback", move_id, "--dry-run", "-o", "json"])
+    assert dry.exit_code == 0, dry.output
+    steps = {s["step"]: s for s in json.loads(dry.stdout)["moves"][0]["steps"]}
+    assert [c["call"] for c in steps["fallback_release_spot"]["calls"]] == [
+        "ec2.describe_instances", "ec2.terminate_instances"]
+    assert steps["fallback_verify"]["calls"][0]["outcome"].startswith("dry-run (store readable, 1 checkpoint")

@@ -82,6 +82,25 @@ def test_azure_retail_non_usd_and_windows_items_are_left_out_and_counted(runner,
     assert df is not None and df["price_per_hour"].tolist() == [0.752]
 
 
+def test_azure_retail_zero_priced_items_that_are_left_out_do_not_fail_the_import(runner, tmp_path: Path) -> None:
+    """Free meters and $0 lines of sizes the importer drops anyway say nothing about the table; only a
+    kept row must carry a positive price."""
+    path = tmp_path / "az.json"
+    path.write_text(json.dumps({"Items": [
+        _azure_item(),
+        _azure_item(armSkuName="Standard_B1s", skuName="B1s", productName="Virtual Machines BS Series",
+                    retailPrice=0.0),
+        _azure_item(productName="Virtual Machines NCasT4_v3 Series Windows", retailPrice=0.0, currencyCode="EUR"),
+    ]}))
+    res = runner.invoke(app, ["prices", "import", str(path), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rows"][0]["rows"] == 1
+    kept_zero = tmp_path / "zero.json"
+    kept_zero.write_text(json.dumps({"Items": [_azure_item(retailPrice=0.0)]}))
+    res = runner.invoke(app, ["prices", "import", str(kept_zero)])
+    assert res.exit_code == 2 and "item 1: retailPrice is 0.0, expected a positive number" in res.stderr
+
+
 def test_azure_retail_pages_as_ndjson(tmp_path: Path) -> None:
     path = tmp_path / "pages.json"
     path.write_text(json.dumps({"Items": [_azure_item()]}) + "\n"

@@ -684,7 +684,6 @@ def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
             raise ctx.bad(where, "expected an Azure retail price item (armSkuName, retailPrice, ...)")
         if not isinstance(it["retailPrice"], (int, float)) or isinstance(it["retailPrice"], bool):
             raise ctx.bad(where, f"retailPrice is {it['retailPrice']!r}, expected a number")
-        _num(it["retailPrice"], ctx, where, "retailPrice", price=True)
         currency = retail_currency(it)
         if currency != "USD":
             # The table holds USD (§4.2); converting at some day's rate would invent a price.
@@ -697,6 +696,9 @@ def _azure_retail(text: str, ctx: _Ctx) -> list[dict[str, Any]]:
         if not row["gpu_model"]:
             ctx.skip("azure", "not a GPU size")
             continue
+        # Only a row that is kept must carry a real price: a $0 item the filters above drop (a free
+        # non-GPU meter, a Windows or EUR line) says nothing about the table.
+        _num(it["retailPrice"], ctx, where, "retailPrice", price=True)
         row["observed_at"] = it.get("effectiveStartDate") or ctx.stamp
         row["source"] = "azure retail prices (import)"
         row["_where"] = where
