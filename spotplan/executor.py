@@ -77,7 +77,7 @@ FALLBACK_STEPS = (
 )
 # Once this step has started the source may be down: failures after it restart the source.
 SOURCE_STOP_STEP = "stop_source"
-# Once this step is done the fallback's on-demand copy is the only one: failures after it keep it.
+# Once this step has started the fallback's on-demand copy may be the only one: failures keep it.
 SPOT_RELEASE_STEP = "fallback_release_spot"
 # The steps that create instances: a move that failed before they started changed nothing.
 CREATING_STEP = {"migrate": "acquire", "fallback": "fallback_acquire"}
@@ -247,6 +247,7 @@ class MoveRun:
             labels=m.labels,
             source_ids=list(m.source.instance_ids),
             source_provider=m.source.provider,
+            sign_in=self.state.get("sign_in"),
         )
 
     def _target_ids(self, key: str = "target_ids") -> list[str]:
@@ -435,7 +436,8 @@ class MoveRun:
                      failure: str, bad: tuple[str, ...] = ()) -> list[Call]:
         """Poll `ids` until every one is in a `wanted` state; the calls of the last poll (built, not
         sent, in a dry run). A `bad` state, or the deadline, fails with `failure`."""
-        calls, states = provider.states(ids, self.dry)
+        # Real ids are read in a dry run too (a read); placeholders of what is not created yet are shown.
+        calls, states = provider.states(ids, self.dry and any(i.startswith("<") for i in ids))
         while not self.dry and any(s not in wanted for s in states.values()):
             off = {i: s for i, s in states.items() if s in bad}
             if off or time.monotonic() > deadline:
@@ -524,7 +526,7 @@ class MoveRun:
         spot = [i for i in self.state.get("target_ids") or [] if i not in (self.state.get("fallback_ids") or [])]
         if not spot:
             return [], {}
-        calls, states = self.target.states(spot, self.dry)
+        calls, states = self.target.states(spot)  # a read: sent in a dry run too
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         if live:
             calls += self.target.release(live, self.dry)
@@ -625,9 +627,10 @@ class MoveRun:
         assert self.journal is not None
         events = self.journal.current_run_events(self.move.id)
         started = {e["step"] for e in events if e["phase"] == "start"}
-        if kind == "fallback" and any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "done" for e in events):
-            # The spot copy is gone: the on-demand copy is the only one left to run the workload, so it
-            # is kept, and `--resume` carries the fallback on from the step that failed.
+        if kind == "fallback" and SPOT_RELEASE_STEP in started:
+            # The spot copy is gone, or may be (a release the cloud accepted can still fail to
+            # confirm): the on-demand copy may be the only one left to run the workload, so it is
+            # kept, and `--resume` carries the fallback on from the step that failed.
             report.status = KEPT
             return
         if CREATING_STEP.get(kind, "acquire") not in started and not (
@@ -637,7 +640,7 @@ class MoveRun:
             return
         actions: list[tuple[str, Callable[[], list[Call]]]] = []
         if kind == "migrate" and SOURCE_STOP_STEP in started:
-            actions.append(("rollback_start_source", lambda: self.source.start(self._source_ids(), False)))
+            actions.append(("rollback_start_source", self._restart_source))
         created_key = "fallback_ids" if kind == "fallback" else "target_ids"
         created = set(self.state.get(created_key) or [])
         # An interrupted launch may have created instances that never reached the journal. The
@@ -671,6 +674,17 @@ class MoveRun:
                 continue
             self.journal.step_done(self.move.id, name, [c.to_dict() for c in calls], {})
             report.steps.append(StepReport(name, calls))
+
+    def _restart_source(self) -> list[Call]:
+        """Start the source instances that are stopped (after waiting out `stopping`, which cannot be
+        started): a stop that was refused or never sent left them running, and starting a running
+        instance needs a permission the user may not have granted."""
+        ids = self._source_ids()
+        calls = self._wait_states(self.source, ids, ("running", "pending", "stopped", "terminated", "missing"),
+                                  time.monotonic() + self.opts.health_timeout, "source still stopping")
+        _, states = self.source.states(ids)
+        down = [i for i, state in states.items() if state == "stopped"]
+        return calls + (self.source.start(down, False) if down else [])
 
     def _release_live(self, ids: list[str]) -> list[Call]:
         calls, states = self.target.states(ids)
@@ -738,10 +752,11 @@ def migrate_moves(
             if prior["kind"] == "fallback" and prior["status"] == "rolled-back":
                 # Only a migrated move has a fallback: its source is stopped and its workload runs
                 # on the target. Running the move again would stop nothing and buy a second copy.
+                where = prior["state"].get("market") or "spot"
+                retry = "" if where == "on-demand" else f": retry it with spotplan migrate --fallback {move.id}"
                 reports.append(MoveReport(move.id, move.workload, "fallback", "already-done",
-                                          error=f"migrated; its fallback to on-demand was rolled back ("
-                                                f"{prior['error']}): retry it with spotplan migrate --fallback "
-                                                f"{move.id}"))
+                                          error=f"migrated (runs on {where}); a later fallback was rolled back ("
+                                                f"{prior['error']}){retry}"))
                 continue
             refusal = None
             if prior["status"] not in FINAL_STATUSES:
@@ -853,9 +868,10 @@ def resume_move(
     if prior["status"] == "done":
         return MoveReport(move.id, move.workload, prior["kind"], "already-done")
     if prior["status"] == "rolled-back" and prior["kind"] == "fallback":
+        on_demand = prior["state"].get("market") == "on-demand"
         raise InputError(f"the fallback of move {move_id} was rolled back ({prior['error']}); the move stays "
-                         "migrated: there is nothing to resume", hint="retry it with: spotplan migrate --fallback "
-                         + move_id)
+                         f"migrated{' on on-demand' if on_demand else ''}: there is nothing to resume",
+                         hint=None if on_demand else "retry it with: spotplan migrate --fallback " + move_id)
     if prior["status"] == "rolled-back":
         raise InputError(f"move {move_id} was rolled back ({prior['error']}): there is nothing to resume",
                          hint="run it again from its plan: spotplan migrate PLAN.json --only " + move_id)
@@ -863,11 +879,21 @@ def resume_move(
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
     events = journal.current_run_events(move_id)
     failed = [e for e in events if e["phase"] == "failed" and e["step"] in steps]
-    released = any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "done" for e in events)
+    released = any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "start" for e in events)
     if failed and not opts.dry_run and not (prior["kind"] == "fallback" and released):
         # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
         return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
     return run.run(steps, prior["kind"])
+
+
+def _kept_copy_alive(move: Move, prior: dict[str, Any], factory: ProviderFactory) -> bool:
+    """Whether a failed fallback's kept on-demand copy still exists (if it was lost, a new fallback
+    is the way on)."""
+    ids = list(prior["state"].get("fallback_ids") or [])
+    if not ids:
+        return False
+    _, states = factory(move.target.provider, move.target.region).states(ids)
+    return any(state not in ("terminated", "missing") for state in states.values())
 
 
 def fallback_move(
@@ -879,14 +905,20 @@ def fallback_move(
 ) -> MoveReport:
     """Resume a move's workload from its latest checkpoint on on-demand capacity."""
     prior, move = _journaled_move(journal, move_id)
+    if prior["kind"] == "fallback" and prior["state"].get("market") == "on-demand" and prior["status"] != "failed":
+        # A finished fallback recorded the on-demand copy as the target: another would release it.
+        return MoveReport(move.id, move.workload, "fallback", "already-done",
+                          error="already runs on on-demand capacity (a fallback finished): nothing to fall back from")
     if move.fallback != "on-demand":
         raise InputError(f"move {move_id} has fallback {move.fallback!r}, not 'on-demand'")
     if prior["kind"] == "migrate" and prior["status"] != "done":
         raise InputError(f"move {move_id} is {prior['status']}, not migrated: there is nothing to fall back from")
-    if prior["kind"] == "fallback" and prior["status"] in ("running", "failed"):
-        # Its on-demand copy may be the one running the workload: a fresh fallback would buy another.
-        what = "was interrupted" if prior["status"] == "running" else "failed"
-        raise InputError(f"the fallback of {move_id} {what}; continue it with --resume {move_id}")
+    if prior["kind"] == "fallback" and prior["status"] == "running":
+        raise InputError(f"the fallback of {move_id} was interrupted; continue it with --resume {move_id}")
+    if prior["kind"] == "fallback" and prior["status"] == "failed" and _kept_copy_alive(move, prior, factory):
+        # Its on-demand copy is the one left to run the workload: a fresh fallback would buy another.
+        raise InputError(f"the fallback of {move_id} failed and its on-demand copy is kept; continue it with "
+                         f"--resume {move_id}")
     state = dict(prior["state"])
     state["steps_done"] = [s for s in state.get("steps_done", []) if s not in FALLBACK_STEPS]
     state["fallback_ids"] = []

@@ -652,3 +652,58 @@ def test_a_fallback_dry_run_reads_what_the_real_one_reads(cloud: Cloud, runner: 
     assert [c["call"] for c in steps["fallback_release_spot"]["calls"]] == [
         "ec2.describe_instances", "ec2.terminate_instances"]
     assert steps["fallback_verify"]["calls"][0]["outcome"].startswith("dry-run (store readable, 1 checkpoint")
+
+
+def test_a_fallback_whose_spot_release_fails_keeps_both_and_resumes(cloud: Cloud, runner: Any,
+                                                                    tmp_path: Path) -> None:
+    """A release the cloud may have accepted can still fail to confirm: the on-demand copy is then
+    kept (never released), and --resume finishes the release and the fallback."""
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    spot_id = journal_of(move_id)["state"]["target_ids"][0]
+    cloud.proxy.fail_next("TerminateInstances", "InvalidParameterValue")
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 1 and "on-demand copy" in fb.stderr, fb.output
+    od_id = journal_of(move_id)["state"]["fallback_ids"][0]
+    assert set(cloud.live_tagged(move_id)) == {spot_id, od_id}
+    assert runner.invoke(app, ["migrate", "--resume", move_id, "--yes"]).exit_code == 0
+    assert set(cloud.live_tagged(move_id)) == {od_id}
+
+
+def test_a_second_fallback_leaves_the_on_demand_copy_alone(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    assert runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"]).exit_code == 0
+    (od_id, _), = cloud.live_tagged(move_id).items()
+    again = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert again.exit_code == 0 and "already-done" in again.stdout and "on-demand" in again.stdout, again.output
+    assert set(cloud.live_tagged(move_id)) == {od_id}
+
+
+def test_a_lost_kept_copy_can_be_replaced_by_a_new_fallback(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    cloud.proxy.fail_next("CreateTags", "InvalidParameterValue")
+    assert runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"]).exit_code == 1
+    kept = journal_of(move_id)["state"]["fallback_ids"][0]
+    refused = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert refused.exit_code == 2 and f"--resume {move_id}" in refused.stderr
+    cloud.ec2.terminate_instances(InstanceIds=[kept])  # the kept copy is lost (host failure, a person)
+    again = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert again.exit_code == 0, again.output
+    (od_id, _), = cloud.live_tagged(move_id).items()
+    assert od_id != kept
+
+
+def test_a_refused_stop_never_restarts_the_running_source(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """A stop the cloud refused left the source running: the rollback reads its state and starts
+    nothing (a start would need a permission the role may lack, and the move would end INCOMPLETE)."""
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next("StopInstances", "UnauthorizedOperation")
+    cloud.proxy.fail_next("StartInstances", "UnauthorizedOperation")
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "-o", "json"])
+    assert result.exit_code == 4, result.output
+    steps = {s["step"]: s for s in json.loads(result.stdout)["moves"][0]["steps"]}
+    assert [c["call"] for c in steps["rollback_start_source"]["calls"]] == ["ec2.describe_instances"]
+    assert journal_of(move_id)["status"] == "rolled-back" and cloud.state(src[0]) == "running"
+    cloud.proxy.clear()

@@ -172,3 +172,20 @@ def test_a_target_without_a_subnet_is_refused_before_anything_is_created(azure: 
     assert result.exit_code == 2 and "launch.network.subnet is required" in result.stderr, result.output
     assert azure.tagged("spotplan-move", move_id) == {}
     assert azure.get(src)["_power"] == "running"  # type: ignore[index]
+
+
+def test_a_fallback_needs_no_source_vm(azure: AzureArmEmulator, runner: Any, tmp_path: Path) -> None:
+    """The sign-in a target gets (admin user, SSH public keys) is journaled at the move's preflight,
+    so a fallback after the stopped source VM was cleaned up still starts, and its dry run agrees."""
+    move_id, src, plan = new_move(azure, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"]).exit_code == 0
+    assert "sign_in" in journal_of(move_id)["state"]
+    parts = src.split("/")
+    del azure.vms[(parts[2], parts[4].lower(), parts[8].lower())]
+    dry = runner.invoke(app, ["migrate", "--fallback", move_id, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert fb.exit_code == 0, fb.output
+    (vm,) = azure.tagged("spotplan-move", move_id).values()
+    assert vm["properties"]["priority"] == "Regular"
+    assert vm["properties"]["osProfile"]["computerName"].endswith("-0")  # a gang's VMs get distinct names

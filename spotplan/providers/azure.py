@@ -229,8 +229,8 @@ class AzureProvider:
                                  f"{item.limit - item.current_value} left, {need} needed")
         usage.outcome = "ok"
         calls = [sizes, usage]
-        self._source_access(spec, calls)
-        return calls, {"subscription": sub}
+        access = self._source_access(spec, calls)
+        return calls, {"subscription": sub, "sign_in": access}
 
     def _source_access(self, spec: LaunchSpec, calls: list[Call]) -> dict[str, Any]:
         """The target's sign-in, copied from the first source VM: its admin user and SSH public keys.
@@ -269,9 +269,12 @@ class AzureProvider:
         calls: list[Call] = []
         ids: list[str] = []
         from_network = spec.network.get("subnet")
-        if dry_run and spec.source_ids[0] not in self._access:
+        access: dict[str, Any]
+        if spec.sign_in:
+            access = dict(spec.sign_in)  # journaled by the move's preflight
+        elif dry_run and spec.source_ids[0] not in self._access:
             # preflight read (or failed to read) the source already; the dry run still shows the create
-            access: dict[str, Any] = {"adminUsername": "<the source's>",
+            access = {"adminUsername": "<the source's>",
                                       "linuxConfiguration": "<the source's SSH public keys>"}
         else:
             access = self._source_access(spec, calls)
@@ -295,7 +298,8 @@ class AzureProvider:
                 "hardwareProfile": {"vmSize": spec.instance_type},
                 "storageProfile": {"imageReference": image_reference(spec.image or ""),
                                    "osDisk": {"createOption": "FromImage", "deleteOption": "Delete"}},
-                "osProfile": {"computerName": name[:15], **access,
+                # Linux host names take 64 characters: the whole name, so a gang's VMs differ.
+                "osProfile": {"computerName": name[:64], **access,
                               "customData": base64.b64encode(spec.user_data.encode()).decode()},
             }
             if spec.market == "spot":
@@ -382,6 +386,8 @@ class AzureProvider:
             tags[RESUME_TAG] = checkpoint_uri
             call = self._call("virtual_machines", "begin_update",
                               {"resource_group_name": rg, "vm_name": name, "parameters": {"tags": tags}})
+            if dry_run:
+                call.note = "sent with the VM's current tags (the get above) plus this one"
             call.run(dry_run, partial(self._send, call, sub))
             calls.append(call)
         return calls

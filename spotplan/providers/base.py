@@ -184,6 +184,10 @@ class LaunchSpec:
     # The source's cloud: a target on another cloud cannot take its placement (project, resource
     # group, zone) from the source ids.
     source_provider: str = ""
+    # What the target signs in with, as the target's preflight read it from the source (Azure: the
+    # admin user and SSH public keys, no secrets) and the journal kept: a fallback long after the
+    # move needs no source VM.
+    sign_in: Mapping[str, Any] | None = None
 
     def from_elsewhere(self, target: str) -> bool:
         """Whether the source is on another cloud than `target` (so its ids say nothing about where

@@ -122,7 +122,7 @@ def _translate(where: str, exc: Exception) -> tuple[SpotplanError, str] | None:
     if isinstance(exc, authexc.GoogleAuthError):
         return CredentialsError(f"{where}: {exc}", hint="gcloud auth application-default login"), type(exc).__name__
     if isinstance(exc, (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Forbidden)):
-        return CredentialsError(f"{where}: {exc.message}"), f"{exc.code} {type(exc).__name__}"
+        return CredentialsError(f"{where}: {exc.code} {exc.message}"), f"{exc.code} {type(exc).__name__}"
     if isinstance(exc, gexc.GoogleAPICallError):
         return CloudError(f"{where}: {exc.code} {exc.message}"), f"{exc.code} {type(exc).__name__}"
     # requests' ConnectionError (an OSError) escapes google-api-core on an unreachable endpoint.
@@ -401,6 +401,8 @@ class GcpProvider:
             call = self._call("instances", "set_metadata",
                               {"project": project, "zone": zone, "instance": name,
                                "metadata_resource": {"fingerprint": fingerprint, "items": items}})
+            if dry_run:
+                call.note = "sent with the instance's current items (the get above) plus this one"
             self._op(call, dry_run)
             calls.append(call)
         return calls
