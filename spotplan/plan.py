@@ -65,3 +65,24 @@ def select_moves(plan: Plan, only: list[str] | None) -> list[Move]:
     if unknown:
         raise InputError(f"--only {unknown[0]}: no such move in the plan (moves: {', '.join(sorted(known))})")
     return [m for m in plan.moves if m.id in only]
+
+
+def what_migrate_would_refuse(move: Move) -> list[str]:
+    """What in a planned move `spotplan migrate` will refuse before it changes anything: analyze plans
+    every recommended or conditional workload, and says so here when the inventory lacks something
+    a move needs (the cost model does not)."""
+    missing = []
+    if not move.source.instance_ids:
+        missing.append("no instance_ids")
+    if not move.checkpoint.enabled or not move.checkpoint.storage:
+        missing.append("no checkpoint to verify before the source is stopped")
+    elif not move.checkpoint.is_durable:
+        missing.append("checkpoint storage is not durable")
+    launch = move.launch
+    if launch is None or not launch.image:
+        missing.append("no launch.image")
+    if launch is None or launch.checkpoint_trigger is None:
+        missing.append("no launch.checkpoint_trigger")
+    if move.target.provider == "azure" and not (launch and launch.network and launch.network.subnet):
+        missing.append("no launch.network.subnet (an Azure target needs one)")
+    return missing

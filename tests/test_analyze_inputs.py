@@ -136,3 +136,14 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
     )
     assert proc.stdout == "{"
     assert "BrokenPipe" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+
+
+def test_plan_out_names_moves_migrate_would_refuse(runner: Any, tmp_path: Path) -> None:
+    # The cost model needs no instance ids or launch block; migrate does, so analyze says so.
+    inv, table = _files(tmp_path, OD, SPOT)
+    result = runner.invoke(app, ["analyze", str(inv), "--prices", str(table), *NOW,
+                                 "--plan-out", str(tmp_path / "plan.json"), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "plan.json").read_text())["moves"][0]["id"] == "move-job"
+    note = next(line for line in result.stderr.splitlines() if line.startswith("note: move-job"))
+    assert "no instance_ids" in note and "no launch.image" in note and "no launch.checkpoint_trigger" in note

@@ -139,3 +139,15 @@ def test_a_corrupt_journal_is_named(runner, tmp_path: Path) -> None:  # type: ig
         assert result.exit_code == 1 and str(journal_path()) in result.stderr, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert journal_path().read_bytes().startswith(b"garbage")  # never replaced
+
+
+def test_reading_commands_never_create_the_journal(runner) -> None:  # type: ignore[no-untyped-def]
+    from spotplan.cli.main import app
+    from spotplan.paths import journal_path
+
+    assert runner.invoke(app, ["migrations", "list"]).exit_code == 0
+    for args in (["migrations", "show", "m1"], ["migrate", "--resume", "m1", "--yes"],
+                 ["migrate", "--fallback", "m1", "--yes"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "no migrate journal yet" in result.stderr, (args, result.output)
+    assert not journal_path().exists()

@@ -111,9 +111,16 @@ def analyze(
             sys.stderr.write(f"warning: {warning}\n")
         emit(render(result, shown.format.value, color=shown.color), out)
         if plan_out is not None:
+            from spotplan.plan import what_migrate_would_refuse
+
             plan = make_plan(result, workloads, price_data, options)
             text = json.dumps(plan.to_json_dict(), indent=2)
             emit(text, plan_out)
+            for move in plan.moves:
+                missing = what_migrate_would_refuse(move)
+                if missing:
+                    sys.stderr.write(f"note: {move.id} is planned, but spotplan migrate will refuse it: "
+                                     f"{'; '.join(missing)} (add them to the inventory)\n")
 
 
 __all__ = ["analyze"]

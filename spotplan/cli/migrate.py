@@ -134,7 +134,11 @@ def migrate(
 
         from spotplan.paths import journal_path
 
-        # A dry run of a plan reads the journal when there is one, and creates none.
+        # A dry run of a plan reads the journal when there is one, and creates none; so do --resume
+        # and --fallback, which have nothing to act on without one.
+        if plan is None and not journal_path().exists():
+            raise InputError(f"no move {resume or fallback!r}: there is no migrate journal yet ({journal_path()})",
+                             hint="spotplan migrate PLAN.json --yes records moves")
         journal = None if dry_run and plan is not None and not journal_path().exists() else Journal()
         if moves is not None:
             sys.stderr.write(f"{'dry run: ' if dry_run else ''}{len(moves)} move(s) from {plan}\n")
@@ -162,9 +166,11 @@ def migrations_list(output: OutputOpt = None, out: OutPathOpt = None, verbose: V
     """Every move in the journal with its status."""
     with handle_errors(verbose):
         from spotplan.journal import Journal
+        from spotplan.paths import journal_path
         from spotplan.report import moves as render
 
-        moves = Journal().list_moves()
+        # A read: it never creates the journal.
+        moves = Journal().list_moves() if journal_path().exists() else []
         fmt = rendering(output, out).format
         if fmt == OutputFormat.json:
             emit(json.dumps(moves, indent=2), out)
@@ -188,8 +194,12 @@ def migrations_show(
     """One move's journal: every step's start, result and provider ids (CSV: one row per event)."""
     with handle_errors(verbose):
         from spotplan.journal import Journal
+        from spotplan.paths import journal_path
         from spotplan.report import moves as render
 
+        if not journal_path().exists():
+            raise InputError(f"no move {move_id!r}: there is no migrate journal yet ({journal_path()})",
+                             hint="spotplan migrate PLAN.json --yes records moves")
         move = Journal().show(move_id)
         fmt = rendering(output, out).format
         text = {OutputFormat.json: lambda: json.dumps(move, indent=2), OutputFormat.csv: lambda: render.show_csv(move),

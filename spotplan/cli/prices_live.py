@@ -50,7 +50,7 @@ class ImportFormat(str, Enum):
 
 NowOpt = Annotated[
     str | None,
-    typer.Option("--now", metavar="ISO8601", help="Treat this instant as now (reproducible reports).", hidden=True),
+    typer.Option("--now", metavar="ISO8601", help="Treat this instant as now (reproducible reports)."),
 ]
 
 

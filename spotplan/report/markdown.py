@@ -93,7 +93,8 @@ def render_markdown(result: AnalysisResult) -> str:
     out.append(
         f"**Total savings: {usd(t.savings)} ({percent(pct, missing='n/a')})** over {nrec} recommended"
         f" + {ncond} conditional workload{'' if nrec + ncond == 1 else 's'}: current cost"
-        f" {usd(t.current_cost)} → projected {usd(t.projected_cost)} on spot, migration included."
+        f" {usd(t.current_cost)} → projected {usd(t.projected_cost)} (the moved workloads on spot, migration"
+        " included; the rest at their current cost)."
     )
 
     out += ["", "## Candidates", ""]

@@ -183,7 +183,8 @@ def render_table(result: AnalysisResult, *, color: bool = False, width: int | No
     lines = Grid(columns, widths, color=color, gap=GAP).render(list(zip(*cells)))
 
     spot_note = (
-        "* Spot $: projected cost on spot, one-time migration included."
+        "* Spot $: projected cost on spot, one-time migration included; its TOTAL is the fleet's projected cost,"
+        " the workloads not moved at their current cost."
         if standard is not None
         else "* Savings are net of the one-time migration."
     )
