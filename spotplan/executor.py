@@ -437,6 +437,11 @@ class MoveRun:
         """Poll `ids` until every one is in a `wanted` state; the calls of the last poll (built, not
         sent, in a dry run). A `bad` state, or the deadline, fails with `failure`."""
         # Real ids are read in a dry run too (a read); placeholders of what is not created yet are shown.
+        return self._wait_for(provider, ids, wanted, deadline, failure, bad)[0]
+
+    def _wait_for(self, provider: Provider, ids: list[str], wanted: tuple[str, ...], deadline: float,
+                  failure: str, bad: tuple[str, ...] = ()) -> tuple[list[Call], dict[str, str]]:
+        """`_wait_states`, with the states the last poll read."""
         calls, states = provider.states(ids, self.dry and any(i.startswith("<") for i in ids))
         while not self.dry and any(s not in wanted for s in states.values()):
             off = {i: s for i, s in states.items() if s in bad}
@@ -444,7 +449,7 @@ class MoveRun:
                 raise CloudError(f"move {self.move.id}: {failure}: {off or states}")
             time.sleep(self.opts.poll_interval)
             calls, states = provider.states(ids)
-        return calls
+        return calls, states
 
     def _wait_running(self, ids: list[str], deadline: float) -> list[Call]:
         return self._wait_states(self.target, ids, ("running",), deadline, "target not running",
@@ -663,6 +668,11 @@ class MoveRun:
             ids = sorted(created)
             actions.append(("rollback_release_target", lambda: self._release_live(ids)))
         for name, action in actions:
+            if name == "rollback_release_target" and report.status == "rollback-incomplete" and any(
+                    st.step == "rollback_start_source" for st in report.steps if st.status == "failed"):
+                # The source could not be restarted: the target is the one capacity left, so it stays.
+                report.steps.append(StepReport(name, status="skipped", data={"reason": "the source is down"}))
+                continue
             self.journal.step_start(self.move.id, name)
             _crash_point(name, "before")
             try:
@@ -680,9 +690,12 @@ class MoveRun:
         started): a stop that was refused or never sent left them running, and starting a running
         instance needs a permission the user may not have granted."""
         ids = self._source_ids()
-        calls = self._wait_states(self.source, ids, ("running", "pending", "stopped", "terminated", "missing"),
-                                  time.monotonic() + self.opts.health_timeout, "source still stopping")
-        _, states = self.source.states(ids)
+        calls, states = self._wait_for(self.source, ids, ("running", "pending", "stopped", "terminated", "missing"),
+                                       time.monotonic() + self.opts.health_timeout, "source still stopping")
+        gone = [i for i, state in states.items() if state in ("terminated", "missing")]
+        if gone:
+            # Nothing could run the workload but the target: the rollback must not release it.
+            raise CloudError(f"source {', '.join(gone)} is gone and cannot be restarted; the target is kept")
         down = [i for i, state in states.items() if state == "stopped"]
         return calls + (self.source.start(down, False) if down else [])
 
