@@ -13,6 +13,9 @@ class SpotplanError(Exception):
     """An error with a one-line message for the user and the exit code it maps to."""
 
     exit_code = EXIT_RUNTIME
+    # Set by a migrate step that failed before it sent anything that changes the cloud, so its
+    # rollback knows the change it was about to make never started.
+    sent_nothing = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

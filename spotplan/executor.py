@@ -531,7 +531,11 @@ class MoveRun:
         spot = [i for i in self.state.get("target_ids") or [] if i not in (self.state.get("fallback_ids") or [])]
         if not spot:
             return [], {}
-        calls, states = self.target.states(spot)  # a read: sent in a dry run too
+        try:
+            calls, states = self.target.states(spot)  # a read: sent in a dry run too
+        except SpotplanError as exc:
+            exc.sent_nothing = True  # no release was sent: the spot copy is as it was
+            raise
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         if live:
             calls += self.target.release(live, self.dry)
@@ -573,7 +577,8 @@ class MoveRun:
                     report.error = report.error or f"{step}: {exc}"
                     continue
                 if self.journal is not None:
-                    self.journal.step_failed(self.move.id, step, [c.to_dict() for c in tried], str(exc))
+                    self.journal.step_failed(self.move.id, step, [c.to_dict() for c in tried], str(exc),
+                                             sent_nothing=exc.sent_nothing)
                 self._rollback(step, kind, report)
                 report.error = f"{step}: {exc}"
                 self._finish_failed(report)
@@ -632,7 +637,7 @@ class MoveRun:
         assert self.journal is not None
         events = self.journal.current_run_events(self.move.id)
         started = {e["step"] for e in events if e["phase"] == "start"}
-        if kind == "fallback" and SPOT_RELEASE_STEP in started:
+        if kind == "fallback" and _spot_release_began(events):
             # The spot copy is gone, or may be (a release the cloud accepted can still fail to
             # confirm): the on-demand copy may be the only one left to run the workload, so it is
             # kept, and `--resume` carries the fallback on from the step that failed.
@@ -703,6 +708,21 @@ class MoveRun:
         calls, states = self.target.states(ids)
         live = [i for i, s in states.items() if s not in ("terminated", "missing")]
         return calls + (self.target.release(live, False) if live else [])
+
+
+def _spot_release_began(events: Sequence[dict[str, Any]]) -> bool:
+    """Whether a fallback run's release of the spot copy may have been sent: an attempt of the step
+    that finished, failed after sending, or never ended (a crash mid-step, so it may have). Only a
+    failure journaled as having sent nothing (its first read failed) leaves the spot copy as it was."""
+    began = pending = False
+    for e in events:
+        if e["step"] != SPOT_RELEASE_STEP:
+            continue
+        if e["phase"] == "start":
+            began, pending = began or pending, True
+        else:
+            began, pending = began or not (e["phase"] == "failed" and e["data"].get("sent_nothing")), False
+    return began or pending
 
 
 def _store(storage: str) -> Any:
@@ -892,8 +912,7 @@ def resume_move(
     run = MoveRun(move, journal, opts, factory, prior["state"], log)
     events = journal.current_run_events(move_id)
     failed = [e for e in events if e["phase"] == "failed" and e["step"] in steps]
-    released = any(e["step"] == SPOT_RELEASE_STEP and e["phase"] == "start" for e in events)
-    if failed and not opts.dry_run and not (prior["kind"] == "fallback" and released):
+    if failed and not opts.dry_run and not (prior["kind"] == "fallback" and _spot_release_began(events)):
         # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
         return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
     return run.run(steps, prior["kind"])

@@ -154,11 +154,14 @@ class Journal:
                 (move_id, step, json.dumps(calls), json.dumps(data), now),
             )
 
-    def step_failed(self, move_id: str, step: str, calls: list[dict[str, Any]], error: str) -> None:
+    def step_failed(self, move_id: str, step: str, calls: list[dict[str, Any]], error: str,
+                    sent_nothing: bool = False) -> None:
+        """`sent_nothing`: the step failed before it sent any change (recorded only when true)."""
+        data: dict[str, Any] = {"error": error, **({"sent_nothing": True} if sent_nothing else {})}
         with self._tx() as db:
             db.execute(
                 "INSERT INTO events (move_id, step, phase, calls, data, at) VALUES (?, ?, 'failed', ?, ?, ?)",
-                (move_id, step, json.dumps(calls), json.dumps({"error": error}), utcnow_iso()),
+                (move_id, step, json.dumps(calls), json.dumps(data), utcnow_iso()),
             )
 
     def update_state(self, move_id: str, data: dict[str, Any]) -> None:

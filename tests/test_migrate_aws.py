@@ -707,3 +707,52 @@ def test_a_refused_stop_never_restarts_the_running_source(cloud: Cloud, runner: 
     assert [c["call"] for c in steps["rollback_start_source"]["calls"]] == ["ec2.describe_instances"]
     assert journal_of(move_id)["status"] == "rolled-back" and cloud.state(src[0]) == "running"
     cloud.proxy.clear()
+
+
+def test_a_fallback_whose_spot_release_sent_nothing_is_rolled_back(cloud: Cloud, runner: Any,
+                                                                  tmp_path: Path) -> None:
+    """A release step that fails on its first read sent no release: the spot copy is as it was, so
+    the fallback is rolled back (its on-demand copy released) rather than kept as if the spot copy
+    were gone, and the move stays migrated for a new --fallback."""
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    assert runner.invoke(app, ["migrate", str(plan), "--yes"]).exit_code == 0
+    spot_id = journal_of(move_id)["state"]["target_ids"][0]
+    cloud.proxy.fail_next("DescribeInstances", "UnauthorizedOperation", skip=1)  # the launch reads once first
+    fb = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes", "-o", "json"])
+    assert fb.exit_code == 4, fb.output
+    steps = {s["step"]: s for s in json.loads(fb.stdout)["moves"][0]["steps"]}
+    assert steps["fallback_release_spot"]["status"] == "failed"
+    assert "on-demand copy" not in fb.stderr and "already released" not in fb.stderr, fb.output
+    j = journal_of(move_id)
+    assert (j["kind"], j["status"]) == ("fallback", "rolled-back")
+    assert set(cloud.live_tagged(move_id)) == {spot_id}
+    again = runner.invoke(app, ["migrate", "--fallback", move_id, "--yes"])
+    assert again.exit_code == 0, again.output
+    (od_id, _), = cloud.live_tagged(move_id).items()
+    assert od_id != spot_id and cloud.state(spot_id) == "terminated"
+
+
+LOSE_SOURCE = """
+import os, sys, boto3
+boto3.client("ec2", region_name="us-east-1").terminate_instances(InstanceIds=os.environ["SPOTPLAN_SOURCE_IDS"].split())
+sys.exit(1)
+"""
+
+
+def test_a_rollback_whose_source_is_gone_keeps_the_target(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """The health check fails after the source was stopped, and the source has been terminated in
+    the meantime: its restart fails, so the rollback keeps the spot target (the one copy left that
+    can run the workload) and the move ends failed, ROLLBACK INCOMPLETE, naming the source."""
+    script = tmp_path / "lose_source.py"
+    script.write_text(LOSE_SOURCE)
+    move_id, _, src, plan = new_move(cloud, tmp_path, readiness_command=f"{sys.executable} {script}")
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--health-timeout", "1", "-o", "json"])
+    assert result.exit_code == 1, result.output
+    assert "ROLLBACK INCOMPLETE" in result.stderr and src[0] in result.stderr, result.output
+    steps = {s["step"]: s for s in json.loads(result.stdout)["moves"][0]["steps"]}
+    assert steps["rollback_start_source"]["status"] == "failed"
+    assert steps["rollback_release_target"]["status"] == "skipped"
+    j = journal_of(move_id)
+    assert j["status"] == "failed" and cloud.state(src[0]) == "terminated"
+    (target, _), = cloud.live_tagged(move_id).items()
+    assert target == j["state"]["target_ids"][0]
