@@ -297,28 +297,31 @@ class MoveRun:
         return calls, data
 
     def _check_bid(self) -> None:
-        """max_price never above on-demand: against the price the plan carries (analyze writes it),
-        else the newest one spotplan knows. GCP Spot takes no bid, so there it is only checked when
-        the plan says."""
+        """max_price never above on-demand: against the lower of the price the plan carries (analyze
+        writes it) and the newest one spotplan knows, so a hand-edited or stale plan cannot raise the
+        cap. GCP Spot takes no bid, so there a missing price is no error."""
         m = self.move
-        cap = m.on_demand_price
-        if cap is None and m.target.provider != "gcp":
-            from spotplan.analysis import known_on_demand_price
+        from spotplan.analysis import known_on_demand_price
 
-            cap = known_on_demand_price(m.target.provider, m.target.region, m.target.instance_type)
-            if cap is None:
-                raise InputError(
-                    f"move {m.id}: no on-demand price known for {m.target.instance_type} in {m.target.region} to "
-                    f"check target.max_price {m.target.max_price} against (spotplan never bids above on-demand): "
-                    "add on_demand_price to the move, as analyze --plan-out does, or pull prices first"
-                )
+        known = known_on_demand_price(m.target.provider, m.target.region, m.target.instance_type)
+        if m.on_demand_price is None and known is None and m.target.provider != "gcp":
+            raise InputError(
+                f"move {m.id}: no on-demand price known for {m.target.instance_type} in {m.target.region} to "
+                f"check target.max_price {m.target.max_price} against (spotplan never bids above on-demand): "
+                "add on_demand_price to the move, as analyze --plan-out does, or pull prices first"
+            )
         if round(m.target.max_price, 6) <= 0:
             raise InputError(f"move {m.id}: target.max_price {m.target.max_price} rounds to $0/h: no spot offer "
                              "would be accepted")
-        if cap is not None and m.target.max_price > cap + 1e-9:
+        caps = [(c, where) for c, where in ((m.on_demand_price, "the plan's"), (known, "the price data's"))
+                if c is not None]
+        if not caps:
+            return
+        cap, where = min(caps, key=lambda c: c[0])
+        if m.target.max_price > cap + 1e-9:
             raise InputError(
                 f"move {m.id}: target.max_price {m.target.max_price} is above the on-demand price "
-                f"{cap}: spotplan never bids above on-demand"
+                f"{cap} ({where}): spotplan never bids above on-demand"
             )
 
     def step_acquire(self) -> tuple[list[Call], dict[str, Any]]:
@@ -578,7 +581,7 @@ class MoveRun:
                     continue
                 if self.journal is not None:
                     self.journal.step_failed(self.move.id, step, [c.to_dict() for c in tried], str(exc),
-                                             sent_nothing=exc.sent_nothing)
+                                             sent_nothing=exc.sent_nothing, exit_code=exc.exit_code)
                 self._rollback(step, kind, report)
                 report.error = f"{step}: {exc}"
                 self._finish_failed(report)
@@ -595,13 +598,14 @@ class MoveRun:
             self.journal.finish(self.move.id, "done")
         return report
 
-    def finish_rollback(self, step: str, error: str, kind: str) -> MoveReport:
-        """Complete a rollback that a crash interrupted (each rollback action is idempotent)."""
+    def finish_rollback(self, step: str, error: str, kind: str, exit_code: int = EXIT_RUNTIME) -> MoveReport:
+        """Complete a rollback that a crash interrupted (each rollback action is idempotent); exit as
+        the failure that started it did (`exit_code`)."""
         assert self.journal is not None
         report = MoveReport(self.move.id, self.move.workload, kind, "running")
         self._rollback(step, kind, report)
         report.error = f"{step}: {error}"
-        report.exit_code = EXIT_RUNTIME
+        report.exit_code = exit_code
         self._finish_failed(report)
         return report
 
@@ -914,7 +918,9 @@ def resume_move(
     failed = [e for e in events if e["phase"] == "failed" and e["step"] in steps]
     if failed and not opts.dry_run and not (prior["kind"] == "fallback" and _spot_release_began(events)):
         # A crash hit the rollback, or the rollback itself failed: finish undoing, never carry on.
-        return run.finish_rollback(failed[-1]["step"], failed[-1]["data"].get("error", ""), prior["kind"])
+        first = failed[-1]["data"]
+        return run.finish_rollback(failed[-1]["step"], first.get("error", ""), prior["kind"],
+                                   int(first.get("exit_code") or EXIT_RUNTIME))
     return run.run(steps, prior["kind"])
 
 

@@ -155,9 +155,12 @@ class Journal:
             )
 
     def step_failed(self, move_id: str, step: str, calls: list[dict[str, Any]], error: str,
-                    sent_nothing: bool = False) -> None:
-        """`sent_nothing`: the step failed before it sent any change (recorded only when true)."""
-        data: dict[str, Any] = {"error": error, **({"sent_nothing": True} if sent_nothing else {})}
+                    sent_nothing: bool = False, exit_code: int | None = None) -> None:
+        """`sent_nothing`: the step failed before it sent any change; `exit_code`: the code its error
+        maps to, so a rollback finished later by --resume exits as the first run would have (each
+        recorded only when given)."""
+        data: dict[str, Any] = {"error": error, **({"sent_nothing": True} if sent_nothing else {}),
+                                **({"exit_code": exit_code} if exit_code is not None else {})}
         with self._tx() as db:
             db.execute(
                 "INSERT INTO events (move_id, step, phase, calls, data, at) VALUES (?, ?, 'failed', ?, ?, ?)",

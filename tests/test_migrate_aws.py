@@ -756,3 +756,30 @@ def test_a_rollback_whose_source_is_gone_keeps_the_target(cloud: Cloud, runner: 
     assert j["status"] == "failed" and cloud.state(src[0]) == "terminated"
     (target, _), = cloud.live_tagged(move_id).items()
     assert target == j["state"]["target_ids"][0]
+
+
+def test_the_bid_is_capped_by_the_lower_of_the_plans_and_the_known_on_demand_price(cloud: Cloud, runner: Any,
+                                                                                  tmp_path: Path) -> None:
+    """A plan carrying an on-demand price above the one the price data knows ($1.006/h for g5.xlarge
+    in us-east-1, bundled snapshot) cannot raise the cap: a bid between the two is refused."""
+    move_id, _, src, plan = new_move(cloud, tmp_path, max_price=1.5, on_demand_price=2.0)
+    result = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert result.exit_code == 2, result.output
+    assert "above the on-demand price 1.006 (the price data's)" in result.stderr, result.stderr
+    assert_invariants(cloud, move_id, src, expect_done=False)
+
+
+def test_resume_that_finishes_a_rollback_exits_as_the_first_failure(cloud: Cloud, runner: Any,
+                                                                    tmp_path: Path) -> None:
+    """The trigger is denied (exit 4) and the rollback's terminate is denied too: the move is left
+    ROLLBACK INCOMPLETE. --resume finishes the rollback and exits 4 again, the permission failure
+    that started it, not 1."""
+    move_id, _, src, plan = new_move(cloud, tmp_path)
+    cloud.proxy.fail_next("SendCommand", code="AccessDeniedException", status=400)
+    cloud.proxy.fail_next("TerminateInstances", code="UnauthorizedOperation", status=403)
+    first = runner.invoke(app, ["migrate", str(plan), "--yes"])
+    assert first.exit_code == 4 and "ROLLBACK INCOMPLETE" in first.stderr, first.output
+    retried = runner.invoke(app, ["migrate", "--resume", move_id, "--yes"])
+    assert retried.exit_code == 4 and "trigger_checkpoint" in retried.stderr, retried.output
+    assert journal_of(move_id)["status"] == "rolled-back"
+    assert_invariants(cloud, move_id, src, expect_done=False)

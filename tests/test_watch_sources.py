@@ -130,8 +130,26 @@ def test_gcp_source_long_polls_and_sees_the_flip_at_once() -> None:
         took = time.monotonic() - t0
         assert notice is not None and notice.kind == "preempt" and notice.source == "gcp"
         assert 0.35 < took < 1.0, took
-        assert len(emu.requests) == 2, "a long-poll source must not busy-poll"
-        assert emu.requests[-1].query["last_etag"] == [GcpMetadataEmulator.etag("FALSE")]
+        polls = [r for r in emu.requests if r.path.endswith("/preempted")]
+        assert len(polls) == 2, "a long-poll source must not busy-poll"
+        assert polls[-1].query["last_etag"] == [GcpMetadataEmulator.etag("FALSE")]
+
+
+def test_gcp_host_maintenance_that_stops_the_vm_is_a_notice() -> None:
+    """GPU VMs cannot live-migrate: TERMINATE_ON_HOST_MAINTENANCE stops them like a preemption, so it
+    is a notice, acted on at once; MIGRATE_ON_HOST_MAINTENANCE and a server without the key are not."""
+    with GcpMetadataEmulator() as emu:
+        src = GcpMetadata(emu.endpoint, long_poll_seconds=1)
+        assert src.poll() is None
+        emu.values["instance/maintenance-event"] = "MIGRATE_ON_HOST_MAINTENANCE"
+        assert src.poll(1.0) is None
+        emu.values["instance/maintenance-event"] = "TERMINATE_ON_HOST_MAINTENANCE"
+        notice = src.poll(1.0)
+        assert notice is not None and (notice.source, notice.kind) == ("gcp", "maintenance")
+        assert notice.deadline is not None and notice.actionable
+        assert [r.path.rsplit("/", 1)[-1] for r in emu.requests[-2:]] == ["preempted", "maintenance-event"]
+        del emu.values["instance/maintenance-event"]
+        assert src.poll(1.0) is None
 
 
 def test_gcp_source_without_change_returns_none_after_timeout() -> None:

@@ -5,7 +5,9 @@ Wire facts (status codes, payloads, headers) follow `reference/providers.md` §A
 - AWS IMDSv2: token PUT with a TTL, refreshed before it expires and after a 401;
   `spot/instance-action` is 404 until a notice exists; `events/recommendations/rebalance` likewise.
 - GCP: `instance/preempted` with `Metadata-Flavor: Google`, long-polled with `wait_for_change` and the
-  last ETag, so a flip to TRUE is seen the moment it happens.
+  last ETag, so a flip to TRUE is seen the moment it happens; after each poll `instance/maintenance-event`
+  is read once (no wait): `TERMINATE_ON_HOST_MAINTENANCE` (GPU VMs cannot live-migrate, and GCP
+  announces it about an hour ahead) is a `maintenance` notice, seen within one long-poll (30 s).
 - Azure Scheduled Events: `Metadata: true`, `Preempt` (and `Terminate`) events with an RFC 1123
   `NotBefore`, approved by POSTing `StartRequests`; never more than 4 requests/s, backing off on 429.
   Only events naming this VM (or no VM) count; until the VM's name is known, events naming VMs are
@@ -75,7 +77,7 @@ class Notice:
     """A reclaim notice (or, for `kind == "rebalance"`, an early warning that is not one)."""
 
     source: str
-    kind: str  # terminate | stop | hibernate | preempt | rebalance | notice
+    kind: str  # terminate | stop | hibernate | preempt | maintenance | rebalance | notice
     detected_at: datetime
     deadline: datetime | None = None
     event_id: str | None = None
@@ -264,11 +266,13 @@ class AwsImds(Source):
 
 
 class GcpMetadata(Source):
-    """GCE metadata server: `instance/preempted`, long-polled with the last ETag."""
+    """GCE metadata server: `instance/preempted`, long-polled with the last ETag, then
+    `instance/maintenance-event` read once per poll."""
 
     name = "gcp"
     long_poll = True
     path = "/computeMetadata/v1/instance/preempted"
+    maintenance_path = "/computeMetadata/v1/instance/maintenance-event"
     headers = {"Metadata-Flavor": "Google"}
 
     def __init__(self, endpoint: str | None = None, timeout: float = 2.0, long_poll_seconds: int = 30) -> None:
@@ -290,6 +294,20 @@ class GcpMetadata(Source):
         self.etag = resp.header("etag")
         if resp.text.strip().upper() == "TRUE":
             return Notice("gcp", "preempt", utcnow(), None)
+        return self._maintenance()
+
+    def _maintenance(self) -> Notice | None:
+        """A host maintenance that will stop this VM (a GPU VM, which cannot live-migrate, or one set
+        to TERMINATE) is a reclaim in all but name: the same checkpoint is needed before it. GCP gives
+        no time in the key, so the notice gets the default grace and is acted on at once. A server
+        without the key (404) has no maintenance to report."""
+        resp = self._request("GET", self.maintenance_path, headers=self.headers)
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise _unexpected(resp, "instance/maintenance-event")
+        if resp.text.strip().upper() == "TERMINATE_ON_HOST_MAINTENANCE":
+            return Notice("gcp", "maintenance", utcnow(), None)
         return None
 
     def probe(self) -> bool:
