@@ -43,31 +43,32 @@ VOCABULARY: tuple[str, ...] = (
     "Trainium2",
 )
 
-# Ordered: the first pattern that matches wins, so the more specific ones come first.
+# Ordered: the first pattern that matches wins, so the more specific ones come first. A model number
+# is never followed by another digit (`H1000` is no H100, `--gpu` typos stay unknown).
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # GCP's G4 machines carry the RTX PRO 6000 (Blackwell): accelerator `nvidia-rtx-pro-6000`, which
     # Cyclenerd's price data spells `rtx6000`. The older Quadro RTX 6000 is offered by none of the
     # three clouds, so its name ("Quadro RTX 6000") is deliberately left unmatched.
     (r"rtx.?pro.?6000|^(nvidia.)?rtx.?6000$", "RTX-PRO-6000"),
-    (r"b300", "B300"),
-    (r"b200", "B200"),
-    (r"h200", "H200"),
-    (r"h100", "H100"),
-    (r"a100.*80|80\s*gb.*a100|a100-?80|ultragpu", "A100-80GB"),
-    (r"a100", "A100-40GB"),
+    (r"b300(?!\d)", "B300"),
+    (r"b200(?!\d)", "B200"),
+    (r"h200(?!\d)", "H200"),
+    (r"h100(?!\d)", "H100"),
+    (r"a100(?!\d).*80|80\s*gb.*a100(?!\d)|a100-?80|ultragpu", "A100-80GB"),
+    (r"a100(?!\d)", "A100-40GB"),
     (r"l40s", "L40S"),
     (r"\bl4\b|nvidia-l4|^l4$|tesla-l4", "L4"),
     (r"a10g", "A10G"),
     (r"\ba10\b|a10-|nvidia-a10$|^a10$", "A10"),
     (r"t4g", "T4G"),
     (r"\bt4\b|tesla-t4|^t4$", "T4"),
-    (r"v100.*32|v100-32", "V100-32GB"),
-    (r"v100", "V100"),
-    (r"p100", "P100"),
+    (r"v100(?!\d).*32|v100-32", "V100-32GB"),
+    (r"v100(?!\d)", "V100"),
+    (r"p100(?!\d)", "P100"),
     (r"tesla-p4\b|\bp4\b", "P4"),
-    (r"k80", "K80"),
-    (r"k520", "K520"),  # AWS g2: "NVIDIA GRID K520"
-    (r"m60", "M60"),
+    (r"k80(?!\d)", "K80"),
+    (r"k520(?!\d)", "K520"),  # AWS g2: "NVIDIA GRID K520"
+    (r"m60(?!\d)", "M60"),
     (r"a40\b", "A40"),
     (r"mi300x", "MI300X"),
     # AMD's Radeon parts and Qualcomm's accelerator, by model number (as MI300X is):

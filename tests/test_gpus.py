@@ -91,3 +91,8 @@ def test_existing_mappings_unchanged(name: str, canon: str) -> None:
 def test_vendor_prefix_and_newer_models(name: str, canon: str) -> None:
     assert normalize_gpu_model(name) == canon
     assert gpu_matches(canon, normalize_gpu_model(name))
+
+
+@pytest.mark.parametrize("name", ["H1000", "v1000", "A1000", "K800", "B2000"])
+def test_a_model_number_followed_by_a_digit_is_another_model(name: str) -> None:
+    assert normalize_gpu_model(name) == name

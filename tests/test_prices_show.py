@@ -285,3 +285,12 @@ def test_prices_option_replaces_the_store_too(runner, custom: Path, shared_data:
 def test_bare_family_matches_every_variant(runner, gpu: str, models: set[str]) -> None:  # type: ignore[no-untyped-def]
     rows = _csv_rows(_invoke(runner, "--gpu", gpu, "-o", "csv").stdout)
     assert {r["gpu_model"] for r in rows} == models
+
+
+def test_a_gpu_typo_matches_nothing_and_says_what_was_meant(runner) -> None:  # type: ignore[no-untyped-def]
+    """H1000 is no H100 (a model number is never followed by another digit): nothing matches, and the
+    note names the close models; still exit 0, as for any filter that matches nothing."""
+    result = runner.invoke(app, ["prices", "show", "--gpu", "H1000", "-o", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().count("\n") == 0  # the header only
+    assert "not a known GPU model" in result.stderr and "did you mean H100" in result.stderr

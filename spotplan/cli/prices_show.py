@@ -88,7 +88,8 @@ def show(
         origin = loaded.source
         meta = {"origin": origin, "as_of": snapshot_as_of(shown), "sources": snapshot_sources(shown)}
         if rows.empty:
-            sys.stderr.write(f"no prices match {_describe(gpu, provider, region, market)} in {origin}\n")
+            sys.stderr.write(f"no prices match {_describe(gpu, provider, region, market)} in {origin}"
+                             f"{_unknown_gpu_note(gpu)}\n")
         view = rendering(output, out)
         renderers: dict[OutputFormat, Callable[[pd.DataFrame, dict[str, Any]], str]] = {
             OutputFormat.table: partial(_render_table, terminal=view.terminal, color=view.color),
@@ -243,3 +244,15 @@ def _render_json(rows: pd.DataFrame, meta: dict[str, Any]) -> str:
         "rows": records(rows),
     }
     return json.dumps(doc, indent=2)
+
+
+def _unknown_gpu_note(gpu: str | None) -> str:
+    """Why nothing matched, when --gpu names no model spotplan knows (a typo such as H1000)."""
+    from spotplan.errors import InputError
+    from spotplan.pricing.sources import check_gpu
+
+    try:
+        check_gpu(gpu)
+    except InputError as exc:
+        return f": {exc}"
+    return ""
