@@ -5,6 +5,8 @@ a real checkpoint to S3 with spotplan.checkpoint."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import os
 import subprocess
@@ -783,3 +785,24 @@ def test_resume_that_finishes_a_rollback_exits_as_the_first_failure(cloud: Cloud
     assert retried.exit_code == 4 and "trigger_checkpoint" in retried.stderr, retried.output
     assert journal_of(move_id)["status"] == "rolled-back"
     assert_invariants(cloud, move_id, src, expect_done=False)
+
+
+def test_migrate_renders_in_every_output_format(cloud: Cloud, runner: Any, tmp_path: Path) -> None:
+    """-o csv has one row per call (a step without calls gets one), the same calls as -o json;
+    -o markdown a section per move; --out FILE.md picks markdown from the suffix."""
+    move_id, _, _, plan = new_move(cloud, tmp_path)
+    as_json = json.loads(runner.invoke(app, ["migrate", str(plan), "--dry-run", "-o", "json"]).stdout)
+    steps = as_json["moves"][0]["steps"]
+    as_csv = runner.invoke(app, ["migrate", str(plan), "--dry-run", "-o", "csv"])
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [r["call"] for r in rows if r["call"]] == [c["call"] for s in steps for c in s["calls"]]
+    assert [r["step"] for r in rows] == [s["step"] for s in steps for _ in (s["calls"] or [None])]
+    assert {r["move_id"] for r in rows} == {move_id} and {r["move_status"] for r in rows} == {"dry-run"}
+    run = next(r for r in rows if r["call"] == "ec2.run_instances")
+    assert "ec2:RunInstances" in run["permissions"] and json.loads(run["params"])["InstanceType"] == ITYPE
+    md = tmp_path / "dry.md"
+    assert runner.invoke(app, ["migrate", str(plan), "--dry-run", "--out", str(md)]).exit_code == 0
+    text = md.read_text()
+    assert text.startswith("# spotplan migrate (dry run)") and f"## Move {move_id}" in text
+    assert "| step_no | step | step_status | call |" in text and "ec2.run_instances" in text

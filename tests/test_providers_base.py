@@ -3,7 +3,10 @@ tokens, ids, names and the target's boot script."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +114,21 @@ def test_boot_script_waits_for_the_resume_tag(provider: str, fetch: str) -> None
     assert "export RESUME_FROM_CHECKPOINT" in script
     assert "exec sh -c 'python train.py --resume-from-latest'" in script
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0  # valid shell
+
+
+def test_permissions_one_row_per_permission_in_every_rendering(runner: Any, tmp_path: Path) -> None:
+    docs = json.loads(runner.invoke(app, ["permissions", "-o", "json"]).stdout)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["permissions", "-o", "csv"]).stdout)))
+    granted = {(r["provider"], r["permission"]) for r in rows}
+    assert ("aws", "iam:CreateServiceLinkedRole") in granted and ("aws", "s3:GetObject") in granted
+    assert {p for prov, p in granted if prov == "gcp"} == set(docs["gcp"]["includedPermissions"])
+    assert {p for prov, p in granted if prov == "azure"} == set(docs["azure"]["Actions"] + docs["azure"]["DataActions"])
+    table = runner.invoke(app, ["permissions", "-p", "azure", "-o", "table"]).stdout
+    assert table.splitlines()[0].split() == ["PROVIDER", "PERMISSION"]
+    assert "Microsoft.Compute/virtualMachines/write" in table
+    md = runner.invoke(app, ["permissions", "-o", "markdown"]).stdout
+    assert "| provider | permission |" in md and "| gcp | compute.instances.create |" in md
+    # Piped or written to a file with no -o, the documents themselves.
+    (tmp_path / "p.txt").unlink(missing_ok=True)
+    assert runner.invoke(app, ["permissions", "--out", str(tmp_path / "p.txt")]).exit_code == 0
+    assert json.loads((tmp_path / "p.txt").read_text()) == docs

@@ -17,60 +17,15 @@ from spotplan.errors import InputError, SpotplanError
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-
-
 class ProviderName(str, Enum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
 
 
-FormatOpt = Annotated[
-    Format | None,
-    typer.Option("--output", "-o", help="Rendering: table or json. Default: json for an --out ending in .json, "
-                 "else table.", case_sensitive=False, show_default=False),
-]
-
-
-def _json(output: Format | None, out: Path | None) -> bool:
-    """An explicit -o wins; else the --out file's suffix, by the rule every command follows."""
-    from spotplan.cli.common import OutputFormat, rendering
-
-    chosen = rendering(OutputFormat(output.value) if output is not None else None, out).format
-    return chosen == OutputFormat.json
-
-
 def _log(move_id: str, step: str) -> None:
     sys.stderr.write(f"  {move_id}: {step}\n")
     sys.stderr.flush()
-
-
-def _render_reports(reports: list[Any], dry_run: bool) -> str:
-    lines: list[str] = []
-    for rep in reports:
-        lines.append(f"move {rep.move_id} (workload {rep.workload}): {rep.status}"
-                     + (f" - {rep.error}" if rep.error else ""))
-        for n, step in enumerate(rep.steps, 1):
-            head = f"  {n:>2}. {step.step:<22}"
-            if step.status == "skipped":
-                lines.append(f"{head} skipped (done before resume)")
-                continue
-            if step.error and not step.calls:
-                lines.append(f"{head} FAILED: {step.error}")
-                continue
-            if not step.calls:
-                lines.append(f"{head} (journal only)")
-            for i, call in enumerate(step.calls):
-                prefix = head if i == 0 else " " * len(head)
-                outcome = f"  [{call.outcome}]" if call.outcome else ""
-                ids = f" -> {', '.join(call.ids)}" if call.ids and not dry_run else ""
-                lines.append(f"{prefix} {call.render()}{outcome}{ids}")
-            if step.error:
-                lines.append(f"{' ' * len(head)} FAILED: {step.error}")
-    return "\n".join(lines)
 
 
 def _reports_exit(reports: list[Any]) -> None:
@@ -100,7 +55,7 @@ def migrate(
                                                help="Continue a move interrupted by a crash.")] = None,
     fallback: Annotated[str | None, typer.Option("--fallback", metavar="MOVE_ID",
                                                  help="Resume a move from its latest checkpoint on on-demand.")] = None,
-    output: FormatOpt = None,
+    output: OutputOpt = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -149,10 +104,14 @@ def migrate(
                 raise typer.Exit(0)
             run = resume_move if resume is not None else fallback_move
             reports = [run(resume or fallback or "", opts, journal, log=_log)]
-        if _json(output, out):
-            text = json.dumps({"dry_run": dry_run, "moves": [r.to_dict() for r in reports]}, indent=2)
-        else:
-            text = _render_reports(reports, dry_run)
+        from spotplan.report import moves as render
+
+        done = [r.to_dict() for r in reports]
+        fmt = rendering(output, out).format
+        text = {OutputFormat.json: lambda: json.dumps({"dry_run": dry_run, "moves": done}, indent=2),
+                OutputFormat.csv: lambda: render.run_csv(done),
+                OutputFormat.markdown: lambda: render.run_markdown(done, dry_run)}.get(
+                    fmt, lambda: render.run_text(done, dry_run))()
         emit(text, out)
         _reports_exit(reports)
 
@@ -209,16 +168,30 @@ def migrations_show(
 
 def permissions(
     provider: Annotated[ProviderName | None, typer.Option("--provider", "-p", help="Only this cloud.")] = None,
+    output: Annotated[OutputFormat | None, typer.Option(
+        "--output", "-o", case_sensitive=False, show_default=False,
+        help="Rendering: table, csv, markdown (one permission a row) or json (the documents themselves, "
+             "ready to attach). Default: from the --out suffix (.csv, .md, .json), else table on a terminal "
+             "and json when piped.")] = None,
     out: OutPathOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The IAM policy / GCP custom role / Azure role definition migrate needs, as JSON."""
+    """The IAM policy / GCP custom role / Azure role definition migrate needs."""
     with handle_errors(verbose):
         from spotplan.providers.base import PROVIDER_MODULES, permission_document
+        from spotplan.report import moves as render
 
         names = [provider.value] if provider else list(PROVIDER_MODULES)
         docs = {name: permission_document(name) for name in names}
-        emit(json.dumps(docs[names[0]] if provider else docs, indent=2), out)
+        fmt = rendering(output, out).format
+        if output is None and fmt == OutputFormat.table and (out is not None or not sys.stdout.isatty()):
+            # The documents are what a pipe or a file wants: `spotplan permissions -p aws > policy.json`.
+            fmt = OutputFormat.json
+        text = {OutputFormat.json: lambda: json.dumps(docs[names[0]] if provider else docs, indent=2),
+                OutputFormat.csv: lambda: render.permissions_csv(docs),
+                OutputFormat.markdown: lambda: render.permissions_markdown(docs)}.get(
+                    fmt, lambda: render.permissions_text(docs))()
+        emit(text, out)
 
 
 __all__ = ["migrate", "migrations_app", "permissions"]

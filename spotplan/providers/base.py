@@ -45,6 +45,12 @@ def _short(value: Any, limit: int = 60) -> str:
     return repr(value)
 
 
+def render_call(name: str, params: Mapping[str, Any]) -> str:
+    """`service.method(key=value, ...)` with long values cut (what a plan's reader needs to see)."""
+    args = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    return f"{name}({args})"
+
+
 @dataclass
 class Call:
     """One provider request: which SDK method, with which arguments, needing which permissions."""
@@ -88,8 +94,7 @@ class Call:
         self.outcome = f"{'denied' if isinstance(exc, CredentialsError) else 'failed'} ({detail})"
 
     def render(self) -> str:
-        args = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
-        return f"{self.service}.{self.method}({args})"
+        return render_call(f"{self.service}.{self.method}", self.params)
 
     def to_dict(self) -> dict[str, Any]:
         return {

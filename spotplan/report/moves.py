@@ -1,16 +1,21 @@
-"""Renderings of the migrate journal for `spotplan migrations list|show`: the plain table, CSV and
-markdown (JSON is the journal's own records, dumped as they are)."""
+"""Renderings of migrate's records: a run's move reports (`spotplan migrate`), the journal
+(`spotplan migrations list|show`) and the permission documents (`spotplan permissions`), as the
+plain table, CSV and markdown. JSON is the records themselves, dumped as they are."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 LIST_FIELDS = ("move_id", "workload", "provider", "kind", "status", "target_ids", "checkpoint", "error",
                "created_at", "updated_at")
 EVENT_FIELDS = ("at", "step", "phase", "calls", "ids", "error")
+RUN_FIELDS = ("move_id", "workload", "kind", "move_status", "step_no", "step", "step_status", "call", "params",
+              "permissions", "outcome", "ids", "error")
+PERMISSION_FIELDS = ("provider", "permission")
 _STATE_KEYS = ("target_ids", "checkpoint_uri", "fallback_ids")
 
 
@@ -85,3 +90,104 @@ def show_markdown(move: Mapping[str, Any]) -> str:
     lines = [f"# Move {move['move_id']}", "", _headline(move), ""]
     lines += [f"- {key}: {_cell(move['state'][key])}" for key in _STATE_KEYS if move["state"].get(key)]
     return "\n".join([*lines, "", *_markdown(EVENT_FIELDS, _events(move)), ""])
+
+
+# ---- a migrate run (the MoveReport dicts of `spotplan migrate -o json`) ----------------------------
+
+
+def run_text(moves: Sequence[Mapping[str, Any]], dry_run: bool) -> str:
+    """Each move's status, then its steps with the calls they made (or, dry, would make)."""
+    lines: list[str] = []
+    for rep in moves:
+        lines.append(f"move {rep['move_id']} (workload {rep['workload']}): {rep['status']}"
+                     + (f" - {rep['error']}" if rep.get("error") else ""))
+        for n, step in enumerate(rep["steps"], 1):
+            head = f"  {n:>2}. {step['step']:<22}"
+            calls, error = step["calls"], step.get("error")
+            if step["status"] == "skipped":
+                lines.append(f"{head} skipped (done before resume)")
+                continue
+            if error and not calls:
+                lines.append(f"{head} FAILED: {error}")
+                continue
+            if not calls:
+                lines.append(f"{head} (journal only)")
+            for i, call in enumerate(calls):
+                prefix = head if i == 0 else " " * len(head)
+                outcome = f"  [{call['outcome']}]" if call["outcome"] else ""
+                ids = f" -> {', '.join(call['ids'])}" if call["ids"] and not dry_run else ""
+                lines.append(f"{prefix} {call_text(call)}{outcome}{ids}")
+            if error:
+                lines.append(f"{' ' * len(head)} FAILED: {error}")
+    return "\n".join(lines)
+
+
+def call_text(call: Mapping[str, Any]) -> str:
+    """`service.method(key=value, ...)`, as `Call.render` shows a call."""
+    from spotplan.providers.base import render_call
+
+    return render_call(call["call"], call["params"])
+
+
+def _run_rows(moves: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per call of each step (a step without calls gets one row), in the order they ran."""
+    rows: list[dict[str, Any]] = []
+    for rep in moves:
+        head = {"move_id": rep["move_id"], "workload": rep["workload"], "kind": rep["kind"],
+                "move_status": rep["status"]}
+        for n, step in enumerate(rep["steps"], 1):
+            base = {**head, "step_no": n, "step": step["step"], "step_status": step["status"],
+                    "error": step.get("error")}
+            for call in step["calls"] or [None]:
+                rows.append({**base, **({} if call is None else {
+                    "call": call["call"], "params": json.dumps(call["params"], sort_keys=True),
+                    "permissions": call["permissions"], "outcome": call["outcome"], "ids": call["ids"]})})
+    return rows
+
+
+def run_csv(moves: Sequence[Mapping[str, Any]]) -> str:
+    return _csv(RUN_FIELDS, _run_rows(moves))
+
+
+def run_markdown(moves: Sequence[Mapping[str, Any]], dry_run: bool) -> str:
+    lines = [f"# spotplan migrate{' (dry run)' if dry_run else ''}", ""]
+    fields = [f for f in RUN_FIELDS if f not in ("move_id", "workload", "kind", "move_status")]
+    for rep in moves:
+        lines += [f"## Move {rep['move_id']}", "",
+                  f"{rep['workload']}, {rep['kind']}: **{rep['status']}**"
+                  + (f" - {rep['error']}" if rep.get("error") else ""), ""]
+        lines += [*_markdown(fields, _run_rows([rep])), ""]
+    return "\n".join(lines)
+
+
+# ---- permission documents ------------------------------------------------------------------------
+
+
+def permission_rows(docs: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every permission the documents grant, one row each: AWS statement actions, GCP
+    `includedPermissions`, Azure `Actions` and `DataActions`."""
+    rows = []
+    for provider, doc in docs.items():
+        found: list[str] = []
+        for st in doc.get("Statement", []):
+            action = st.get("Action", [])
+            found += [action] if isinstance(action, str) else list(action)
+        found += doc.get("includedPermissions", [])
+        found += [*doc.get("Actions", []), *doc.get("DataActions", [])]
+        rows += [{"provider": provider, "permission": p} for p in found]
+    return rows
+
+
+def permissions_text(docs: Mapping[str, Any]) -> str:
+    rows = [("PROVIDER", "PERMISSION")] + [(r["provider"], r["permission"]) for r in permission_rows(docs)]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a.ljust(width)}  {b}" for a, b in rows)
+
+
+def permissions_csv(docs: Mapping[str, Any]) -> str:
+    return _csv(PERMISSION_FIELDS, permission_rows(docs))
+
+
+def permissions_markdown(docs: Mapping[str, Any]) -> str:
+    return "\n".join(["# Permissions spotplan migrate needs", "", *_markdown(PERMISSION_FIELDS, permission_rows(docs)),
+                      "", "The policy documents themselves: `spotplan permissions -o json`.", ""])
