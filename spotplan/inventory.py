@@ -392,7 +392,10 @@ def _csv_header(header: list[str], where: str) -> list[str | None]:
             columns.append(None)  # tolerated as long as its cells stay empty (spreadsheet trailing commas)
             continue
         key = _column_key(cell)
-        if key not in CSV_COLUMNS:
+        label = _label_column(cell)
+        if label is not None:
+            key = _LABEL_PREFIX + label
+        elif key not in CSV_COLUMNS:
             hint = _did_you_mean(key, list(CSV_COLUMNS))
             if not hint and len(header) == 1 and (";" in cell or "\t" in cell):
                 hint = " (the header looks ';'- or tab-separated; expected commas)"
@@ -406,10 +409,24 @@ def _csv_header(header: list[str], where: str) -> list[str | None]:
     return columns
 
 
+#: `labels: {team: research}` flattened like the other fields is a `labels_team` column (also
+#: `labels.team`); its cells are the values, the header text after the prefix is the key as written.
+_LABEL_PREFIX = "labels:"
+_LABEL_HEADER = re.compile(r"\s*labels[._\s-](.+)", re.IGNORECASE)
+
+
+def _label_column(header: str) -> str | None:
+    m = _LABEL_HEADER.fullmatch(header)
+    return (m.group(1).strip() or None) if m else None
+
+
 def _csv_nested(flat: dict[str, str]) -> dict[str, Any]:
     """Turn one row's {column: cell} into the nested mapping of §4.1, splitting list and label cells."""
     nested: dict[str, Any] = {}
     for column, cell in flat.items():
+        if column.startswith(_LABEL_PREFIX):
+            nested.setdefault("labels", {})[column[len(_LABEL_PREFIX):]] = cell
+            continue
         path = CSV_COLUMNS[column]
         value: Any = cell
         if column in _LIST_COLUMNS:
@@ -419,7 +436,10 @@ def _csv_nested(flat: dict[str, str]) -> dict[str, Any]:
         target = nested
         for part in path[:-1]:
             target = target.setdefault(part, {})
-        target[path[-1]] = value
+        if column in _MAP_COLUMNS:  # `labels` and `labels_team` columns add up
+            target.setdefault(path[-1], {}).update(value)
+        else:
+            target[path[-1]] = value
     return nested
 
 

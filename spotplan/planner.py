@@ -150,17 +150,20 @@ def analyze(
         if rec["status"] is not None:
             continue
         if p_od is None:
-            rec["status"] = "ineligible"
+            # Without p_od there is no S to rank by, but §6 decides rules 5 and 6 (no offer, no
+            # progress, an impossible deadline) first: those do not need it, and they are the
+            # contract's codes, so NO_ON_DEMAND_PRICE only stands where none of them applies.
             message = f"no on-demand price for {w.instance_type} in {w.provider} {w.region}"
             regions = known_regions.get(w.provider, set())
             if w.region not in regions:
                 import difflib
 
                 near = difflib.get_close_matches(w.region, sorted(regions), n=1)
-                message += f": the price table has no {w.provider} region {w.region!r}"
-                message += f" (did you mean {near[0]!r}?)" if near else ""
-            rec["reasons"].append(Reason(code="NO_ON_DEMAND_PRICE", message=message))
-            continue
+                rec["unknown_region"] = f"the price table has no {w.provider} region {w.region!r}" + (
+                    f" (did you mean {near[0]!r}?)" if near else ""
+                )
+                message += ": " + rec["unknown_region"]
+            rec["no_on_demand"] = Reason(code="NO_ON_DEMAND_PRICE", message=message)
         cand_rows.append(
             {
                 "wi": i,
@@ -178,7 +181,7 @@ def analyze(
                 "rho": rho,
                 "ck": enabled,
                 "hp": bool(w.handles_preemption),
-                "p_od": float(p_od),
+                "p_od": float("nan") if p_od is None else float(p_od),
                 "size_gb": float(ck.size_gb or 0.0),  # §5.6 counts it whatever checkpointing says
                 "prov_min": (
                     w.provision_minutes
@@ -207,7 +210,9 @@ def analyze(
         if wi not in with_offer:
             gm, gc = rec.get("gpu", ("", 0.0))
             rec["status"] = "ineligible"
-            rec["reasons"].append(_reason(el.no_spot_offer(w, gm, gc, opt.scope)))
+            found = el.no_spot_offer(w, gm, gc, opt.scope)
+            hint = rec.get("unknown_region")
+            rec["reasons"].append(Reason(code=found.code, message=found.message + (f": {hint}" if hint else "")))
             continue
         top = top_by_w.get(wi)
         if not top:
@@ -218,6 +223,10 @@ def analyze(
         if infeasible is not None:
             rec["status"] = "ineligible"
             rec["reasons"].append(_reason(infeasible))
+            continue
+        if "no_on_demand" in rec:
+            rec["status"] = "ineligible"
+            rec["reasons"].append(rec["no_on_demand"])
             continue
         offers = [_offer(r) for r in top]
         best_row = top[0]

@@ -137,6 +137,21 @@ def test_csv_dotted_headers_separators_booleans_and_bom(tmp_path: Path) -> None:
     assert (b.id, b.remaining_hours, b.checkpoint.enabled, b.gang) == ("b", 2.5, False, False)
 
 
+def test_csv_labels_flattened_one_column_per_key(tmp_path: Path) -> None:
+    # §4.1: CSV has "the same fields flattened"; `labels: {team: research}` flattens to `labels_team`
+    # like `checkpoint.interval_minutes` to `checkpoint_interval_minutes`. It adds to a `labels` cell.
+    content = (
+        "id,kind,provider,region,instance_type,remaining_hours,labels_team,Labels.cost-center,labels\n"
+        "a,dev,aws,us-east-1,g5.xlarge,10,research,4711,owner=bob\n"
+        "b,dev,aws,us-east-1,g5.xlarge,10,,,\n"
+    )
+    a, b = read_inventory(_write(tmp_path, "f.csv", content))
+    assert a.labels == {"team": "research", "cost-center": "4711", "owner": "bob"}
+    assert b.labels == {}
+    twice = _write(tmp_path, "g.csv", "id,kind,provider,region,instance_type,remaining_hours,labels_team,labels team\n")
+    assert "column 'labels team' appears twice" in _error([twice])
+
+
 @pytest.mark.parametrize(
     ("cell", "expected"),
     [

@@ -239,3 +239,35 @@ def test_migration_counts_egress_of_size_gb_even_without_checkpointing() -> None
     best = analyze([w], table, opts).workloads[0].best
     assert best is not None and best.region == "r2"
     assert best.migration_cost == pytest.approx(0.25)
+
+
+def test_spot_offer_and_progress_rules_come_before_a_missing_on_demand_price() -> None:
+    # §6 decides rule 5 (NO_SPOT_OFFER) and rule 6 (NO_PROGRESS, DEADLINE_INFEASIBLE) before anything
+    # that needs S; NO_ON_DEMAND_PRICE (an extension: no p_od, no S) only stands where none applies.
+    table = _pools("g5.xlarge", "A10G", 1, [("on-demand", 1.0, "2026-11-01", ""), ("spot", 0.5, "2026-11-01", "<5%")])
+    only_spot = _pools("x.spot", "A10G", 1, [("spot", 0.4, "2026-11-01", "<5%")])
+    table = pd.concat([table, only_spot], ignore_index=True)
+    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+
+    def job(wid: str, **fields: object) -> Workload:
+        base = dict(id=wid, kind="dev", provider="aws", region="r", instance_type="g5.xlarge", remaining_hours=10)
+        return Workload.model_validate({**base, **fields})
+
+    workloads = [
+        # no price at all in region r2: no spot offer in scope, and the reason says the region is unknown
+        job("elsewhere", region="r2"),
+        # x.spot has spot rows only: its own pool is an offer, but there is no p_od to save against
+        job("spot-only", instance_type="x.spot"),
+        job("spot-only-late", instance_type="x.spot", deadline="2026-11-20T05:00:00Z"),
+        job("spot-only-thrash", instance_type="x.spot", count=2000, gang=True),
+    ]
+    res = _by_id(analyze(workloads, table, AnalyzeOptions(now=now)))
+    codes = {wid: (r.status, [x.code for x in r.reasons]) for wid, r in res.items()}
+    assert codes == {
+        "elsewhere": ("ineligible", ["NO_SPOT_OFFER"]),
+        "spot-only": ("ineligible", ["NO_ON_DEMAND_PRICE"]),
+        "spot-only-late": ("ineligible", ["DEADLINE_INFEASIBLE"]),
+        "spot-only-thrash": ("ineligible", ["NO_PROGRESS"]),
+    }
+    assert "no aws region 'r2'" in res["elsewhere"].reasons[0].message
+    assert all(r.best is None for r in res.values())
