@@ -536,13 +536,14 @@ def _expected(loc: tuple[Any, ...]) -> str | None:
     if resolved is None:
         return None
     ann, info = resolved
-    bounds = ""
+    limits: list[str] = []
     min_length = 0
     for meta in getattr(info, "metadata", ()):
         for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if getattr(meta, attr, None) is not None:
-                bounds += f" {op} {getattr(meta, attr):g}"
+                limits.append(f"{op} {getattr(meta, attr):g}")
         min_length = max(min_length, getattr(meta, "min_length", 0) or 0)
+    bounds = (" " + " and ".join(limits)) if limits else ""
     if typing.get_origin(ann) is Literal:
         return "one of " + ", ".join(str(v) for v in typing.get_args(ann))
     if ann is bool:

@@ -109,9 +109,11 @@ class Workload(_Strict):
     instance_type: str = Field(min_length=1)
     gpu_model: str | None = None
     gpu_count: float | None = Field(default=None, gt=0)
-    count: int = Field(default=1, ge=1)
+    # The upper bounds are far past any real fleet (100,000 instances, 11 years of work); beyond them
+    # the costs overflow floats and the P90 search gives up, so a typo is named instead.
+    count: int = Field(default=1, ge=1, le=100_000)
     market: Market = "on-demand"
-    remaining_hours: float = Field(ge=0)
+    remaining_hours: float = Field(ge=0, le=100_000)
     deadline: datetime | None = None
     gang: bool | None = None
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)

@@ -313,27 +313,37 @@ YAML_ERRORS = [
     (
         "negative number",
         _yaml(_workload(remaining_hours=-3)),
-        "f.yaml: workload 'a': remaining_hours: expected a number >= 0, got -3",
+        "f.yaml: workload 'a': remaining_hours: expected a number >= 0 and <= 100000, got -3",
     ),
     (
         "zero count",
         _yaml(_workload(count=0)),
-        "f.yaml: workload 'a': count: expected a whole number >= 1, got 0",
+        "f.yaml: workload 'a': count: expected a whole number >= 1 and <= 100000, got 0",
     ),
     (
         "fractional count",
         _yaml(_workload(count=1.5)),
-        "f.yaml: workload 'a': count: expected a whole number >= 1, got 1.5",
+        "f.yaml: workload 'a': count: expected a whole number >= 1 and <= 100000, got 1.5",
+    ),
+    (
+        "hours past any real job (the costs would overflow)",
+        _yaml(_workload(remaining_hours=1e300)),
+        "f.yaml: workload 'a': remaining_hours: expected a number >= 0 and <= 100000, got 1e+300",
+    ),
+    (
+        "count past any real fleet",
+        _yaml(_workload(count=100_001)),
+        "f.yaml: workload 'a': count: expected a whole number >= 1 and <= 100000, got 100001",
     ),
     (
         "boolean as a number",
         _yaml(_workload(remaining_hours=True)),
-        "f.yaml: workload 'a': remaining_hours: expected a number >= 0, got true",
+        "f.yaml: workload 'a': remaining_hours: expected a number >= 0 and <= 100000, got true",
     ),
     (
         "infinite hours",
         "workloads:\n  - {id: a, kind: batch, provider: aws, region: r, instance_type: x, remaining_hours: .inf}\n",
-        "f.yaml: workload 'a': remaining_hours: expected a number >= 0, got inf",
+        "f.yaml: workload 'a': remaining_hours: expected a number >= 0 and <= 100000, got inf",
     ),
     (
         "unknown field",
@@ -434,7 +444,7 @@ CSV_ERRORS = [
     (
         "wrong type",
         f"{HEADER}\n{ROW[:-2]}abc\n",
-        "f.csv: workload 'train-a' (line 2): remaining_hours: expected a number >= 0, got 'abc'",
+        "f.csv: workload 'train-a' (line 2): remaining_hours: expected a number >= 0 and <= 100000, got 'abc'",
     ),
     (
         "missing id",
@@ -471,7 +481,7 @@ CSV_ERRORS = [
     (
         "not-a-number",
         f"{HEADER}\n{ROW[:-2]}nan\n",
-        "f.csv: workload 'train-a' (line 2): remaining_hours: expected a number >= 0, got 'nan'",
+        "f.csv: workload 'train-a' (line 2): remaining_hours: expected a number >= 0 and <= 100000, got 'nan'",
     ),
     (
         "bad labels",
@@ -729,7 +739,7 @@ _valid = st.fixed_dictionaries(
         "provider": st.sampled_from(["aws", "gcp", "azure"]),
         "region": _word,
         "instance_type": _word,
-        "remaining_hours": _number,
+        "remaining_hours": st.floats(min_value=0, max_value=100_000, allow_nan=False, allow_infinity=False),
     },
     optional={
         "zone": _word,
