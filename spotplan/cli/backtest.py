@@ -35,12 +35,18 @@ def backtest(
             "--trace",
             help="Spot trace file (Can't-Be-Late/SpotHedge JSON, Bamboo events CSV, count CSV/TXT), "
             "or a folder of them (the .json/.csv/.txt files directly in it, not in sub-folders). "
-            "One path per flag; repeat the flag for more, one per zone: --trace a.json --trace b.json. "
-            "A file given twice is replayed once.",
+            "One per zone: repeat the flag for more (--trace a.json --trace b.json) or list them after "
+            "it (--trace a.json b.json, or a shell glob). A file given twice is replayed once.",
             metavar="FILE|DIR",
             show_default=False,
         ),
     ],
+    more_traces: Annotated[
+        list[Path] | None,
+        # DESIGN §3 writes `--trace FILE...`: several files after one flag. Click options take one
+        # value each, so the files after the first land here, after those given with the flag.
+        typer.Argument(metavar="FILE|DIR", help="More trace files after --trace's first.", show_default=False),
+    ] = None,
     job_hours: Annotated[
         float | None,
         typer.Option(
@@ -134,7 +140,7 @@ def backtest(
             from spotplan.backtest.plot import check_png_path
 
             check_png_path(png)
-        paths, path_notes = distinct_paths(expand_paths(trace))
+        paths, path_notes = distinct_paths(expand_paths([*trace, *(more_traces or [])]))
         traces = load_traces(paths, fmt.value)
         # a repeated --policy is one policy: run_backtest keeps it where it first appears
         names = [p.value for p in policy] if policy else list(POLICY_NAMES)

@@ -93,7 +93,7 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from spotplan.pricing.table import latest_rows
+    from spotplan.pricing.table import instants, latest_rows
 
     if table.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COMPARE_COLUMNS})
@@ -138,10 +138,10 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
         if alt in rows.columns:
             rows[col] = rows[col].where(rows[col].notna() & (rows[col] != ""), rows[alt])
     rows["gpu_model"] = rows["gpu_model"].fillna("").astype(str)
-    rows["observed_at"] = [
-        max(str(a), str(b)) if isinstance(b, str) and b else str(a)
-        for a, b in zip(rows["observed_at"], rows.get("_od_at", pd.Series(index=rows.index, dtype=object)))
-    ]
+    # As of the newer of the two observations, compared as instants (time zones differ in files).
+    own_at = rows["observed_at"].fillna("").astype(str)
+    od_at = rows.get("_od_at", pd.Series(index=rows.index, dtype=object)).fillna("").astype(str)
+    rows["observed_at"] = own_at.where(instants(od_at) <= instants(own_at), od_at)
     rows["source"] = [
         "; ".join(dict.fromkeys(s for s in (a, b) if isinstance(s, str) and s))
         for a, b in zip(rows["source"], rows.get("_od_src", pd.Series(index=rows.index, dtype=object)))

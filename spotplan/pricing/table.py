@@ -110,8 +110,11 @@ def normalize(df: pd.DataFrame, *, origin: str = "price table") -> pd.DataFrame:
     for col in ("gpu_count", "vcpus", "memory_gib", "price_per_hour"):
         raw_numbers[col] = out[col].fillna("").astype(str).str.strip()
         out[col] = pd.to_numeric(out[col], errors="coerce")
+    # A parquet file may hold observed_at as a timestamp or date column: spell it as ISO-8601
+    # (`2026-01-02T00:00:00+00:00`), not as str() does (`2026-01-02 00:00:00+00:00`).
     out["observed_at"] = out["observed_at"].map(
-        lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+        lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v))
+        else v if isinstance(v, str) else v.isoformat() if hasattr(v, "isoformat") else str(v)
     )
     # Validation: name the first offending row (1-based data row, as a spreadsheet shows it + header).
     checks = [
@@ -247,8 +250,23 @@ def _refuse_conflicts(table: pd.DataFrame, origins: list[str]) -> None:
 
 
 def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per pool: the newest observation (ties keep the last row read)."""
+    """One row per pool: the newest observation (ties keep the last row read). Times are compared
+    as instants, not as text: `2026-01-02T01:00:00+05:00` is older than `2026-01-01T22:00:00Z`, and
+    `…00.5Z` newer than `…00Z`. A row without a readable time counts as the oldest."""
     if df.empty:
         return df
-    ordered = df.assign(_t=df["observed_at"].astype(str)).sort_values("_t", kind="stable")
+    ordered = df.assign(_t=instants(df["observed_at"])).sort_values("_t", kind="stable")
     return ordered.drop_duplicates(list(POOL_KEY), keep="last").drop(columns="_t").reset_index(drop=True)
+
+
+def instants(values: pd.Series) -> pd.Series:
+    """observed_at values as integer UTC times since the epoch, for ordering only; empty or unreadable
+    ones sort first. Each distinct value is parsed once (a store repeats few)."""
+    import pandas as pd
+
+    from spotplan.pricing.history import parse_times
+
+    text = values.fillna("").astype(str)
+    distinct = pd.Series(text.unique(), dtype=object)
+    ticks = parse_times(distinct).dt.tz_localize(None).to_numpy().view("int64")  # NaT: the smallest int64
+    return text.map(dict(zip(distinct, ticks.tolist()))).astype("int64")
