@@ -160,7 +160,7 @@ def test_no_fresh_checkpoint_exits_3_and_never_falls_back(cloud: Cloud, runner: 
     assert list(cloud.live_tagged(move_id)) == [spot_id]
 
 
-def test_failed_fallback_exits_5_rolls_back_and_keeps_the_checkpoint(cloud: Cloud, runner: Any,
+def test_failed_fallback_exits_3_rolls_back_and_keeps_the_checkpoint(cloud: Cloud, runner: Any,
                                                                      tmp_path: Path) -> None:
     """No --checkpoint-uri: the watcher waits on the move's own S3 storage; on-demand capacity is refused."""
     move_id, storage, spot_id = migrated(cloud, runner, tmp_path)
@@ -175,16 +175,16 @@ def test_failed_fallback_exits_5_rolls_back_and_keeps_the_checkpoint(cloud: Clou
             "--log", str(log), "--webhook", hook.url,
         ])
     assert "RunInstances" not in cloud.proxy.faults, "the fault was never triggered"
-    assert result.exit_code == 5, result.output
+    assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)
     assert doc["checkpoint"]["step"] == STEP and doc["checkpoint"]["uri"].startswith(storage)
     assert doc["fallback"]["status"] == "rolled-back"
     assert "InsufficientInstanceCapacity" in doc["fallback"]["error"]
     failed = [r for r in read_log(log) if r["event"] == "fallback_failed"]
     assert len(failed) == 1 and "fallback_acquire" in failed[0]["error"]
-    assert read_log(log)[-1]["code"] == 5
+    assert read_log(log)[-1]["code"] == 3
     (alert,) = hook.messages
-    assert f"step {STEP}" in alert["text"] and f"on-demand fallback of {move_id} rolled-back; exit 5" in alert["text"]
+    assert f"step {STEP}" in alert["text"] and f"on-demand fallback of {move_id} rolled-back; exit 3" in alert["text"]
     j = journal_of(move_id)
     assert (j["kind"], j["status"]) == ("fallback", "rolled-back")
     journal_consistent(j["events"])

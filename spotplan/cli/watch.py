@@ -1,7 +1,8 @@
 """`spotplan watch`: parse options, run the node agent (spotplan.watch.agent), print its verdict.
 
-Exit codes: 0 no notice (--once) or checkpoint saved (and --fallback-move done), 3 notice but no
-fresh checkpoint in time, 5 checkpoint saved but the on-demand fallback failed, 2 usage, 1 runtime error.
+Exit codes: 0 no notice (--once) or checkpoint saved (and --fallback-move done), 3 a notice handled in
+part (no fresh checkpoint in time, or the checkpoint saved but the on-demand fallback failed), 2 usage,
+1 runtime error.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def watch(
     """Watch the node's metadata service for a spot reclaim notice, then signal, checkpoint and alert.
 
     Exit codes: 0 checkpoint saved (or no notice with --once), and any --fallback-move done;
-    3 notice but no fresh checkpoint in time (no fallback run); 5 checkpoint saved but the fallback failed;
-    2 usage error; 1 runtime error.
+    3 a notice handled in part: no fresh checkpoint in time (no fallback run), or the checkpoint saved
+    but the fallback failed (the log says which); 2 usage error; 1 runtime error.
 
     Example: spotplan watch --signal SIGUSR1 --process train.py --checkpoint-uri /ckpt --upload-to s3://b/run
     """

@@ -36,9 +36,11 @@ from spotplan.times import utcnow
 from spotplan.watch import actions
 from spotplan.watch.sources import MetadataError, Notice, Source, make_source, next_poll_delay
 
+# A notice handled in part: no fresh checkpoint, or (the work safe) no on-demand replacement. Both
+# are DESIGN.md's 3, a partial failure; the log and the verdict say which. A distinct code keeps
+# supervisors from restarting an agent that would find the same notice pending and act again.
 EXIT_NO_CHECKPOINT = EXIT_PARTIAL
-# Not one of DESIGN.md's codes: the work is safe, only the on-demand replacement is missing.
-EXIT_FALLBACK_FAILED = 5
+EXIT_FALLBACK_FAILED = EXIT_PARTIAL
 
 
 @dataclass
