@@ -70,7 +70,9 @@ def analyze(
     ] = None,
     plan_out: Annotated[
         Path | None,
-        typer.Option("--plan-out", help="Write the plan (recommended and conditional moves) to this JSON file."),
+        # dir_okay=False: a folder fails as the flags are parsed, not after the whole analysis.
+        typer.Option("--plan-out", help="Write the plan (recommended and conditional moves) to this JSON file.",
+                     dir_okay=False),
     ] = None,
     output: OutputOpt = None,
     out: OutPathOpt = None,

@@ -1,5 +1,6 @@
-"""What every command shares: output formats, where renderings go, and turning errors into one
-clear line on stderr with the exit code of DESIGN.md §3 (never a traceback without -v)."""
+"""What every command shares: output formats, where renderings go (and a reader leaving stdout
+early), and turning errors into one clear line on stderr with the exit code of DESIGN.md §3 (never a
+traceback without -v, library logs included)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ class State:
     verbose: bool = False
 
 
+def group_verbose(verbose: bool) -> None:
+    """A command group's own -v (`spotplan prices -v show`): adds to the root's, never clears it."""
+    State.verbose = State.verbose or verbose
+
+
 def is_verbose(local: bool = False) -> bool:
     return local or State.verbose or os.environ.get("SPOTPLAN_DEBUG") == "1"
 
@@ -93,9 +99,31 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def silence_stdout() -> None:
+    """After a broken pipe: stdout goes to /dev/null, so later writes and the interpreter's final
+    flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Library loggers (gcsfs, botocore, urllib3) stay quiet without -v: Python's last-resort
+    handler would print their warnings, tracebacks included, on stderr. With -v they go to stderr."""
+    import logging
+
+    root = logging.getLogger()
+    if root.handlers:
+        return  # an embedding program (or pytest) configured logging: leave it alone
+    if verbose:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
+    else:
+        root.addHandler(logging.NullHandler())
+
+
 @contextmanager
 def handle_errors(verbose: bool = False) -> Iterator[None]:
     """Turn SpotplanError into one line and its exit code; anything unexpected into exit 1."""
+    _configure_logging(is_verbose(verbose))
     try:
         yield
     except typer.Exit:
@@ -110,9 +138,8 @@ def handle_errors(verbose: bool = False) -> Iterator[None]:
         raise fail("interrupted", 130) from None
     except BrokenPipeError:
         # The reader stopped reading (`| head`): nothing is wrong with the work. Quiet, like other
-        # Unix tools; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Unix tools.
+        silence_stdout()
         raise typer.Exit(0) from None
     except Exception as exc:
         if is_verbose(verbose):
@@ -144,8 +171,13 @@ def _is_device(path: Path) -> bool:
 def emit(text: str, out: Path | None) -> None:
     """Data to stdout, or to `--out` (the file is written atomically)."""
     if out is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader left (`| head -1`): the rest of the command still runs, so a --plan-out,
+            # a --png or a webhook is not lost, and migrate/watch keep their exit codes.
+            silence_stdout()
         return
     out = Path(out)
     body = text if text.endswith("\n") else text + "\n"

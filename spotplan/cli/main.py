@@ -6,6 +6,7 @@ stays fast and never imports pandas or a cloud SDK.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -28,6 +29,11 @@ def _one_line_usage_error(self: Exception) -> None:
 
 
 typer.rich_utils.rich_format_error = _one_line_usage_error  # type: ignore[assignment]
+
+# NO_COLOR means no escape codes in help either: rich's no_color alone still writes bold and dim,
+# which the renderings (report._console) already drop; no colour system drops them all.
+if os.environ.get("NO_COLOR"):
+    typer.rich_utils.COLOR_SYSTEM = None
 
 
 # Help shows value types the way Click does (PATH, TEXT, FLOAT, a|b), and nothing after an on/off

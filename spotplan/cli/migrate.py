@@ -4,6 +4,7 @@ executor / journal / provider declarations, render. Heavy imports stay inside th
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,10 +12,25 @@ from typing import Annotated, Any
 
 import typer
 
-from spotplan.cli.common import OutPathOpt, OutputFormat, OutputOpt, VerboseOpt, emit, handle_errors, rendering
+from spotplan.cli.common import (
+    OutPathOpt,
+    OutputFormat,
+    OutputOpt,
+    VerboseOpt,
+    emit,
+    group_verbose,
+    handle_errors,
+    rendering,
+)
 from spotplan.errors import InputError, SpotplanError
 
 migrations_app = typer.Typer(help="Show the migrate journal.", no_args_is_help=True)
+
+
+@migrations_app.callback()
+def _migrations(verbose: VerboseOpt = False) -> None:
+    # `spotplan migrations -v show ID` works like `spotplan -v migrations show ID`.
+    group_verbose(verbose)
 
 
 class ProviderName(str, Enum):
@@ -65,6 +81,9 @@ def migrate(
         from spotplan.executor import Options, fallback_move, migrate_moves, resume_move
         from spotplan.journal import Journal
 
+        for flag, seconds in (("--checkpoint-timeout", checkpoint_timeout), ("--health-timeout", health_timeout)):
+            if not math.isfinite(seconds):  # as in watch: a wait must end
+                raise InputError(f"{flag} {seconds}: expected a finite number of seconds")
         if sum(x is not None for x in (plan, resume, fallback)) != 1:
             raise InputError("give a PLAN file, or --resume MOVE_ID, or --fallback MOVE_ID (exactly one)")
         opts = Options(dry_run=dry_run, checkpoint_timeout=checkpoint_timeout, health_timeout=health_timeout,

@@ -181,7 +181,8 @@ def pull(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to import (JSON, CSV, TSV, parquet, .gz).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to import (JSON, CSV, TSV, parquet, .gz).",
+                                         dir_okay=False)],
     fmt: Annotated[
         ImportFormat, typer.Option("--format", help="Format; auto detects it from the content.", case_sensitive=False)
     ] = ImportFormat.auto,
@@ -258,7 +259,8 @@ def history(
     instance_type: Annotated[str, typer.Argument(metavar="INSTANCE_TYPE", help="e.g. p4d.24xlarge")],
     provider: Annotated[str, typer.Option("--provider", metavar="P", help="aws, gcp or azure.")],
     region: Annotated[str, typer.Option("--region", metavar="R", help="Region, e.g. us-east-1.")],
-    days: Annotated[float, typer.Option("--days", min=0.01, help="Window to chart, in days.")] = 90,
+    # max: a window pandas and datetime can hold (--days inf or 1e6 would crash the chart, exit 1).
+    days: Annotated[float, typer.Option("--days", min=0.01, max=36500, help="Window to chart, in days.")] = 90,
     png: Annotated[
         Path | None, typer.Option("--png", metavar="PATH", help="Also write a PNG chart here.", dir_okay=False)
     ] = None,

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from spotplan.cli.common import VerboseOpt, handle_errors, is_verbose
+from spotplan.cli.common import VerboseOpt, emit, handle_errors, is_verbose
 from spotplan.errors import InputError
 from spotplan.times import parse_duration
 
@@ -168,7 +168,8 @@ def watch(
         except OSError as exc:
             raise InputError(f"--log: cannot write {log}: {exc.strerror or exc}") from None
         # The verdict is printed as soon as it is known, not when a slow --command is done.
-        agent = Agent(config, log=event_log, on_verdict=lambda verdict: typer.echo(json.dumps(verdict.to_dict())))
+        # (emit: a reader gone from stdout must not cut the agent short or turn exit 3 into 0.)
+        agent = Agent(config, log=event_log, on_verdict=lambda verdict: emit(json.dumps(verdict.to_dict()), None))
         try:
             result = agent.run()
         except MetadataError as exc:
@@ -209,6 +210,7 @@ def _check_store(flag: str, uri: str) -> None:
 
 def _fallback_storage(move_id: str, journal: Path | None) -> str:
     """Fail at start, not at the notice, when the move cannot be found; return its checkpoint storage."""
+    from spotplan.errors import SpotplanError
     from spotplan.journal import Journal
     from spotplan.paths import journal_path
 
@@ -216,7 +218,15 @@ def _fallback_storage(move_id: str, journal: Path | None) -> str:
     if not path.is_file():
         raise InputError(f"--fallback-move: no journal at {path}",
                          hint="pass --journal PATH, or point XDG_DATA_HOME at the data dir spotplan migrate used")
-    store = Journal(path)
+    if path.stat().st_size == 0:
+        # Opening it would write a journal's tables into whatever empty file was named.
+        raise InputError(f"--fallback-move: {path} is empty, not a migrate journal")
+    try:
+        store = Journal(path)
+    except SpotplanError as exc:
+        if journal is None:
+            raise
+        raise InputError(f"--journal {path}: {exc.message}", hint=exc.hint) from None
     try:
         prior = store.get_move(move_id)
     finally:
