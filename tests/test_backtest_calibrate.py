@@ -80,3 +80,15 @@ def test_fit_mtbf_counts_a_gang_by_its_size() -> None:
     tr = Trace("counts", 3600.0, np.array([2, 2, 1, 2, 2, 2, 1, 1]))
     assert fit_mtbf([tr], 1)[0] is None
     assert fit_mtbf([tr], 2) == (pytest.approx(2.5), 2, pytest.approx(5.0))
+
+
+def test_a_bad_inventory_fails_before_the_replay(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trace = tmp_path / "t.json"
+    trace.write_text(json.dumps({"metadata": {"gap_seconds": 3600}, "data": [1, 1, 0, 1] * 30}))
+    bad = tmp_path / "inv.yaml"
+    bad.write_text("workloads:\n  - {id: a, kind: trainig}\n")
+    result = runner.invoke(app, ["backtest", "--trace", str(trace), "--inventory", str(bad), "--starts", "3",
+                                 "--job-hours", "4", "--deadline-hours", "8", "--changeover-hours", "0.5"])
+    assert result.exit_code == 2, result.output
+    assert "inv.yaml" in result.stderr and "kind" in result.stderr
+    assert "policies" not in result.stderr  # no replay progress: it failed first

@@ -165,3 +165,14 @@ def test_aws_zone_ids_take_the_names_the_pull_saw(runner, emu: PricingEmulator, 
     assert runner.invoke(app, ["prices", "import", str(tsv), "-o", "json"]).exit_code == 0
     df = read_store()
     assert df is not None and not df.loc[df["region"] == "us-east-1", "zone"].str.contains("-az").any()
+
+
+def test_unreachable_gcp_api_is_a_cloud_error(runner, emu: PricingEmulator, monkeypatch) -> None:
+    """requests' connection errors come through the GCP REST transport unwrapped: still one line,
+    exit 1, naming the API, not the catch-all's bare ConnectionError."""
+    for env in ("SPOTPLAN_GCP_COMPUTE_ENDPOINT", "SPOTPLAN_GCP_BILLING_ENDPOINT"):
+        monkeypatch.setenv(env, "http://127.0.0.1:9")
+    res = _pull(runner, "--provider", "gcp", "--region", "us-central1")
+    assert res.exit_code == 1, res.output
+    assert "error: GCP " in res.output and "cannot reach the API" in res.output, res.output
+    assert _one_error_line(res.output) and "-v" not in res.output.splitlines()[-1]

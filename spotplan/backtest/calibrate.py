@@ -26,7 +26,7 @@ import numpy as np
 from spotplan.backtest.result import Calibration, CalibrationRow
 from spotplan.backtest.traces import Trace
 from spotplan.errors import InputError
-from spotplan.models import CANDIDATE_STATUSES
+from spotplan.models import CANDIDATE_STATUSES, AnalysisResult, Workload
 
 
 def fit_mtbf(traces: Sequence[Trace], instances: int = 1) -> tuple[float | None, int, float]:
@@ -92,20 +92,33 @@ def replay_spot_with_restarts(
     return billed, wall, interruptions
 
 
+Analyzed = tuple[AnalysisResult, list[Workload]]
+
+
+def analyze_inventory(inventory: Path, seed: int = 0) -> Analyzed:
+    """The analysis calibration replays (default options and prices). The CLI runs it before the
+    replay, so a bad inventory fails at once instead of after minutes of replaying."""
+    from spotplan.analysis import run
+    from spotplan.planner import AnalyzeOptions
+
+    result, workloads, _prices = run([inventory], None, AnalyzeOptions(seed=seed))
+    return result, workloads
+
+
 def calibrate(
     inventory: Path,
     traces: Sequence[Trace],
     seed: int = 0,
     starts: int = 100,
     progress: Callable[[str], None] | None = None,
+    analyzed: Analyzed | None = None,
 ) -> Calibration:
+    """`analyzed`: the inventory's analysis when the caller ran it already (`analyze_inventory`)."""
     from spotplan import costmodel as cm
-    from spotplan.analysis import run
-    from spotplan.planner import AnalyzeOptions
 
     if not traces:
         raise InputError("calibration needs at least one --trace")
-    result, workloads, _prices = run([inventory], None, AnalyzeOptions(seed=seed))
+    result, workloads = analyzed if analyzed is not None else analyze_inventory(inventory, seed)
     by_id = {w.id: w for w in workloads}
     rng = np.random.default_rng(seed)
     fitted, events, exposure = fit_mtbf(traces)

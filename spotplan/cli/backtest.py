@@ -142,6 +142,11 @@ def backtest(
             check_png_path(png)
         paths, path_notes = distinct_paths(expand_paths([*trace, *(more_traces or [])]))
         traces = load_traces(paths, fmt.value)
+        analyzed = None
+        if inventory is not None:
+            from spotplan.backtest.calibrate import analyze_inventory
+
+            analyzed = analyze_inventory(inventory, seed)  # a bad inventory fails before the replay
         # a repeated --policy is one policy: run_backtest keeps it where it first appears
         names = [p.value for p in policy] if policy else list(POLICY_NAMES)
         result = run_backtest(traces, job, names, starts=starts, seed=seed, progress=progress)
@@ -151,7 +156,8 @@ def backtest(
         if inventory is not None:
             from spotplan.backtest.calibrate import calibrate
 
-            result.calibration = calibrate(inventory, traces, seed=seed, starts=starts, progress=progress)
+            result.calibration = calibrate(inventory, traces, seed=seed, starts=starts, progress=progress,
+                                           analyzed=analyzed)
         shown = rendering(output, out)
         emit(render(result, shown.format.value, color=shown.color), out)
         if png is not None:  # after the result is out, so a chart that fails late cannot lose it

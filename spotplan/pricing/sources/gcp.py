@@ -136,6 +136,10 @@ def _translate(exc: BaseException, what: str) -> Exception:
         return CredentialsError(f"GCP rejected the credentials for {what}: {exc}", hint=_FIX)
     if isinstance(exc, gexc.GoogleAPICallError):
         return CloudError(f"GCP {what} failed: {exc}")
+    if isinstance(exc, OSError):
+        # The REST transport lets requests' connection errors (OSError subclasses) through unwrapped:
+        # an unreachable endpoint is a cloud error (exit 1) with its cause, like AWS's and Azure's.
+        return CloudError(f"GCP {what} failed: cannot reach the API: {type(exc).__name__}: {exc}")
     return exc if isinstance(exc, Exception) else CloudError(str(exc))
 
 
