@@ -239,3 +239,13 @@ def test_a_missing_sdk_names_the_extra_to_install(unreachable_aws: None, runner:
     result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
     assert "pip install 'spotplan[aws]'" in result.stderr, result.output
     assert "ModuleNotFoundError" not in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_move_is_named_before_approval_is_asked_for(runner: Any, tmp_path: Path) -> None:
+    """Off a terminal without --yes, a typo'd --resume id is the error reported, not the missing --yes."""
+    from spotplan.journal import Journal
+
+    Journal().close()  # a journal exists, without that move
+    for flag in ("--resume", "--fallback"):
+        result = runner.invoke(app, ["migrate", flag, "m-nope"])
+        assert result.exit_code == 2 and "no move 'm-nope' in the journal" in result.stderr, result.output

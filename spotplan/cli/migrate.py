@@ -94,9 +94,11 @@ def migrate(
 
             # A bad plan is named before anything is asked about it.
             moves = select_moves(load_plan(plan), only)
-        if not dry_run and not yes and not sys.stdin.isatty():
-            raise InputError("stdin is not a terminal, so moves cannot be approved interactively",
-                             hint="pass --yes to approve, or --dry-run to look first")
+        unapproved = not dry_run and not yes and not sys.stdin.isatty()
+        no_tty = InputError("stdin is not a terminal, so moves cannot be approved interactively",
+                            hint="pass --yes to approve, or --dry-run to look first")
+        if unapproved and plan is not None:
+            raise no_tty  # before the journal is opened (and created)
 
         def confirm(move: Any) -> bool:
             if yes:
@@ -114,6 +116,11 @@ def migrate(
             raise InputError(f"no move {resume or fallback!r}: there is no migrate journal yet ({journal_path()})",
                              hint="spotplan migrate PLAN.json --yes records moves")
         journal = None if dry_run and plan is not None and not journal_path().exists() else Journal()
+        if journal is not None and plan is None and journal.get_move(resume or fallback or "") is None:
+            # Named before approval is asked for: a typo'd id is the error, not the missing --yes.
+            raise InputError(f"no move {resume or fallback!r} in the journal", hint="spotplan migrations list")
+        if unapproved:
+            raise no_tty
         if moves is not None:
             sys.stderr.write(f"{'dry run: ' if dry_run else ''}{len(moves)} move(s) from {plan}\n")
             reports = migrate_moves(moves, opts, journal, confirm=confirm, log=_log)
