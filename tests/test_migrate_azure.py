@@ -65,8 +65,12 @@ def assert_invariants(azure: AzureArmEmulator, move_id: str, src: str, expect_do
 
 def test_dry_run_shows_spot_vm(azure: AzureArmEmulator, runner: Any, tmp_path: Path) -> None:
     move_id, _, plan = new_move(azure, tmp_path)
+    before = len(azure.calls)
     result = runner.invoke(app, ["migrate", str(plan), "--dry-run"])
     assert result.exit_code == 0, result.output
+    # A dry run sends reads only (sizes, usages, the source and the idempotency lookups).
+    assert set(azure.calls[before:]) <= {"vmSizes.list", "usages.list", "virtualMachines.get",
+                                         "virtualMachines.instanceView"}, azure.calls[before:]
     out = result.stdout
     assert "compute.virtual_machines.begin_create_or_update(" in out
     assert "'priority': 'Spot'" in out and "'evictionPolicy': 'Deallocate'" in out
@@ -189,3 +193,37 @@ def test_a_fallback_needs_no_source_vm(azure: AzureArmEmulator, runner: Any, tmp
     (vm,) = azure.tagged("spotplan-move", move_id).values()
     assert vm["properties"]["priority"] == "Regular"
     assert vm["properties"]["osProfile"]["computerName"].endswith("-0")  # a gang's VMs get distinct names
+
+
+def test_a_spot_target_evicted_before_the_stop_leaves_the_source_running(azure: AzureArmEmulator, runner: Any,
+                                                                        tmp_path: Path) -> None:
+    """Azure evicts the Spot target (evictionPolicy Deallocate: PowerState/deallocated) while the
+    checkpoint is taken: check_target sees it, the source is never deallocated, and the rollback
+    deletes the deallocated target (its disks would still be billed)."""
+    move_id, src, plan = new_move(azure, tmp_path)
+    before = len(azure.calls)
+    azure.evict_on_next("virtualMachines.instanceView")
+    try:
+        result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+        assert azure.evict_armed is None, "the eviction never happened"
+    finally:
+        azure.evict_armed = None
+    assert result.exit_code == 1, result.output
+    assert "the spot target was lost" in result.stderr and "stopped" in result.stderr
+    assert "virtualMachines.deallocate" not in azure.calls[before:]
+    assert_invariants(azure, move_id, src, expect_done=False)
+
+
+def test_a_max_price_the_spot_price_has_passed_changes_nothing(azure: AzureArmEmulator, runner: Any,
+                                                               tmp_path: Path) -> None:
+    """ARM refuses a maxPrice that does not exceed the current Spot price (providers.md B10): the move
+    fails at acquire with ARM's code, nothing is left and the source keeps running."""
+    move_id, src, plan = new_move(azure, tmp_path)
+    azure.spot_prices[(REGION, SIZE)] = 1.3  # the plan bids 1.2
+    try:
+        result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    finally:
+        azure.spot_prices.clear()
+    assert result.exit_code == 1, result.output
+    assert "OperationNotAllowed" in result.stderr and "Traceback" not in result.stderr
+    assert_invariants(azure, move_id, src, expect_done=False)

@@ -55,7 +55,9 @@ def test_dry_run_shows_spot_insert(gcp: GcpComputeEmulator, runner: Any, tmp_pat
     assert "'instance_termination_action': 'STOP'" in result.stdout
     assert "compute.instances.stop(" in result.stdout
     assert gcp.labelled("spotplan-move", move_id) == {}
-    assert "instances.insert" not in gcp.calls[before:]
+    # A dry run sends reads only (the quota, type and idempotency lookups).
+    assert set(gcp.calls[before:]) <= {"machineTypes.get", "regions.get", "instances.list", "instances.get"}, \
+        gcp.calls[before:]
 
 
 def test_migrate_end_to_end(gcp: GcpComputeEmulator, runner: Any, tmp_path: Path) -> None:
@@ -165,3 +167,19 @@ def test_moves_whose_ids_make_the_same_label_never_touch_each_other(gcp: GcpComp
     assert gcp.get(src2)["status"] == "RUNNING"  # type: ignore[index]
     labels = [i["labels"].get("spotplan-move") for i in gcp.instances.values()]
     assert not any(lab and lab.startswith(base) and lab != done_id for lab in labels if lab)
+
+
+def test_a_spot_target_preempted_before_the_stop_leaves_the_source_running(gcp: GcpComputeEmulator, runner: Any,
+                                                                          tmp_path: Path) -> None:
+    """GCE preempts the Spot target (instanceTerminationAction STOP: it reads TERMINATED) while the
+    checkpoint is taken: check_target sees it, the source is never stopped, and the rollback releases
+    the TERMINATED target, whose disks would otherwise still be billed."""
+    move_id, src, plan = new_move(gcp, tmp_path)
+    before = len(gcp.calls)
+    gcp.preempt_on_next_get()
+    result = runner.invoke(app, ["migrate", str(plan), "--yes", "--checkpoint-timeout", "20"])
+    assert not gcp.preempt_armed, "the preemption never happened"
+    assert result.exit_code == 1, result.output
+    assert "the spot target was lost" in result.stderr and "stopped" in result.stderr
+    assert "instances.stop" not in gcp.calls[before:]
+    assert_invariants(gcp, move_id, src, expect_done=False)

@@ -117,3 +117,71 @@ def test_a_dry_run_shows_the_create_even_when_the_source_could_not_be_read(emu: 
     assert [c.outcome for c in calls][::2] == ["not found"] * 2
     profile = calls[1].params["parameters"]["properties"]["osProfile"]
     assert profile["adminUsername"] == "<the source's>"
+
+
+def test_the_emulator_refuses_the_spot_fields_arm_refuses(emu: AzureArmEmulator) -> None:
+    """providers.md B10: priority Regular|Low|Spot|SpotPlus, evictionPolicy Deallocate|Delete,
+    billingProfile.maxPrice -1 or a positive price that exceeds the current Spot price; -1 and
+    Deallocate are the defaults ARM stores."""
+    import requests
+
+    emu.spot_prices[("eastus", "Standard_NC24ads_A100_v4")] = 1.1
+    base = f"{emu.url}/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines"
+    headers = {"Authorization": f"Bearer {emu.token}"}
+    profile = {"adminUsername": "u", "linuxConfiguration": {"ssh": {"publicKeys": [
+        {"path": "/home/u/.ssh/authorized_keys", "keyData": SSH_KEY}]}}}
+
+    def put(name: str, **props: Any) -> requests.Response:
+        body = {"location": "eastus", "properties": {"osProfile": profile,
+                                                     "hardwareProfile": {"vmSize": "Standard_NC24ads_A100_v4"},
+                                                     **props}}
+        return requests.put(f"{base}/{name}?api-version=2026-04-01", json=body, headers=headers,
+                            verify=emu.ca_file, timeout=10)
+
+    for props, status in (({"priority": "Cheap"}, 400), ({"priority": "Spot", "evictionPolicy": "Stop"}, 400),
+                          ({"priority": "Spot", "billingProfile": {"maxPrice": 0}}, 400),
+                          ({"priority": "Spot", "billingProfile": {"maxPrice": -2}}, 400),
+                          ({"priority": "Spot", "billingProfile": {"maxPrice": 1.0}}, 409)):
+        assert put("x", **props).status_code == status, props
+    assert emu.vms == {}
+    ok = put("x", priority="Spot")
+    assert ok.status_code == 201
+    assert ok.json()["properties"]["evictionPolicy"] == "Deallocate"
+    assert ok.json()["properties"]["billingProfile"] == {"maxPrice": -1}
+    assert put("y", priority="Spot", billingProfile={"maxPrice": 1.5}).status_code == 201
+    evict = requests.post(f"{base}/y/simulateEviction?api-version=2026-04-01", headers=headers,
+                          verify=emu.ca_file, timeout=10)
+    assert evict.status_code == 204 and evict.content == b""
+
+
+def test_a_max_price_below_the_current_spot_price_creates_nothing(emu: AzureArmEmulator) -> None:
+    """A positive maxPrice that does not exceed the current Spot price fails the create (providers.md
+    B10): the launch fails with ARM's code, and no VM is left."""
+    emu.spot_prices[("eastus", "Standard_NC24ads_A100_v4")] = 0.95
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
+    with pytest.raises(CloudError, match="409 OperationNotAllowed"):
+        AzureProvider("eastus").launch(spec(src, count=1), False)
+    assert emu.tagged("spotplan-move", "m1") == {}
+    _, ids = AzureProvider("eastus").launch(spec(src, count=1, max_price=1.2), False)
+    assert emu.get(ids[0])["properties"]["billingProfile"] == {"maxPrice": 1.2}  # type: ignore[index]
+
+
+def test_power_states_deallocated_and_stopped_and_eviction(emu: AzureArmEmulator) -> None:
+    """PowerState/deallocated (compute no longer billed) and PowerState/stopped (still allocated and
+    billed) both read `stopped`; spotplan's own stop deallocates. A Spot VM evicted with the
+    Deallocate policy reads stopped, with Delete missing."""
+    src = emu.add_vm(SUB, "rg", "train", "Standard_NC24ads_A100_v4")
+    provider = AzureProvider("eastus")
+    _, ids = provider.launch(spec(src), False)
+    assert emu.get(ids[0])["properties"]["evictionPolicy"] == "Deallocate"  # type: ignore[index]
+    provider.stop([src], False)
+    assert emu.get(src)["_power"] == "deallocated"  # type: ignore[index]
+    assert "virtualMachines.powerOff" not in emu.calls
+    emu.evict_on_next("virtualMachines.instanceView")
+    assert provider.states([ids[0]])[1] == {ids[0]: "stopped"}
+    emu.get(ids[1])["properties"]["evictionPolicy"] = "Delete"  # type: ignore[index]
+    emu.evict_on_next("virtualMachines.instanceView")
+    assert provider.states([ids[1]])[1] == {ids[1]: "missing"}
+    for power, state in (("stopped", "stopped"), ("deallocating", "stopping"), ("starting", "pending")):
+        emu.get(src)["_power"] = power  # type: ignore[index]
+        assert provider.states([src])[1] == {src: state}

@@ -88,3 +88,70 @@ def test_a_fresh_process_finds_created_instances_through_the_preflight_placement
     fresh = GcpProvider("europe-west4")
     assert fresh.list_created("m1", near=["i-0123456789abcdef0"]) == {}
     assert fresh.list_created("m1", near=["i-0123456789abcdef0", data["placement"]]) == {ids[0]: "running"}
+
+
+def test_the_emulator_refuses_the_scheduling_gce_refuses(emu: GcpComputeEmulator) -> None:
+    """providers.md B11: onHostMaintenance TERMINATE is the only value a Spot (preemptible) VM allows, it
+    takes no automatic restart, and the enums are closed; STOP is the default termination action. An
+    emulator that took any scheduling would let a wrong Spot request pass the tests above."""
+    import requests
+
+    url = f"{emu.url}/compute/v1/projects/p1/zones/us-central1-b/instances"
+    base = {"machineType": "zones/us-central1-b/machineTypes/a2-highgpu-1g"}
+    for i, sched in enumerate((
+        {"provisioningModel": "SPOT", "onHostMaintenance": "MIGRATE"},
+        {"provisioningModel": "SPOT", "automaticRestart": True},
+        {"provisioningModel": "SPOT", "instanceTerminationAction": "HIBERNATE"},
+        {"provisioningModel": "CHEAP"},
+    )):
+        r = requests.post(url, json={**base, "name": f"bad-{i}", "scheduling": sched}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["errors"][0]["reason"] == "invalid", sched
+    assert emu.instances == {}
+    r = requests.post(url, json={**base, "name": "ok", "scheduling": {"provisioningModel": "SPOT"}}, timeout=10)
+    assert r.status_code == 200 and r.json()["kind"] == "compute#operation"
+    got = requests.get(f"{url}/ok", timeout=10).json()
+    assert got["scheduling"] == {"provisioningModel": "SPOT", "instanceTerminationAction": "STOP",
+                                 "preemptible": True, "automaticRestart": False, "onHostMaintenance": "TERMINATE"}
+    assert got["machineType"] == f"{emu.url}/compute/v1/projects/p1/zones/us-central1-b/machineTypes/a2-highgpu-1g"
+
+
+def test_spot_insert_fields_labels_and_request_id(emu: GcpComputeEmulator) -> None:
+    """The Spot request (no bid anywhere), the labels on the instance and its boot disk, and a
+    requestId that a rerun repeats: when the token lookup misses the first run's instance, the
+    insert is answered by the first operation instead of creating a second VM."""
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    calls, ids = GcpProvider("us-central1").launch(spec(src, count=1), dry_run=False)
+    inst = emu.get(ids[0])
+    assert inst is not None
+    assert inst["scheduling"] == {"provisioningModel": "SPOT", "instanceTerminationAction": "STOP",
+                                  "preemptible": True, "automaticRestart": False, "onHostMaintenance": "TERMINATE"}
+    assert "max_price" not in str(calls[-1].params) and "maxPrice" not in str(inst)
+    assert inst["disks"][0]["initializeParams"]["labels"] == inst["labels"]
+    rid = calls[-1].params["request_id"]
+    assert list(emu.request_ids) == [rid]
+    inst["labels"] = {}  # the lookup by token now finds nothing
+    again_calls, again = GcpProvider("us-central1").launch(spec(src, count=1), dry_run=False)
+    assert again == ids and again_calls[-1].params["request_id"] == rid
+    assert emu.calls.count("instances.insert") == 2 and len(emu.instances) == 2  # the source and one target
+
+
+@pytest.mark.parametrize("status,state", [
+    ("PROVISIONING", "pending"), ("STAGING", "pending"), ("RUNNING", "running"), ("STOPPING", "stopping"),
+    ("PENDING_STOP", "stopping"), ("SUSPENDING", "stopping"), ("SUSPENDED", "stopped"), ("STOPPED", "stopped"),
+    ("TERMINATED", "stopped"), ("REPAIRING", "pending"), ("DEPROVISIONING", "terminated"),
+])
+def test_instance_status_mapping(emu: GcpComputeEmulator, status: str, state: str) -> None:
+    """Every Instance.status of providers.md B11; TERMINATED is a stopped VM (a Spot VM preempted with
+    STOP ends there), not a deleted one."""
+    iid = emu.add_instance("p1", "us-central1-a", "vm", "a2-highgpu-1g", status=status)
+    assert GcpProvider("us-central1").states([iid])[1] == {iid: state}
+
+
+def test_a_preempted_spot_target_reads_stopped_or_missing(emu: GcpComputeEmulator) -> None:
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    provider = GcpProvider("us-central1")
+    _, ids = provider.launch(spec(src), dry_run=False)
+    emu.preempt(ids[0])
+    emu.get(ids[1])["scheduling"]["instanceTerminationAction"] = "DELETE"  # type: ignore[index]
+    emu.preempt(ids[1])
+    assert provider.states(ids)[1] == {ids[0]: "stopped", ids[1]: "missing"}

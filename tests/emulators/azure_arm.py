@@ -1,7 +1,9 @@
 """A local HTTPS emulator of the Azure Resource Manager compute paths `spotplan migrate` uses
 (providers.md B10): vmSizes and usages per location, and virtual machines PUT/GET/PATCH/DELETE,
-deallocate/start, instanceView and list per resource group. Long-running operations finish at
-once (200 with provisioningState Succeeded), as ARM allows.
+deallocate/start, instanceView, simulateEviction (204) and list per resource group. Long-running
+operations finish at once (200 with provisioningState Succeeded), as ARM allows. A create refuses
+the Spot fields ARM refuses (priority/evictionPolicy enums; maxPrice other than -1 or a positive
+price, or not above `spot_prices` for the size) and stores ARM's defaults (Deallocate, -1).
 
 It serves TLS with a trustme test CA (azure-core refuses bearer tokens over http); `ca_file` is the
 PEM to put in REQUESTS_CA_BUNDLE. It checks the bearer token, and `fail_next(action, status, code)`
@@ -42,7 +44,10 @@ ROUTES = [
     ("POST", _VM + r"/(?P<name>[^/]+)/start$", "virtualMachines.start"),
     ("POST", _VM + r"/(?P<name>[^/]+)/powerOff$", "virtualMachines.powerOff"),
     ("GET", _VM + r"/(?P<name>[^/]+)/instanceView$", "virtualMachines.instanceView"),
+    ("POST", _VM + r"/(?P<name>[^/]+)/simulateEviction$", "virtualMachines.simulateEviction"),
 ]
+PRIORITIES = ("Regular", "Low", "Spot", "SpotPlus")
+EVICTION_POLICIES = ("Deallocate", "Delete")
 
 
 class AzureArmEmulator(LocalServer):
@@ -51,6 +56,10 @@ class AzureArmEmulator(LocalServer):
 
         self.token = token
         self.spot_core_limit = spot_core_limit
+        # The current Spot price per (location, size), USD/h: a positive billingProfile.maxPrice must
+        # exceed it at create time (providers.md B10). Sizes without one accept any positive price.
+        self.spot_prices: dict[tuple[str, str], float] = {}
+        self.evict_armed: str | None = None
         self.vms: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[str] = []
         self.faults = Faults()
@@ -117,6 +126,40 @@ class AzureArmEmulator(LocalServer):
             }
         return vid
 
+    def evict_on_next(self, action: str) -> None:
+        """Evict the Spot VM the next call of `action` is about, just before answering (as
+        simulateEviction does: its evictionPolicy decides whether it is deallocated or deleted)."""
+        with self.lock:
+            self.evict_armed = action
+
+    def _evict(self, key: tuple[str, str, str]) -> None:
+        vm = self.vms[key]
+        if vm["properties"].get("evictionPolicy") == "Delete":
+            del self.vms[key]
+        else:  # Deallocate, the default for Spot
+            vm["_power"] = "deallocated"
+
+    def _spot_refused(self, location: Any, props: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Refuse the Spot settings ARM refuses, and fill in its defaults (evictionPolicy Deallocate,
+        maxPrice -1) on what is stored."""
+        refused = _price_refused(props)
+        if refused is not None:
+            return 400, refused
+        if props.get("priority") not in ("Spot", "Low"):
+            return None
+        props.setdefault("evictionPolicy", "Deallocate")
+        props.setdefault("billingProfile", {"maxPrice": -1})
+        props["billingProfile"].setdefault("maxPrice", -1)
+        price = props["billingProfile"]["maxPrice"]
+        current = self.spot_prices.get((str(location).lower(), props.get("hardwareProfile", {}).get("vmSize", "")))
+        if price != -1 and current is not None and price <= current:
+            # [unverified] the code and status; the rule (a positive maxPrice must exceed the current
+            # Spot price, or the create fails) is providers.md B10.
+            return 409, _error("OperationNotAllowed", f"Unable to perform operation 'Create VM' since the provided "
+                               f"max price '{price} USD' is lower than the current spot price '{current} USD' "
+                               f"for Azure Spot VM size '{props['hardwareProfile']['vmSize']}'.")
+        return None
+
     def get(self, vid: str) -> dict[str, Any] | None:
         parts = vid.split("/")
         return self.vms.get((parts[2], parts[4].lower(), parts[8].lower()))
@@ -154,6 +197,9 @@ class AzureArmEmulator(LocalServer):
                 refused = _sign_in_refused(props.get("osProfile")) if vm is None else None
                 if refused is not None:
                     return 400, refused
+                spot_refused = self._spot_refused(body.get("location"), props)
+                if spot_refused is not None:
+                    return spot_refused
                 props["provisioningState"] = "Succeeded"
                 props.setdefault("vmId", str(uuid.uuid4()))
                 new = {"id": vid, "name": p["name"], "type": "Microsoft.Compute/virtualMachines",
@@ -162,6 +208,10 @@ class AzureArmEmulator(LocalServer):
                 self.vms[key] = new
                 return (200 if vm else 201), _public(new)
             vm = self.vms.get(key)
+            if vm is not None and self.evict_armed == action and vm["properties"].get("priority") == "Spot":
+                self.evict_armed = None
+                self._evict(key)
+                vm = self.vms.get(key)
             if vm is None:
                 return 404, _error("ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/"
                                                        f"{p['name']}' under resource group '{p['rg']}' was not found.")
@@ -183,12 +233,36 @@ class AzureArmEmulator(LocalServer):
             if action == "virtualMachines.start":
                 vm["_power"] = "running"
                 return 200, None
+            if action == "virtualMachines.simulateEviction":
+                if vm["properties"].get("priority") != "Spot":
+                    # [unverified] code/status for a VM that is not Spot; the 204 below is providers.md B10.
+                    return 409, _error("OperationNotAllowed", "Simulate eviction is only supported for Spot VMs.")
+                self._evict(key)
+                return 204, None
             if action == "virtualMachines.instanceView":
                 return 200, {"statuses": [
                     {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
                     {"code": f"PowerState/{vm['_power']}", "level": "Info",
                      "displayStatus": f"VM {vm['_power']}"}]}
         return 500, _error("InternalServerError", "unhandled")
+
+
+def _price_refused(props: dict[str, Any]) -> dict[str, Any] | None:
+    """The Spot fields' enums and maxPrice's domain (providers.md B10): -1, or a positive USD price."""
+    priority = props.get("priority", "Regular")
+    if priority not in PRIORITIES:
+        return _error("InvalidParameter", f"The value '{priority}' of parameter 'priority' is not allowed. "
+                      f"Allowed values are {', '.join(PRIORITIES)}.")
+    policy = props.get("evictionPolicy")
+    if policy is not None and policy not in EVICTION_POLICIES:
+        return _error("InvalidParameter", f"The value '{policy}' of parameter 'evictionPolicy' is not allowed. "
+                      f"Allowed values are {', '.join(EVICTION_POLICIES)}.")
+    price = (props.get("billingProfile") or {}).get("maxPrice")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float))
+                              or (price != -1 and price <= 0)):
+        return _error("InvalidParameter", f"The value {price!r} of parameter 'billingProfile.maxPrice' is not "
+                      "allowed: use -1 (up to the pay-as-you-go price) or a price above 0.")
+    return None
 
 
 def _sign_in_refused(profile: dict[str, Any] | None) -> dict[str, Any] | None:

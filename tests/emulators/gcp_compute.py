@@ -1,6 +1,9 @@
 """A local emulator of the Compute Engine REST paths `spotplan migrate` uses (providers.md B11):
 machineTypes.get, regions.get, instances insert/list/get/stop/start/delete/setMetadata and
-zoneOperations.get, with camelCase JSON bodies and operations returned already DONE.
+zoneOperations.get, with camelCase JSON bodies and operations returned already DONE. insert refuses
+(400) the Scheduling the API refuses (enums; a Spot VM with onHostMaintenance other than TERMINATE
+or with automaticRestart), and GET answers with full URLs and the scheduling the API fills in.
+`preempt(iid)` reclaims a Spot VM as GCE does (STOP: TERMINATED; DELETE: gone).
 
 `fail_next(action)` makes the next call of one action answer with a Google error once, for the
 fault-injection tests. Binds 127.0.0.1 on a free port.
@@ -54,6 +57,7 @@ class GcpComputeEmulator(LocalServer):
         self.faults = Faults()
         self.instance_quota = instance_quota
         self.not_offered: set[tuple[str, str]] = set()
+        self.preempt_armed = False
         self.lock = threading.RLock()
         emu = self
 
@@ -93,6 +97,23 @@ class GcpComputeEmulator(LocalServer):
                 "scheduling": {"provisioningModel": "STANDARD"}, **extra,
             }
         return f"projects/{project}/zones/{zone}/instances/{name}"
+
+    def preempt(self, iid: str) -> None:
+        """Reclaim a Spot VM as GCE does: with instanceTerminationAction STOP it ends TERMINATED (its
+        disks kept), with DELETE it is gone (providers.md A2, B11)."""
+        parts = iid.split("/")
+        key = (parts[1], parts[3], parts[5])
+        with self.lock:
+            inst = self.instances[key]
+            if inst["scheduling"].get("instanceTerminationAction", "STOP") == "DELETE":
+                del self.instances[key]
+            else:
+                inst["status"] = "TERMINATED"
+
+    def preempt_on_next_get(self) -> None:
+        """Preempt the Spot VM the next instances.get asks about, just before answering."""
+        with self.lock:
+            self.preempt_armed = True
 
     def get(self, iid: str) -> dict[str, Any] | None:
         parts = iid.split("/")
@@ -150,18 +171,35 @@ class GcpComputeEmulator(LocalServer):
                 if (key[0], key[1], name) in self.instances:
                     return 409, _error(409, f"The resource 'projects/{key[0]}/zones/{key[1]}/instances/{name}'"
                                             " already exists", "alreadyExists")
-                inst = {"kind": "compute#instance", "id": str(uuid.uuid4().int)[:19], "status": "RUNNING",
-                        "zone": f"projects/{key[0]}/zones/{key[1]}", **body}
+                refused = _scheduling_refused(body.get("scheduling") or {})
+                if refused is not None:
+                    return 400, _error(400, refused, "invalid")
+                body = json.loads(json.dumps(body))  # the stored copy, not the caller's dict
+                base = f"{self.url}/compute/v1/projects/{key[0]}/zones/{key[1]}"
+                mtype = str(body.get("machineType", "")).rsplit("/", 1)[-1]
+                # GET answers with full URLs (providers.md D), whatever form the insert used.
+                inst = {"kind": "compute#instance", "id": str(uuid.uuid4().int)[:19], **body, "status": "RUNNING",
+                        "zone": base, "machineType": f"{base}/machineTypes/{mtype}",
+                        "selfLink": f"{base}/instances/{name}"}
                 inst.setdefault("labels", {})
                 inst.setdefault("metadata", {"items": []})
+                inst["metadata"]["kind"] = "compute#metadata"
                 inst["metadata"]["fingerprint"] = _fp()
-                if inst.get("scheduling", {}).get("provisioningModel") == "SPOT":
-                    inst["scheduling"].setdefault("preemptible", True)
+                sched = inst.setdefault("scheduling", {})
+                sched.setdefault("provisioningModel", "STANDARD")
+                if sched["provisioningModel"] == "SPOT" or sched.get("preemptible"):
+                    # What the API fills in for a Spot VM (providers.md B11, D): STOP is the default action.
+                    sched.update(preemptible=True, automaticRestart=False, onHostMaintenance="TERMINATE")
+                    sched.setdefault("instanceTerminationAction", "STOP")
                 self.instances[(key[0], key[1], name)] = inst
                 op = self._op("insert", key[0], key[1], name)
                 if rid:
                     self.request_ids[rid] = op["name"]
                 return 200, op
+            spot = self.instances.get(key, {}).get("scheduling", {}).get("provisioningModel") == "SPOT"
+            if action == "instances.get" and self.preempt_armed and spot:
+                self.preempt_armed = False
+                self.preempt(f"projects/{key[0]}/zones/{key[1]}/instances/{key[2]}")
             inst = self.instances.get(key)
             if inst is None:
                 return 404, _error(404, f"The resource 'projects/{key[0]}/zones/{key[1]}/instances/{key[2]}'"
@@ -196,6 +234,32 @@ class GcpComputeEmulator(LocalServer):
         if self.pending_ops:
             return {**op, "status": "RUNNING", "progress": 0}
         return op
+
+
+PROVISIONING_MODELS = ("SPOT", "STANDARD", "FLEX_START", "RESERVATION_BOUND")
+TERMINATION_ACTIONS = ("STOP", "DELETE")
+HOST_MAINTENANCE = ("MIGRATE", "TERMINATE")
+
+
+def _scheduling_refused(sched: dict[str, Any]) -> str | None:
+    """The Scheduling checks of instances.insert (providers.md B11): the enums, and for a Spot or
+    preemptible VM onHostMaintenance TERMINATE (the only value preemptible allows) and no automatic
+    restart. The message is the emulator's; the API answers 400 `invalid`."""
+    model = sched.get("provisioningModel", "STANDARD")
+    if model not in PROVISIONING_MODELS:
+        return f"Invalid value for field 'resource.scheduling.provisioningModel': '{model}'."
+    action = sched.get("instanceTerminationAction")
+    if action is not None and action not in TERMINATION_ACTIONS:
+        return f"Invalid value for field 'resource.scheduling.instanceTerminationAction': '{action}'."
+    host = sched.get("onHostMaintenance")
+    if host is not None and host not in HOST_MAINTENANCE:
+        return f"Invalid value for field 'resource.scheduling.onHostMaintenance': '{host}'."
+    if model == "SPOT" or sched.get("preemptible"):
+        if host not in (None, "TERMINATE"):
+            return "Scheduling must have preemptible be false when OnHostMaintenance isn't TERMINATE."
+        if sched.get("automaticRestart"):
+            return "Scheduling must have preemptible be false when AutomaticRestart is true."
+    return None
 
 
 def _fp() -> str:
