@@ -46,6 +46,7 @@ def test_quota_launch_reuse_and_states(emu: AzureArmEmulator) -> None:
     assert vm is not None and vm["properties"]["billingProfile"] == {"maxPrice": 0.9}
     nic = vm["properties"]["networkProfile"]["networkInterfaceConfigurations"][0]
     assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] == "/subscriptions/x/subnets/s"
+    assert nic["tags"] == vm["tags"] and vm["tags"]["spotplan-move"] == "m1"  # the NIC is tagged like the VM
     puts = emu.calls.count("virtualMachines.createOrUpdate")
     _, again = AzureProvider("eastus").launch(spec(src), False)
     assert again == ids and emu.calls.count("virtualMachines.createOrUpdate") == puts

@@ -310,8 +310,10 @@ class AzureProvider:
             if from_network:
                 props["networkProfile"] = {
                     "networkApiVersion": "2020-11-01",
+                    # The NIC is created with the VM: its configuration carries the VM's tags, so it is
+                    # found and attributed like everything else migrate creates.
                     "networkInterfaceConfigurations": [{
-                        "name": f"{name}-nic", "properties": {
+                        "name": f"{name}-nic", "tags": spec.tags, "properties": {
                             "primary": True, "deleteOption": "Delete",
                             "ipConfigurations": [{"name": "ipconfig1",
                                                   "properties": {"subnet": {"id": from_network}}}]}}],
