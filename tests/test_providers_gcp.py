@@ -155,3 +155,14 @@ def test_a_preempted_spot_target_reads_stopped_or_missing(emu: GcpComputeEmulato
     emu.get(ids[1])["scheduling"]["instanceTerminationAction"] = "DELETE"  # type: ignore[index]
     emu.preempt(ids[1])
     assert provider.states(ids)[1] == {ids[0]: "stopped", ids[1]: "missing"}
+
+
+def test_the_on_demand_fallback_restarts_after_a_host_event(emu: GcpComputeEmulator) -> None:
+    """Spot takes no automatic restart, but the on-demand copy (the fallback) is the one that must
+    keep running: it is created with automaticRestart, and TERMINATE on maintenance (GPU VMs)."""
+    src = emu.add_instance("p1", "us-central1-a", "train", "a2-highgpu-1g")
+    _, ids = GcpProvider("us-central1").launch(spec(src, count=1, market="on-demand", max_price=None), dry_run=False)
+    inst = emu.get(ids[0])
+    assert inst is not None
+    assert inst["scheduling"]["provisioningModel"] == "STANDARD"
+    assert inst["scheduling"]["automaticRestart"] is True and inst["scheduling"]["onHostMaintenance"] == "TERMINATE"

@@ -327,12 +327,17 @@ class GcpProvider:
                 calls[0].note = "reused: created by an interrupted run"
                 calls[0].ids.append(iid)
                 continue
-            scheduling: dict[str, Any] = {"automatic_restart": False, "on_host_maintenance": "TERMINATE"}
+            # GPU VMs cannot live-migrate: TERMINATE on host maintenance, whatever the market.
+            scheduling: dict[str, Any] = {"on_host_maintenance": "TERMINATE"}
             if spec.market == "spot":
-                # GCP Spot has no bid: max_price is only checked against on-demand in preflight.
-                scheduling.update(provisioning_model="SPOT", instance_termination_action="STOP")
+                # GCP Spot has no bid: max_price is only checked against on-demand in preflight. Spot
+                # takes no automatic restart.
+                scheduling.update(provisioning_model="SPOT", instance_termination_action="STOP",
+                                  automatic_restart=False)
             else:
-                scheduling.update(provisioning_model="STANDARD")
+                # The on-demand fallback is the copy that must keep running: after a host event it is
+                # restarted, and its boot script resumes from the checkpoint its metadata names.
+                scheduling.update(provisioning_model="STANDARD", automatic_restart=True)
             network: dict[str, Any] = {"subnetwork": spec.network["subnet"]} if spec.network.get("subnet") else {
                 "network": "global/networks/default"}
             labels = {label_value(k): move_label(v) if k == MOVE_TAG else label_value(v) for k, v in spec.tags.items()}
