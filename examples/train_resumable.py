@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from step {start} ({latest.uri})", file=sys.stderr, flush=True)
 
     loss = float("nan")
+    saved = start if latest is not None else None  # the step the store already holds
     with PreemptionGuard(source=args.guard_source, endpoint=args.guard_endpoint) as guard:
         print(f"training from step {start} to {args.steps}", file=sys.stderr, flush=True)
         step = start
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.save_every and step % args.save_every == 0:
                 store.save(step, {"model.bin": model.dump()}, {"loss": loss, "reason": "periodic"})
-    if step > start or latest is None:
+                saved = step
+    if saved != step:  # not twice for one step: a duplicate would take one of the `keep` places
         store.save(step, {"model.bin": model.dump()}, {"loss": loss, "reason": "done"})
     print(f"done at step {step}, loss {loss:.6f}", file=sys.stderr, flush=True)
     return 0

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from spotplan.errors import InputError, MissingExtraError, SpotplanError
+from spotplan.errors import CredentialsError, InputError, MissingExtraError, SpotplanError
 from spotplan.times import as_utc, parse_iso, utcnow
 
 MANIFEST = "MANIFEST.json"
@@ -65,6 +65,10 @@ Payload = bytes | Mapping[str, "bytes | str | os.PathLike[str]"]
 
 class CheckpointError(SpotplanError):
     """A checkpoint could not be written, read or verified."""
+
+
+class CheckpointAccessError(CheckpointError, CredentialsError):
+    """The store refused access (permission denied, HTTP 401/403): exit code 4, like the cloud calls."""
 
 
 @dataclass
@@ -152,21 +156,31 @@ class CheckpointStore:
             # int(2.9) would store step 2, int(True) step 1: a checkpoint under another step.
             raise InputError(f"step must be an integer, not {step!r}")
         if isinstance(data, (bytes, bytearray, memoryview)):
-            sources: dict[str, Callable[[], Iterable[bytes]]] = {DEFAULT_FILE: _bytes_source(bytes(data))}
+            sources: dict[str, Callable[[], Iterable[bytes]]] = {DEFAULT_FILE: _bytes_source(data)}
         elif isinstance(data, Mapping):
             sources = {}
+            given: dict[str, str] = {}
             for name, value in data.items():
                 key = _check_name(str(name))
+                if key in sources:  # "a\\b" and "a/b": one would silently replace the other
+                    raise InputError(f"checkpoint file names {given[key]!r} and {str(name)!r} name the same file")
+                given[key] = str(name)
                 if isinstance(value, (bytes, bytearray, memoryview)):
-                    sources[key] = _bytes_source(bytes(value))
+                    sources[key] = _bytes_source(value)
                 elif isinstance(value, (str, os.PathLike)):
                     if not Path(value).is_file():
-                        raise InputError(f"checkpoint file {value} does not exist")
+                        what = "is not a file" if Path(value).exists() else "does not exist"
+                        raise InputError(f"checkpoint file {value} {what}")
                     sources[key] = _file_source(Path(value))
                 else:
                     raise InputError(f"checkpoint file {name!r}: expected bytes or a path")
             if not sources:
                 raise InputError("a checkpoint needs at least one file")
+            for key in sources:  # "a" and "a/b": a file cannot also be a folder
+                parts = key.split("/")
+                for depth in range(1, len(parts)):
+                    if "/".join(parts[:depth]) in sources:
+                        raise InputError(f"checkpoint file {'/'.join(parts[:depth])!r} is also the folder of {key!r}")
         else:
             raise InputError("checkpoint data must be bytes or a mapping of name -> bytes | path")
         return self._commit(int(step), sources, dict(metadata or {}), created_at or utcnow())
@@ -177,7 +191,11 @@ class CheckpointStore:
         sources: Mapping[str, Callable[[], Iterable[bytes]]],
         metadata: dict[str, Any],
         created_at: datetime,
+        expected: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> CheckpointInfo:
+        """Write the files, then the manifest. `expected` (a copy's source manifest) must match what
+        was written before anything is committed. On any failure the folder (ours) is removed, so a
+        full disk is not kept full by the failed save, and a CheckpointError says what broke."""
         if step < 0:
             raise InputError("step must be >= 0")
         try:  # as the manifest will: before any file is written, not after
@@ -190,23 +208,38 @@ class CheckpointStore:
         stamp = created_at.strftime("%Y%m%dT%H%M%S%f") + "Z"
         folder = f"{self.root}/step-{step:012d}-{stamp}-{secrets.token_hex(4)}"
         files: dict[str, dict[str, Any]] = {}
-        for name, chunks in sources.items():
-            files[name] = self._write_file(f"{folder}/{name}", chunks())
-        manifest = {
-            "schema": SCHEMA,
-            "step": step,
-            "created_at": created_at.isoformat().replace("+00:00", "Z"),
-            "files": files,
-            "metadata": metadata,
-        }
-        # Another process may have removed the folder while we wrote (a local writer then re-creates
-        # it for its next file): never commit a manifest for files that are not there.
-        self._check_written(folder, files, committed=False)
-        self._write_manifest(folder, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        listing = self._check_written(folder, files, committed=True)
+        try:
+            for name, chunks in sources.items():
+                files[name] = self._write_file(f"{folder}/{name}", chunks())
+            if expected is not None and files != expected:
+                differ = sorted(n for n in {*files, *expected} if files.get(n) != expected.get(n))
+                self._discard(folder)
+                raise CheckpointError(
+                    f"checkpoint {self._uri_of(folder)}: {', '.join(differ)} did not match the source "
+                    "manifest as copied (source changed or damaged?); nothing was committed"
+                )
+            manifest = {
+                "schema": SCHEMA,
+                "step": step,
+                "created_at": created_at.isoformat().replace("+00:00", "Z"),
+                "files": files,
+                "metadata": metadata,
+            }
+            # Another process may have removed the folder while we wrote (a local writer then
+            # re-creates it for its next file): never commit a manifest for files that are not there.
+            self._check_written(folder, files, committed=False)
+            self._write_manifest(folder, json.dumps(manifest, indent=1, sort_keys=True).encode())
+            listing = self._check_written(folder, files, committed=True)
+        except SpotplanError:
+            raise
+        except Exception as exc:
+            self._discard(folder)
+            raise _store_error(exc, f"cannot save checkpoint step {step} to {self.uri}",
+                               "; nothing was committed") from exc
         info = CheckpointInfo(step, created_at, self._uri_of(folder), files, metadata)
         self._checked[folder] = ((_digest(manifest), _fingerprint(listing, files) or ()), True)
-        self._retain(folder)
+        with contextlib.suppress(OSError):  # committed: a listing that fails now must not undo that
+            self._retain(folder)
         return info
 
     def _check_written(self, folder: str, files: Mapping[str, Mapping[str, Any]], committed: bool) -> dict[str, Any]:
@@ -216,14 +249,18 @@ class CheckpointStore:
         lost = _mismatched(listing, files) + ([MANIFEST] if committed and MANIFEST not in listing else [])
         if not lost:
             return listing
-        with contextlib.suppress(FileNotFoundError, OSError):
-            self.fs.rm_file(f"{folder}/{MANIFEST}")  # uncommit first, as retention does
-        with contextlib.suppress(FileNotFoundError, OSError):
-            self.fs.rm(folder, recursive=True)
+        self._discard(folder)
         raise CheckpointError(
             f"checkpoint {self._uri_of(folder)} lost {', '.join(sorted(lost))} while it was being saved "
             "(removed by another process?); nothing was committed"
         )
+
+    def _discard(self, folder: str) -> None:
+        """Remove a folder of ours that must not be (or stay) committed: manifest first, as retention."""
+        with contextlib.suppress(Exception):
+            self.fs.rm_file(f"{folder}/{MANIFEST}")
+        with contextlib.suppress(Exception):
+            self.fs.rm(folder, recursive=True)
 
     def _write_file(self, path: str, chunks: Iterable[bytes]) -> dict[str, Any]:
         digest = hashlib.sha256()
@@ -321,10 +358,11 @@ class CheckpointStore:
     def list(self) -> builtins.list[CheckpointInfo]:
         """Committed checkpoints (manifest present and readable), oldest first; not checksum-verified."""
         out = []
-        for folder in self._folders():
-            info = self._read(folder)
-            if info is not None:
-                out.append(info[0])
+        with _translated(f"cannot list checkpoints in {self.uri}"):
+            for folder in self._folders():
+                info = self._read(folder)
+                if info is not None:
+                    out.append(info[0])
         return out
 
     def latest(self, newer_than: datetime | None = None, *, verify: bool = True) -> CheckpointInfo | None:
@@ -334,20 +372,46 @@ class CheckpointStore:
         """
         if newer_than is not None and newer_than.tzinfo is None:
             newer_than = newer_than.replace(tzinfo=timezone.utc)
-        for folder in reversed(self._folders()):
+        with _translated(f"cannot read checkpoints in {self.uri}"):
+            folders = self._folders()
+            # Another writer may commit, and its retention delete, the candidates while they are
+            # checked (a save in progress becomes the newest, the one before it goes): when nothing
+            # passed, look again while the listing changes, and once more when a folder had no
+            # manifest or failed its check, so a store holding a good checkpoint never answers None.
+            retry_same = True
+            for _ in range(20):
+                info, unsettled = self._latest_of(folders, newer_than, verify)
+                if info is not None:
+                    return info
+                again = self._folders()
+                if again == folders:
+                    if not (unsettled and retry_same):
+                        return None
+                    retry_same = False
+                folders = again
+        return None
+
+    def _latest_of(self, folders: builtins.list[str], newer_than: datetime | None,
+                   verify: bool) -> tuple[CheckpointInfo | None, bool]:
+        """The newest good checkpoint among `folders`, and whether any candidate was unsettled
+        (no manifest yet, or files that did not match: it may be mid-save or mid-delete)."""
+        unsettled = False
+        for folder in reversed(folders):
             if newer_than is not None and _folder_time(folder) <= newer_than:
                 continue  # the name carries the creation time: no manifest read for old checkpoints
             read = self._read(folder)
             if read is None:
+                unsettled = True
                 continue
             info, manifest = read
             if newer_than is not None and info.created_at <= newer_than:
                 continue
             if not verify:
-                return info
+                return info, unsettled
             if self._verified_now(folder, info, manifest):
-                return info
-        return None
+                return info, unsettled
+            unsettled = True
+        return None, unsettled
 
     def _verified_now(self, folder: str, info: CheckpointInfo, manifest: Mapping[str, Any]) -> bool:
         """Whether the folder's files match the manifest. The files are hashed again unless this
@@ -370,10 +434,11 @@ class CheckpointStore:
     def verify(self, info: CheckpointInfo) -> bool:
         """Re-read every file of `info` and compare sizes and sha256 with its manifest."""
         folder = self._path_of(info.uri)
-        read = self._read(folder)
-        if read is None or read[0].files != info.files:
-            return False
-        return self._verify_folder(folder, read[0])
+        with _translated(f"cannot verify {info.uri}"):
+            read = self._read(folder)
+            if read is None or read[0].files != info.files:
+                return False
+            return self._verify_folder(folder, read[0])
 
     def load(self, info: CheckpointInfo, name: str = DEFAULT_FILE) -> bytes:
         """The bytes of one file of a checkpoint, checked against its manifest entry."""
@@ -385,24 +450,53 @@ class CheckpointStore:
             body = self.fs.cat_file(f"{self._path_of(info.uri)}/{name}")
         except FileNotFoundError:
             raise CheckpointError(f"{info.uri}/{name} is missing") from None
+        except Exception as exc:
+            raise _store_error(exc, f"cannot read {info.uri}/{name}") from exc
         if len(body) != entry["size"] or hashlib.sha256(body).hexdigest() != entry["sha256"]:
             raise CheckpointError(f"{info.uri}/{name} does not match its manifest checksum")
         return bytes(body)
 
     def download(self, info: CheckpointInfo, dest: str | os.PathLike[str]) -> Path:
-        """Copy every file of `info` into the local folder `dest` (checked), returning it."""
+        """Copy every file of `info` into the local folder `dest` (checked), returning it. Files are
+        streamed (a checkpoint larger than memory downloads too) into a temporary name and renamed
+        into place only once their size and sha256 match the manifest."""
         dest = Path(dest)
-        for name in info.files:
+        folder = self._path_of(info.uri)
+        for name, entry in info.files.items():
+            name = _check_name(name)
             target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.load(info, name))
+            tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+            digest, size = hashlib.sha256(), 0
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self.fs.open(f"{folder}/{name}", "rb") as handle, open(tmp, "wb") as out:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+                    raise CheckpointError(f"{info.uri}/{name} does not match its manifest checksum")
+                os.replace(tmp, target)
+            except FileNotFoundError as exc:
+                if not Path(exc.filename or "").is_relative_to(dest):
+                    raise CheckpointError(f"{info.uri}/{name} is missing") from None
+                raise _store_error(exc, f"cannot download {info.uri}/{name} to {dest}") from exc
+            except SpotplanError:
+                raise
+            except Exception as exc:
+                raise _store_error(exc, f"cannot download {info.uri}/{name} to {dest}") from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         return dest
 
     def copy_to(self, info: CheckpointInfo, other: CheckpointStore) -> CheckpointInfo:
         """Commit `info` into another store with the same protocol (files first, manifest last)."""
         folder = self._path_of(info.uri)
         sources = {name: self._stream_source(f"{folder}/{name}") for name in info.files}
-        copied = other._commit(info.step, sources, dict(info.metadata), info.created_at)
+        # The hashes of what was written must match the source manifest before the copy's manifest
+        # goes out: a source file changed or damaged since it was verified is never committed.
+        copied = other._commit(info.step, sources, dict(info.metadata), info.created_at, expected=info.files)
         if copied.files != info.files:
             raise CheckpointError(f"copy of {info.uri} to {other.uri} does not match the source checksums")
         return copied
@@ -414,7 +508,9 @@ class CheckpointStore:
             self.fs.invalidate_cache(self.root)
         try:
             entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if _missing_container(exc):  # a typo in the bucket is no empty store: say so now
+                raise CheckpointError(f"{self.uri}: the bucket or container does not exist") from exc
             return []
         names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
         # The step as a number: a 13-digit step comes after every 12-digit one.
@@ -447,8 +543,8 @@ class CheckpointStore:
                 files=files,
                 metadata=dict(manifest.get("metadata") or {}),
             )
-        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+        except (FileNotFoundError, IsADirectoryError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # (not a PermissionError: a manifest we may not read is no proof of damage)
         return info, manifest
 
     def _verify_folder(self, folder: str, info: CheckpointInfo) -> bool:
@@ -460,6 +556,8 @@ class CheckpointStore:
                     while chunk := handle.read(_CHUNK):
                         digest.update(chunk)
                         size += len(chunk)
+            except PermissionError:
+                raise  # no proof of damage: falling back to an older checkpoint would hide it
             except (FileNotFoundError, OSError):
                 return False
             if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
@@ -500,6 +598,53 @@ def check_uri(uri: str) -> None:
         except ValueError:
             raise InputError(f"unknown storage protocol {protocol}:// in {uri!r}",
                              hint="use a local path, s3://, gs:// or az://") from None
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn a storage failure (permission, network, a missing bucket) into a one-line CheckpointError."""
+    try:
+        yield
+    except SpotplanError:
+        raise
+    except Exception as exc:
+        raise _store_error(exc, what) from exc
+
+
+def _store_error(exc: BaseException, what: str, tail: str = "") -> CheckpointError:
+    """A one-line CheckpointError for a storage failure; CheckpointAccessError (exit 4) for a denial."""
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        detail = str(exc) or type(exc).__name__
+    detail = " ".join(detail.split())[:300]
+    status = next((v for a in ("status", "status_code", "code") if isinstance(v := getattr(exc, a, None), int)), None)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        return CheckpointAccessError(f"{what}: access denied ({detail}){tail}",
+                                     hint="check the credentials and the store's permissions")
+    if _missing_container(exc):
+        return CheckpointError(f"{what}: the bucket or container does not exist ({detail}){tail}")
+    return CheckpointError(f"{what}: {detail}{tail}")
+
+
+def _missing_container(exc: BaseException) -> bool:
+    """Whether a not-found error means the bucket (S3, GCS) or container (Azure) itself is missing,
+    rather than a path in it: fsspec raises FileNotFoundError for both."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+        else:
+            code = getattr(seen, "error_code", None)
+        if str(code) in ("NoSuchBucket", "ContainerNotFound"):
+            return True
+        if any(t in str(seen) for t in ("bucket does not exist", "ContainerNotFound")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _missing_extra(scheme: str, exc: ImportError) -> MissingExtraError:
@@ -555,10 +700,17 @@ def _modified(entry: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _bytes_source(body: bytes) -> Callable[[], Iterator[bytes]]:
+def _bytes_source(data: bytes | bytearray | memoryview) -> Callable[[], Iterator[bytes]]:
+    """Chunks of a bytes-like payload, as views: a large buffer (a numpy array's memory) is not copied."""
+    view = memoryview(data)
+    try:
+        body = view.cast("B")
+    except TypeError:  # not C-contiguous: one copy is unavoidable
+        body = memoryview(view.tobytes())
+
     def chunks() -> Iterator[bytes]:
         for start in range(0, max(len(body), 1), _CHUNK):
-            yield body[start : start + _CHUNK]
+            yield body[start : start + _CHUNK]  # type: ignore[misc]
 
     return chunks
 

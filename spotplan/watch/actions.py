@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from spotplan.errors import InputError
+from spotplan.errors import InputError, SpotplanError
 
 
 def signal_number(name: str | int) -> int:
@@ -165,7 +165,7 @@ def wait_for_checkpoint(store: Any, newer_than: datetime, until: float, every: f
     while True:
         try:
             info = store.latest(newer_than=newer_than)
-        except (OSError, ValueError):  # a store hiccup is not a verdict: look again
+        except (OSError, ValueError, SpotplanError):  # a store hiccup (a CheckpointError) is no verdict: look again
             info = None
         if info is not None:
             return info
