@@ -6,7 +6,6 @@ input."""
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from spotplan.cli.main import app
+from tests.test_prices_no_color import on_a_pty
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,22 +40,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def test_no_color_help_on_a_terminal_has_no_escape_codes(isolated: dict[str, str]) -> None:
     """rich's no_color keeps bold and dim; under NO_COLOR help must write no escape code at all."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "spotplan", "analyze", "--help"], stdout=follower,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env={**isolated, "NO_COLOR": "1"})
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    assert proc.wait(timeout=60) == 0
-    text = b"".join(chunks).decode()
+    text = on_a_pty(["analyze", "--help"], {**isolated, "NO_COLOR": "1"})
     assert "--plan-out" in text and "\x1b" not in text
 
 

@@ -92,7 +92,8 @@ def test_piped_output_has_no_escape_codes(runner, tmp_path: Path, monkeypatch) -
         assert ESC not in res.stdout, args
 
 
-def _on_a_pty(args: list[str], env: dict[str, str]) -> str:
+def on_a_pty(args: list[str], env: dict[str, str]) -> str:
+    """`python -m spotplan ARGS` with stdout on a pseudo-terminal; what it wrote there."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "spotplan", *args], stdout=follower, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, env=env)
@@ -115,7 +116,7 @@ def test_prices_show_on_a_real_terminal(tmp_path: Path) -> None:
     args = ["prices", "show", "--prices", str(_table(tmp_path))]
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     env.update(TERM="xterm-256color", COLUMNS="160")
-    styled = _on_a_pty(args, env)
+    styled = on_a_pty(args, env)
     assert "p3.2xlarge" in styled and ESC in styled
-    plain = _on_a_pty(args, {**env, "NO_COLOR": "1"})
+    plain = on_a_pty(args, {**env, "NO_COLOR": "1"})
     assert "p3.2xlarge" in plain and ESC not in plain
