@@ -87,7 +87,8 @@ def test_migrations_list_and_show_cli(runner, tmp_path: Path) -> None:  # type: 
     from spotplan.cli.main import app
 
     empty = runner.invoke(app, ["migrations", "list"])
-    assert empty.exit_code == 0 and "no moves recorded" in empty.stdout
+    assert empty.exit_code == 0 and "no moves recorded" in empty.stderr
+    assert empty.stdout.split() == ["MOVE", "WORKLOAD", "PROVIDER", "KIND", "STATUS", "TARGETS", "UPDATED"]
     j = Journal()
     j.begin_move("m4", "wl-4", "azure", "migrate", {"id": "m4"}, None)
     j.step_start("m4", "acquire")

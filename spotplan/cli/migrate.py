@@ -163,9 +163,9 @@ def migrations_list(output: OutputOpt = None, out: OutPathOpt = None, verbose: V
             emit(render.list_csv(moves), out)
         elif fmt == OutputFormat.markdown:
             emit(render.list_markdown(moves), out)
-        elif not moves:
-            emit("no moves recorded yet (spotplan migrate PLAN.json --yes records them)", out)
         else:
+            if not moves:  # a note, not data: stderr, as prices show does; the table keeps its header
+                sys.stderr.write("no moves recorded yet (spotplan migrate PLAN.json --yes records them)\n")
             emit(render.list_text(moves), out)
 
 
